@@ -1,0 +1,95 @@
+"""Hyper-parameters of one fine-tuning run and the settings of a whole iteration.
+
+Both are plain pydantic models of JSON-able values (names instead of callables), so they
+validate on construction and round-trip through MLflow params, which come back as strings:
+
+    FineTuningParams.from_mlflow_params(run.data.params) == params
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ExamplesType(str, Enum):
+    """Which sessions feed training: all, only those with clicks, or only those marked irrelevant."""
+
+    all_examples = "all_examples"
+    positive_examples = "positive_examples"
+    negative_examples = "negative_examples"
+
+
+class _MlflowRoundTrip(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+    def to_mlflow_params(self) -> dict[str, str]:
+        """Every field as a JSON string (MLflow stores params as strings)."""
+        dumped = self.model_dump(mode="json")
+        return {name: json.dumps(value) for name, value in dumped.items()}
+
+    @classmethod
+    def from_mlflow_params(cls, params: dict[str, str]) -> Self:
+        """Inverse of :meth:`to_mlflow_params`; keys that are not fields of this model are ignored."""
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            if name in params:
+                raw = params[name]
+                try:
+                    values[name] = json.loads(raw)
+                except (TypeError, json.JSONDecodeError):
+                    values[name] = raw
+        return cls.model_validate(values)
+
+
+class FineTuningParams(_MlflowRoundTrip):
+    """Hyper-parameters searched by hyperopt (the seed's fields, validated)."""
+
+    num_fixed_layers: int = Field(0, ge=0)
+    query_lr: float = Field(2e-5, gt=0)
+    items_lr: float = Field(2e-5, gt=0)
+    query_weight_decay: float = Field(0.0, ge=0)
+    items_weight_decay: float = Field(0.0, ge=0)
+    margin: float = Field(0.1, ge=0)
+    not_irrelevant_only: bool = True
+    negative_downsampling: float = Field(0.5, gt=0, le=1)
+    min_abs_difference_threshold: float = Field(0.0, ge=0)
+    max_abs_difference_threshold: float = Field(1.0, gt=0)
+    examples_order: list[ExamplesType] = Field(default_factory=lambda: [ExamplesType.all_examples])
+    temperature: float = Field(0.05, gt=0, description="softmax temperature of the contrastive loss")
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> Self:
+        if self.min_abs_difference_threshold >= self.max_abs_difference_threshold:
+            raise ValueError("min_abs_difference_threshold must be below max_abs_difference_threshold")
+        return self
+
+    def id(self) -> str:
+        """A stable short hash of the values (used as MLflow run name)."""
+        import hashlib
+
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class FineTuningSettings(_MlflowRoundTrip):
+    """What stays fixed across the runs of one iteration. Names resolve to objects in ``finetuning``."""
+
+    loss_func: str = "click_infonce"
+    metric_calculators: list[str] = Field(default_factory=lambda: ["distance_shift", "retrieval"])
+    ranker: str = "cosine"
+    is_similarity: bool = True
+    confidence_calculator: str = "position_bias"
+    step_size: int = Field(500, gt=0)
+    gamma: float = Field(0.9, gt=0, lt=1)
+    num_epochs: int = Field(1, gt=0)
+    batch_size: int = Field(16, gt=0)
+    test_each_n_sessions: float = Field(-1, description="validation interval: <=0 once per epoch, <1 a fraction, >=1 sessions")
+    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: no limit)")
+    main_metric: str = "val_ndcg@10"
+    higher_is_better: bool = True
+    precision: str = "32-true"
+    seed: int = 42

@@ -1,0 +1,3 @@
+from finetuning.tracking.tracker import ExperimentTracker, MetricValue
+
+__all__ = ["ExperimentTracker", "MetricValue"]

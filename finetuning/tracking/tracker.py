@@ -1,0 +1,54 @@
+"""The tracker interface the fine-tuner reports to.
+
+``finetuning`` knows nothing of MLflow: :class:`ExperimentTracker` is the contract, and
+``finetuning.experiments.mlflow_manager.ExperimentsManager`` is the MLflow implementation.
+Tests may use ``finetuning.tracking.in_memory.InMemoryTracker``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from finetuning.models.base import EmbeddingsModelInterface
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    """One metric reading, e.g. ``MetricValue("val_loss", 0.31, step=120)``."""
+
+    name: str
+    value: float
+    step: int | None = None
+
+
+class ExperimentTracker(ABC):
+    """Where a fine-tuning run writes its metrics and models.
+
+    ``main_metric`` names the metric that decides which run is best and
+    ``higher_is_better`` says in which direction (e.g. ``"val_ndcg@10"``, True).
+    """
+
+    main_metric: str = "val_loss"
+    higher_is_better: bool = False
+
+    @abstractmethod
+    def save_metric(self, metric: MetricValue) -> None: ...
+
+    @abstractmethod
+    def save_params(self, params: dict[str, object]) -> None: ...
+
+    @abstractmethod
+    def save_model(self, model: "EmbeddingsModelInterface", best_only: bool = True) -> bool:
+        """Store the model of the current run; with ``best_only`` only if the run is the best so far.
+
+        Returns whether it was stored."""
+
+    @abstractmethod
+    def get_quality(self) -> float:
+        """The current run's main metric (its best value over the run)."""
+
+    def is_better(self, candidate: float, reference: float) -> bool:
+        return candidate > reference if self.higher_is_better else candidate < reference
