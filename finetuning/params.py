@@ -60,6 +60,9 @@ class FineTuningParams(_MlflowRoundTrip):
     max_abs_difference_threshold: float = Field(1.0, gt=0)
     examples_order: list[ExamplesType] = Field(default_factory=lambda: [ExamplesType.all_examples])
     temperature: float = Field(0.05, gt=0, description="softmax temperature of the contrastive loss")
+    negatives_above_last_click_only: bool = Field(
+        True, description="skipped results count as negatives only when ranked above the session's last click"
+    )
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> Self:

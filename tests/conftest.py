@@ -9,4 +9,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 pytest_plugins = [
     "tests.fixtures.services",
+    "tests.fixtures.engine",
+    "tests.fixtures.loaders",
+    "tests.fixtures.worker",
+    "tests.fixtures.reindex",
 ]

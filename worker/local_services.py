@@ -138,7 +138,11 @@ def start_mongo_wire(db_file: str | Path | None = None, port: int | None = None)
     port = port or free_port()
     db = str(db_file) if db_file else "memory"
     url = f"mongodb://127.0.0.1:{port}/?directConnection=true"
-    return start_process("mongo", [_bin("nx-27017"), "--db", db, "--host", "127.0.0.1", "-p", str(port)], port, url)
+    # nx-27017 refuses to start while its default PID file (/tmp/nx_27017.pid) names a live process:
+    # give every instance its own, so several servers (tests, demo, parallel runs) can coexist.
+    pid_file = Path(tempfile.mkdtemp(prefix="clicktune-mongo-pid-")) / "nx_27017.pid"
+    cmd = [_bin("nx-27017"), "--db", db, "--host", "127.0.0.1", "-p", str(port), "--pid-file", str(pid_file)]
+    return start_process("mongo", cmd, port, url)
 
 
 def start_moto_s3(port: int | None = None) -> LocalProcess:

@@ -1,9 +1,224 @@
-"""`clicktune` commands for clickstream (to be filled in by its issue)."""
+"""``clicktune`` clickstream commands and the click simulator.
+
+    clicktune clickstream import sessions.jsonl          # validate + store, rich progress, rejects summary
+    clicktune clickstream release --release-id nightly-2024-05-01
+    clicktune clickstream batches
+    clicktune clickstream export BATCH_ID out.jsonl
+    clicktune simulate-clicks --dataset shared/data/scifact --split train --top-k 10 \\
+        --sessions-per-query 1 --seed 0 --ranker bm25 --out sessions.jsonl
+
+Mongo comes from ``CLICKTUNE_MONGO_URL`` / ``CLICKTUNE_MONGO_DB`` (``worker/settings.py``); the URL
+is a secret and is never printed. JSONL format: see docs/clickstream.md.
+Exit codes: 0 ok, 1 not found / nothing to do / some records rejected (import), 2 invalid input.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+MAX_REJECTS_SHOWN = 20
+
+
+def _dao():
+    from dao.clickstream import ClickstreamDAO
+    from dao.mongo import mongo_database
+    from worker.settings import get_settings
+
+    settings = get_settings()
+    return ClickstreamDAO(mongo_database(settings.mongo_url, settings.mongo_db))
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err_console.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    raise typer.Exit(code)
+
+
+class _BadLine:
+    """Stands for a line that is not valid JSON, so the DAO rejects it at its own index."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _read_jsonl(path: Path, bad_lines: dict[int, str]) -> Iterator[Any]:
+    with path.open(encoding="utf-8") as handle:
+        index = 0
+        for line in handle:
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as error:
+                bad_lines[index] = f"invalid JSON: {error.msg} (column {error.colno})"
+                yield _BadLine(bad_lines[index])
+            index += 1
+
+
+def import_file(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL: one session (with events) or event a line."),
+    chunk_size: int = typer.Option(1000, min=1, help="Records validated and written per round trip."),
+) -> None:
+    """Validate and store sessions and events; prints accepted counts and the rejects."""
+    dao = _dao()
+    total = sum(1 for line in file.open(encoding="utf-8") if line.strip())
+    bad_lines: dict[int, str] = {}
+    with Progress(
+        TextColumn("[bold]importing[/bold]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
+        task = progress.add_task("import", total=total)
+        report = dao.ingest(
+            _read_jsonl(file, bad_lines), chunk_size=chunk_size, on_progress=lambda n: progress.advance(task, n)
+        )
+    rejects = sorted(
+        [(index, bad_lines[index]) if index in bad_lines else (index, reason) for index, reason in report.rejects]
+    )
+    console.print(
+        f"sessions: [green]{report.accepted_sessions} accepted[/green], {report.duplicate_sessions} already stored · "
+        f"events: [green]{report.accepted_events} accepted[/green], {report.duplicate_events} already stored · "
+        f"[{'red' if rejects else 'green'}]{len(rejects)} rejected[/]",
+        highlight=False,
+    )
+    if report.batch_ids:
+        console.print(f"open batch: {', '.join(report.batch_ids)}", highlight=False)
+    if rejects:
+        table = Table("line", "reason", title="rejected records")
+        for index, reason in rejects[:MAX_REJECTS_SHOWN]:
+            table.add_row(str(index + 1), reason)
+        console.print(table)
+        if len(rejects) > MAX_REJECTS_SHOWN:
+            console.print(f"… and {len(rejects) - MAX_REJECTS_SHOWN} more", highlight=False)
+        raise typer.Exit(1)
+
+
+def release(
+    release_id: Optional[str] = typer.Option(None, help="Idempotency key: the same id always names the same batch."),
+) -> None:
+    """Release the open batch (idempotent per --release-id); prints its id."""
+    batch = _dao().release(release_id)
+    if batch is None:
+        _fail("no open batch to release")
+    console.print(
+        f"released batch [bold]{batch.batch_id}[/bold] (release id {batch.release_id}): "
+        f"{batch.session_count} sessions, {batch.event_count} events",
+        highlight=False,
+    )
+
+
+def batches(as_json: bool = typer.Option(False, "--json", help="One JSON object a line instead of a table.")) -> None:
+    """List batches, oldest first."""
+    found = _dao().list_batches()
+    if as_json:
+        for batch in found:
+            console.print_json(json.dumps(batch.model_dump(mode="json", exclude={"writers"})))
+        return
+    table = Table("batch_id", "status", "release_id", "sessions", "events", "created_at", "released_at")
+    for batch in found:
+        table.add_row(
+            batch.batch_id,
+            batch.status.value,
+            batch.release_id or "",
+            str(batch.session_count),
+            str(batch.event_count),
+            batch.created_at.isoformat(timespec="seconds"),
+            batch.released_at.isoformat(timespec="seconds") if batch.released_at else "",
+        )
+    console.print(table)
+
+
+def export(
+    batch_id: str = typer.Argument(..., help="Batch to export."),
+    file: Path = typer.Argument(..., dir_okay=False, help="Output JSONL (re-importable)."),
+) -> None:
+    """Write a batch's sessions with their events as JSONL."""
+    try:
+        count = _dao().export_batch(batch_id, file)
+    except KeyError as error:
+        _fail(str(error.args[0]))
+    console.print(f"wrote {count} sessions to {file}", highlight=False)
+
+
+def simulate_clicks(
+    dataset: Path = typer.Option(..., exists=True, file_okay=False, help="BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/)."),
+    out: Path = typer.Option(..., dir_okay=False, help="Output JSONL of sessions (the import format)."),
+    split: str = typer.Option("train", help="Query split; anything but 'train' needs --allow-test."),
+    top_k: int = typer.Option(10, min=1, help="Results shown per session."),
+    sessions_per_query: int = typer.Option(1, min=1),
+    seed: int = typer.Option(0),
+    ranker: str = typer.Option("bm25", help="bm25, or embedding (needs --model)."),
+    model: Optional[Path] = typer.Option(None, help="Model directory (clicktune or sentence-transformers) for the embedding ranker."),
+    max_queries: Optional[int] = typer.Option(None, min=1, help="Use only the first N judged queries of the split."),
+    max_docs: Optional[int] = typer.Option(None, min=1, help="Keep judged docs + random others up to N."),
+    meta_template: str = typer.Option('{"path": "{object_id}.json"}', help="JSON template of each result's meta."),
+    allow_test: bool = typer.Option(False, "--allow-test", help="Allow a held-out split (evaluation/demo only)."),
+    embeddings_cache: Optional[Path] = typer.Option(None, help="Cache file for document embeddings (embedding ranker)."),
+) -> None:
+    """Simulate search sessions with position-based clicks from a BEIR data set."""
+    from finetuning.datasets import BeirDataset
+    from finetuning.simulation import BM25Ranker, EmbeddingRanker, HeldOutSplitError, click_statistics, simulate_sessions, write_jsonl
+
+    try:
+        template = json.loads(meta_template)
+    except json.JSONDecodeError as error:
+        _fail(f"--meta-template is not JSON: {error.msg}", 2)
+    data = BeirDataset.load(dataset, max_docs=max_docs, seed=seed)
+    if split not in data.splits:
+        _fail(f"split {split!r} not in {data.splits}", 2)
+    query_ids = data.query_ids(split)[:max_queries] if max_queries else None
+    if ranker == "bm25":
+        engine = BM25Ranker(data.doc_texts())
+    elif ranker == "embedding":
+        if model is None:
+            _fail("--ranker embedding needs --model", 2)
+        engine = EmbeddingRanker(_load_encoder(model), data.doc_texts(), cache_path=embeddings_cache, name=f"embedding:{model.name}")
+    else:
+        _fail(f"unknown ranker {ranker!r} (bm25, embedding)", 2)
+    n_queries = len(query_ids) if query_ids is not None else len(data.query_ids(split))
+    try:
+        with Progress(TextColumn("[bold]simulating[/bold]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+            task = progress.add_task("simulate", total=n_queries)
+            sessions = simulate_sessions(
+                data, split=split, ranker=engine, top_k=top_k, sessions_per_query=sessions_per_query, seed=seed,
+                query_ids=query_ids, meta_template=template, allow_test=allow_test,
+                on_query=lambda done: progress.update(task, completed=done),
+            )
+    except HeldOutSplitError as error:
+        _fail(str(error), 2)
+    write_jsonl(sessions, out)
+    stats = click_statistics(sessions, data)
+    console.print(
+        f"wrote {stats['sessions']} sessions ({stats['clicks']} clicks, click precision {stats['click_precision']:.2f}, "
+        f"{stats['irrelevant_share']:.0%} without clicks) to {out}",
+        highlight=False,
+    )
+
+
+def _load_encoder(model: Path) -> Any:
+    """A clicktune model directory (``clicktune_model.json``) or a sentence-transformers one."""
+    if (model / "clicktune_model.json").exists():
+        from finetuning.models.registry import load_model
+
+        return load_model(model)
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(model), device="cpu")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands/groups to the main app."""
+    """Add ``clickstream`` (import, release, batches, export) and ``simulate-clicks``."""
+    clickstream_app = typer.Typer(help="Import, release, list and export clickstream batches.", no_args_is_help=True)
+    clickstream_app.command("import")(import_file)
+    clickstream_app.command("release")(release)
+    clickstream_app.command("batches")(batches)
+    clickstream_app.command("export")(export)
+    app.add_typer(clickstream_app, name="clickstream")
+    app.command("simulate-clicks")(simulate_clicks)

@@ -1,0 +1,43 @@
+"""Experiments over MLflow: iterations, runs, portable models, registry, hyperopt search.
+
+- :mod:`.mlflow_manager` — ``ExperimentsManager`` (the ``ExperimentTracker`` given to the fine-tuner)
+- :mod:`.model_logging` — portable pyfunc models (model directory + code, explicit requirements)
+- :mod:`.naming` — experiment / registered-model names and tags
+- :mod:`.search_space`, :mod:`.hyperopt_search` — TPE over ``FineTuningParams``
+- :mod:`.iteration` — ``run_iteration``: search or continue, skip finished trials, register the best
+- :mod:`.retry` — bounded retries and ``TrackingUnavailable``
+"""
+
+from finetuning.experiments.hyperopt_search import NoSuccessfulTrial, search, search_with_trials
+from finetuning.experiments.iteration import IterationResult, TrialRecord, release_memory, run_iteration
+from finetuning.experiments.mlflow_manager import (
+    BLUE_ALIAS,
+    CANDIDATE_ALIAS,
+    ExperimentsManager,
+    FinishedRun,
+    IterationOutcome,
+    NoModelLogged,
+)
+from finetuning.experiments.retry import RetryPolicy, TrackingUnavailable
+from finetuning.experiments.search_space import DEFAULT_SPACE, build_space, params_from_sample
+
+__all__ = [
+    "BLUE_ALIAS",
+    "CANDIDATE_ALIAS",
+    "DEFAULT_SPACE",
+    "ExperimentsManager",
+    "FinishedRun",
+    "IterationOutcome",
+    "IterationResult",
+    "NoModelLogged",
+    "NoSuccessfulTrial",
+    "RetryPolicy",
+    "TrackingUnavailable",
+    "TrialRecord",
+    "build_space",
+    "params_from_sample",
+    "release_memory",
+    "run_iteration",
+    "search",
+    "search_with_trials",
+]

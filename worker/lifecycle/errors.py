@@ -1,0 +1,49 @@
+"""Outcomes a job signals by raising, and the secret-free ``detail`` text stored for errors."""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+from pydantic import SecretStr
+
+from dao.task_documents import bounded_detail
+
+
+class TaskRefused(Exception):
+    """Unusable input (empty batch, no clicks, unknown model …): the task ends ``refused`` with
+    ``detail`` and is NOT retried. Raise it from a job; the detail is shown to the user."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class TaskCanceled(Exception):
+    """Raised by :meth:`TaskContext.raise_if_canceled` after a cancel request: the task ends ``canceled``."""
+
+
+_URL_CREDENTIALS = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://)[^/\s@:]*:[^/\s@]*@")
+_KEY_VALUE = re.compile(r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key)(\s*[=:]\s*)([^\s,;&'\"]+)")
+
+
+def redact(text: str, secrets: Iterable[SecretStr | str | None] = ()) -> str:
+    """Remove credentials: known secret values, ``user:pass@`` in URLs and ``password=…`` pairs."""
+    for secret in secrets:
+        raw = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+        if raw and len(raw) >= 4:
+            text = text.replace(raw, "***")
+    text = _URL_CREDENTIALS.sub(r"\1***@", text)
+    return _KEY_VALUE.sub(r"\1\2***", text)
+
+
+def redacted_detail(text: str, secrets: Iterable[SecretStr | str | None] = ()) -> str:
+    """``text`` redacted and bounded."""
+    return bounded_detail(redact(text, secrets)) or ""
+
+
+def safe_detail(exc: BaseException, secrets: Iterable[SecretStr | str | None] = ()) -> str:
+    """``"ErrorType: message"``, redacted and bounded — what goes into a task's ``detail``."""
+    message = str(exc).strip()
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return bounded_detail(redact(text, secrets)) or ""

@@ -1,0 +1,123 @@
+"""Dramatiq middleware for what Dramatiq itself cannot know about our task documents.
+
+* :class:`TaskOutcome` — when Dramatiq gives up on a message (retries exhausted, or a message
+  skipped, e.g. by ``AgeLimit``), the task it carried becomes ``failed`` with a detail instead
+  of staying ``pending`` forever.
+* :class:`LeaseReaper` — a thread in each worker process that takes back tasks whose lease
+  expired (their worker died) and re-sends their message, so recovery does not wait for new
+  messages or for Redis's own redelivery of unacked messages.
+
+Both act only on actors that are registered task kinds (actor name = kind, first argument = task id).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import Middleware
+from pymongo.errors import PyMongoError
+
+from dao.mongo import mongo_database
+from dao.task_documents import TASK_KINDS, TaskStatus
+from dao.tasks import TasksDAO
+from worker.lifecycle.errors import safe_detail
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _task_of(message: Any) -> tuple[str, str] | None:
+    """(kind, task_id) carried by a message of a task actor, else ``None``."""
+    if message.actor_name not in TASK_KINDS:
+        return None
+    task_id = message.args[0] if message.args else message.kwargs.get("task_id")
+    return (message.actor_name, task_id) if isinstance(task_id, str) else None
+
+
+class TaskOutcome(Middleware):
+    """Mark a ``pending`` task ``failed`` when Dramatiq drops its message.
+
+    Must come after ``Retries`` in the middleware list (it reads ``message.failed``, which
+    ``Retries`` sets once ``max_retries`` is exhausted).
+
+    Parameters:
+      settings: where the task documents live (Mongo URL and database).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def _fail(self, message: Any, detail: str) -> None:
+        target = _task_of(message)
+        if target is None:
+            return
+        kind, task_id = target
+        try:
+            dao = TasksDAO.for_kind(mongo_database(self.settings.mongo_url, self.settings.mongo_db), kind)
+            if dao.transition(task_id, TaskStatus.pending, TaskStatus.failed, detail=detail):
+                log.warning("%s %s: failed (%s)", kind, task_id, detail)
+        except PyMongoError as exc:  # the lease reaper is the backstop
+            log.error("%s %s: could not mark failed: %s", kind, task_id, type(exc).__name__)
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        if exception is None or not message.failed:
+            return
+        retries = message.options.get("retries", 0)
+        secrets = [self.settings.mongo_url, self.settings.redis_url]
+        self._fail(message, f"gave up after {retries} deliveries: {safe_detail(exception, secrets)}")
+
+    def after_skip_message(self, broker, message):
+        if message.failed:
+            self._fail(message, "the message was dropped before it ran (older than max_message_age_ms)")
+
+
+class LeaseReaper(Middleware):
+    """Every ``settings.reaper_interval_s`` (± 20 % jitter), move tasks with an expired lease back to
+    ``pending`` and re-send them (or to ``failed``/``canceled``, see ``TasksDAO.reap_expired``).
+
+    Runs in each worker process from ``after_worker_boot`` to ``before_worker_shutdown``. Safe with many
+    workers: each move is a compare-and-set. ``reap_once`` is public for tests and the CLI.
+
+    Parameters:
+      settings: Mongo location and the interval.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def after_worker_boot(self, broker, worker):
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, args=(broker,), name="lease-reaper", daemon=True)
+        self._thread.start()
+
+    def before_worker_shutdown(self, broker, worker):
+        self._stop.set()
+
+    def _loop(self, broker: dramatiq.Broker) -> None:
+        while not self._stop.wait(self.settings.reaper_interval_s * random.uniform(0.8, 1.2)):
+            try:
+                self.reap_once(broker)
+            except Exception:  # keep reaping after a Mongo/Redis hiccup
+                log.exception("lease reaper pass failed")
+
+    def reap_once(self, broker: dramatiq.Broker) -> int:
+        """One pass over every task kind this broker has an actor for; returns how many were re-sent."""
+        db = mongo_database(self.settings.mongo_url, self.settings.mongo_db)
+        resent = 0
+        for kind in list(TASK_KINDS):
+            if kind not in broker.get_declared_actors():
+                continue
+            dao = TasksDAO.for_kind(db, kind)
+            for reaped in dao.reap_expired():
+                log.warning("%s %s: lease expired -> %s", kind, reaped.task_id, reaped.status.value)
+                if reaped.status is TaskStatus.pending:
+                    message = broker.get_actor(kind).send(reaped.task_id)
+                    dao.set_broker_message_id(reaped.task_id, message.message_id, only_if_status=TaskStatus.pending)
+                    resent += 1
+        return resent

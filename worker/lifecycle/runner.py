@@ -1,0 +1,152 @@
+"""``run_task``: the one place where a task's status changes while it runs.
+
+Job contract — a job is a plain function::
+
+    def run(ctx: TaskContext) -> dict:
+        ctx.progress("loading", 0.0)
+        for step in ...:
+            ctx.raise_if_canceled()          # between units of work
+            ...
+        return {"best_run_id": ...}          # stored as the task's ``result``
+
+* return a dict (JSON/BSON-able)          → ``done`` with that result
+* raise ``TaskRefused(detail)``           → ``refused`` (bad input; never retried)
+* ``ctx.raise_if_canceled()`` raised      → ``canceled``
+* any other exception (infrastructure)    → back to ``pending`` and re-raised, so Dramatiq retries it
+  with backoff; once the task's attempts are used up → ``failed`` with a secret-free ``detail``
+* Dramatiq's time limit interrupts it     → ``failed`` ("time limit … exceeded"), never retried
+* worker shutdown interrupts it           → back to ``pending``, re-raised (retried elsewhere)
+
+Sequence: claim (atomic; a redelivered message whose task is held by a live lease, or is
+terminal, does nothing) → lease keeper thread (heartbeat renews the lease, relays cancel) →
+``job(ctx)`` → one compare-and-set to the outcome (a lost race is logged, never overwritten).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any, Callable
+
+from dramatiq.middleware import CurrentMessage, Shutdown, TimeLimitExceeded
+from pydantic import ValidationError
+from pymongo.database import Database
+
+from dao.mongo import mongo_database
+from dao.task_documents import TaskStatus
+from dao.tasks import LeaseLost, TasksDAO
+from worker.lifecycle.context import TaskContext
+from worker.lifecycle.errors import TaskCanceled, TaskRefused, redacted_detail, safe_detail
+from worker.lifecycle.heartbeat import LeaseKeeper
+from worker.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+Job = Callable[[TaskContext], "dict[str, Any] | None"]
+
+
+def lease_owner_id() -> str:
+    """Unique per run: host, pid, thread and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:8]}"
+
+
+def _secrets(settings: Settings) -> list:
+    return [settings.mongo_url, settings.redis_url]
+
+
+def _time_limit_s(kind: str, settings: Settings) -> float:
+    """The Dramatiq time limit that applies to the message being processed (message option first)."""
+    message = CurrentMessage.get_current_message()
+    if message is not None and message.options.get("time_limit"):
+        return float(message.options["time_limit"]) / 1000
+    return settings.time_limit_s(kind)
+
+
+def run_task(kind: str, task_id: str, job: Job, *, settings: Settings | None = None,
+             db: Database | None = None) -> TaskStatus | None:
+    """Run ``job`` for task ``task_id`` of ``kind`` under a lease. Returns the status it ended in,
+    or ``None`` when there was nothing to do (not claimable) or the lease was lost."""
+    settings = settings or get_settings()
+    db = db if db is not None else mongo_database(settings.mongo_url, settings.mongo_db)
+    dao = TasksDAO.for_kind(db, kind)
+    owner = lease_owner_id()
+    secrets = _secrets(settings)
+
+    raw = dao.claim_raw(task_id, owner, settings.lease_seconds)
+    if raw is None:
+        log.info("%s %s: not claimable (held by a live lease, finished, or unknown); nothing to do", kind, task_id)
+        return None
+    try:
+        task = dao.parse(raw)
+    except ValidationError as exc:
+        detail = f"stored request is invalid: {safe_detail(exc, secrets)}"
+        dao.finish(task_id, owner, TaskStatus.refused, detail=detail)
+        return TaskStatus.refused
+    if task.attempt > task.max_attempts:
+        dao.finish(task_id, owner, TaskStatus.failed, detail=f"no attempts left ({task.attempt - 1}/{task.max_attempts} "
+                   f"used; the last one's worker stopped renewing its lease)")
+        return TaskStatus.failed
+    if task.cancel_requested:
+        dao.finish(task_id, owner, TaskStatus.canceled, detail="canceled on request")
+        return TaskStatus.canceled
+
+    ctx = TaskContext(kind, task, settings, db, dao, owner)
+    time_limit_s = _time_limit_s(kind, settings)
+    grace = max(settings.lease_seconds, 2 * settings.heartbeat_seconds)
+    keeper = LeaseKeeper(dao, task_id, owner, lease_s=settings.lease_seconds, interval_s=settings.heartbeat_seconds,
+                         hard_deadline=time.monotonic() + time_limit_s + grace,
+                         on_cancel=ctx._mark_cancel_requested, on_lost=ctx._mark_lease_lost)
+    keeper.start()
+    attempt = f"attempt {task.attempt}/{task.max_attempts}"
+    try:
+        result = job(ctx)
+    except TaskRefused as exc:
+        keeper.stop()
+        return _finish(dao, task_id, owner, TaskStatus.refused, detail=redacted_detail(exc.detail, secrets))
+    except TaskCanceled:
+        keeper.stop()
+        return _finish(dao, task_id, owner, TaskStatus.canceled, detail="canceled on request")
+    except LeaseLost:
+        keeper.stop()
+        log.warning("%s %s: lease lost during %s; leaving the task to its new owner", kind, task_id, attempt)
+        return None
+    except TimeLimitExceeded:
+        keeper.stop()
+        return _finish(dao, task_id, owner, TaskStatus.failed,
+                       detail=f"time limit of {time_limit_s:g}s exceeded ({attempt})")
+    except Shutdown:
+        keeper.stop()
+        dao.release(task_id, owner, detail=f"worker shut down during {attempt}; retrying")
+        raise
+    except Exception as exc:
+        keeper.stop()
+        detail = f"{attempt} failed: {safe_detail(exc, secrets)}"
+        if task.attempt >= task.max_attempts:
+            _finish(dao, task_id, owner, TaskStatus.failed, detail=detail)
+            log.error("%s %s: %s; no attempts left", kind, task_id, detail)
+            return TaskStatus.failed
+        dao.release(task_id, owner, detail=f"{detail}; retrying")
+        raise
+    keeper.stop()
+    if ctx.lease_lost:
+        log.warning("%s %s: finished after its lease was lost; result dropped", kind, task_id)
+        return None
+    if result is None:
+        result = {}
+    if not isinstance(result, dict):
+        return _finish(dao, task_id, owner, TaskStatus.failed,
+                       detail=f"job returned {type(result).__name__}, expected a dict of result fields")
+    return _finish(dao, task_id, owner, TaskStatus.done, result=result)
+
+
+def _finish(dao: TasksDAO, task_id: str, owner: str, status: TaskStatus, *, detail: str | None = None,
+            result: dict[str, Any] | None = None) -> TaskStatus | None:
+    if dao.finish(task_id, owner, status, detail=detail, result=result):
+        return status
+    log.warning("task %s: could not record %s (lease lost to another owner or task already finished)",
+                task_id, status.value)
+    return None
