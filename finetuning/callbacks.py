@@ -80,6 +80,7 @@ class KeepBestWeights(pl.Callback):
         self._best_state: dict[str, torch.Tensor] | None = None
         self.restore_on_fit_end = restore_on_fit_end
         self.best_metrics: dict[str, float] = {}
+        self.last_validated_step: int | None = None
         self.restored = False
 
     def _better(self, score: float) -> bool:
@@ -100,6 +101,7 @@ class KeepBestWeights(pl.Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
+        self.last_validated_step = trainer.global_step
         value = trainer.callback_metrics.get(self.monitor)
         if value is not None:
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}

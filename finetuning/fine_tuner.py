@@ -181,6 +181,10 @@ class EmbeddingsFineTuner(pl.LightningModule):
         schedulers = [StepLR(optimizer, step_size=self.step_size, gamma=self.gamma) for optimizer in optimizers]
         return optimizers, schedulers
 
+    def _set_retriever_training(self, training: bool) -> None:
+        if hasattr(self.query_retriever, "training"):
+            self.query_retriever.training = training  # augmentation (if any) only while training
+
     @staticmethod
     def _as_list(value) -> list:
         if value is None:
@@ -189,27 +193,34 @@ class EmbeddingsFineTuner(pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         inputs = flatten_batch(batch)
+        self._set_retriever_training(True)
         features = self.features_extractor(inputs, self.items_set("train"))
         loss = self.loss_func(features)
 
         optimizers = self._as_list(self.optimizers())
         for optimizer in optimizers:
             optimizer.zero_grad()
-        self.manual_backward(loss)
-        for optimizer in optimizers:
-            optimizer.step()
-        for scheduler in self._as_list(self.lr_schedulers()):
-            scheduler.step()
+        if loss.requires_grad:  # a batch without any click has nothing to learn from
+            self.manual_backward(loss)
+            for optimizer in optimizers:
+                optimizer.step()
+            for scheduler in self._as_list(self.lr_schedulers()):
+                scheduler.step()
 
         self.log("train_loss", loss.detach(), batch_size=max(1, len(inputs)), prog_bar=True)
         if batch_idx % 10 == 0:
             self.tracker.save_metric(MetricValue("train_loss", float(loss.detach()), step=batch_idx))
         return loss.detach()
 
+    def on_train_start(self) -> None:
+        """Lightning keeps the module's mode; sentence-transformers loads in eval mode (no dropout)."""
+        self.model.train()
+
     # --- validation -------------------------------------------------------------------------
     def validation_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         """Loss of a held-out batch (a list of inputs, of (input, input) tuples, or one tuple)."""
         inputs = flatten_batch(batch)
+        self._set_retriever_training(False)
         with torch.no_grad():
             features = self.features_extractor(inputs, self.items_set("test"))
             loss = self.loss_func(features)

@@ -96,3 +96,6 @@ class FineTuningSettings(_MlflowRoundTrip):
     higher_is_better: bool = True
     precision: str = "32-true"
     seed: int = 42
+    group_sessions_by_query: bool = Field(
+        True, description="batch_size counts distinct queries; all sessions of a query share one batch"
+    )

@@ -74,6 +74,18 @@ def order_examples(inputs: Sequence[FineTuningInput], params: FineTuningParams, 
     return chosen
 
 
+def batches_by_query(
+    examples: Sequence[FineTuningInput], batch_size: int, query_key=lambda query: str(query)
+) -> list[list[FineTuningInput]]:
+    """Batches of ``batch_size`` distinct queries, each with all of its sessions, in the order
+    queries first appear in ``examples`` (so evidence from repeated sessions is pooled)."""
+    groups: dict[str, list[FineTuningInput]] = {}
+    for item in examples:
+        groups.setdefault(query_key(item.query), []).append(item)
+    keys = list(groups)
+    return [[item for key in keys[i : i + batch_size] for item in groups[key]] for i in range(0, len(keys), batch_size)]
+
+
 def _device_for(accelerator: str) -> torch.device:
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
@@ -123,7 +135,12 @@ def fine_tune(
     keeper.best_metrics = dict(metrics_before)
 
     examples = order_examples(train_inputs, params, seed=settings.seed)
-    train_loader = DataLoader(examples, batch_size=settings.batch_size, shuffle=False, collate_fn=list)
+    if settings.group_sessions_by_query:
+        retriever = tuner.query_retriever
+        batches = batches_by_query(examples, settings.batch_size, lambda query: retriever(query))
+        train_loader = DataLoader(batches, batch_size=None, shuffle=False, collate_fn=lambda batch: batch)
+    else:
+        train_loader = DataLoader(examples, batch_size=settings.batch_size, shuffle=False, collate_fn=list)
     val_loader = DataLoader(list(test_inputs), batch_size=settings.batch_size, shuffle=False, collate_fn=list)
     n_batches = max(1, len(train_loader))
     n_optimizers = 1 if model.same_query_and_items else 2
@@ -147,14 +164,16 @@ def fine_tune(
     steps = trainer.global_step // n_optimizers
 
     tuner.to(device)
-    metrics_final = tuner.evaluate(test_inputs, batch_size=settings.batch_size)
-    for name, value in metrics_final.items():
-        if not math.isnan(value):
-            tracker.save_metric(MetricValue(name, value, step=steps))
-    if main in metrics_final:
-        keeper.consider(metrics_final[main], model, steps, metrics_final)
+    if steps > 0 and keeper.last_validated_step != trainer.global_step:
+        # the last weights were never validated (max_steps or a stop request ended training)
+        metrics_final = tuner.evaluate(test_inputs, batch_size=settings.batch_size)
+        for name, value in metrics_final.items():
+            if not math.isnan(value):
+                tracker.save_metric(MetricValue(name, value, step=steps))
+        if main in metrics_final:
+            keeper.consider(metrics_final[main], model, steps, metrics_final)
     keeper.restore(model)
-    metrics_after = keeper.best_metrics or metrics_final
+    metrics_after = keeper.best_metrics
     best_quality = keeper.best_score if keeper.best_score is not None else metrics_after.get(main, math.nan)
     model_saved = tracker.save_model(model, best_only=True) if save_model else False
     return TrainingOutcome(

@@ -20,6 +20,7 @@ import json
 import os
 import tempfile
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -130,7 +131,7 @@ class DiskItemsCache(ItemsCache):
     def _path(self, key: str) -> Path:
         return self.directory / key[:2] / key
 
-    def _scan(self) -> list[tuple[Path, int, float]]:
+    def _scan(self) -> list[tuple[Path, int, int]]:
         found = []
         for path in self.directory.glob("??/*"):
             if path.name.startswith("."):
@@ -139,7 +140,7 @@ class DiskItemsCache(ItemsCache):
                 stat = path.stat()
             except FileNotFoundError:
                 continue
-            found.append((path, stat.st_size, stat.st_mtime))
+            found.append((path, stat.st_size, stat.st_mtime_ns))
         return found
 
     def _get(self, key: str) -> CacheEntry | None:
@@ -148,7 +149,7 @@ class DiskItemsCache(ItemsCache):
             with open(path, "rb") as handle:
                 header = json.loads(handle.readline())
                 data = handle.read()
-            os.utime(path)
+            _touch(path)
         except (FileNotFoundError, ValueError, OSError):
             return None
         return CacheEntry(header.get("version"), data)
@@ -169,6 +170,7 @@ class DiskItemsCache(ItemsCache):
         except FileNotFoundError:
             old_size = 0
         os.replace(tmp, path)
+        _touch(path)
         with self._lock:
             self.total_bytes += size - old_size
             if self.total_bytes > self.max_bytes:
@@ -176,6 +178,7 @@ class DiskItemsCache(ItemsCache):
 
     def _evict(self) -> None:
         """Drop least recently used files until the total is at most 90% of the bound (lock held)."""
+        # (mtime_ns is the recency: set by _touch on every put and hit)
         entries = sorted(self._scan(), key=lambda found: found[2])
         total = sum(size for _, size, _ in entries)
         target = int(self.max_bytes * 0.9)
@@ -194,6 +197,12 @@ class DiskItemsCache(ItemsCache):
             for path, _, _ in self._scan():
                 path.unlink(missing_ok=True)
             self.total_bytes = 0
+
+
+def _touch(path: Path) -> None:
+    """Mark as just used with a fine-grained clock (file-system timestamps can be a jiffy coarse)."""
+    now = time.time_ns()
+    os.utime(path, ns=(now, now))
 
 
 _shared: dict[tuple, ItemsCache] = {}

@@ -106,13 +106,16 @@ class GCPTextLoader(ConcurrentObjectLoader):
         from google.api_core.exceptions import NotFound
 
         bucket_name, blob_name = location.split("/", 1)
-        blob = self.client.bucket(bucket_name).blob(blob_name)
+        bucket = self.client.bucket(bucket_name)
         try:
             if if_version:
                 self.stats.add(requests=1)
-                blob.reload(timeout=self._timeout, retry=None)
-                if _version(blob) == if_version:
+                current = bucket.blob(blob_name)
+                current.reload(timeout=self._timeout, retry=None)
+                if _version(current) == if_version:
                     return Fetched(None, if_version)
+            # a fresh Blob: its download URL is built from the client's endpoint, not a reloaded mediaLink
+            blob = bucket.blob(blob_name)
             self.stats.add(requests=1)
             data = blob.download_as_bytes(timeout=self._timeout, retry=None)
         except NotFound:

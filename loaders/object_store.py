@@ -152,6 +152,7 @@ class ConcurrentObjectLoader(ItemsLoader):
                     self.redact,
                     what=f"{self.source} {location}",
                     on_retry=lambda _exc: self.stats.add(retries=1),
+                    abort=stop,
                 )
             except Exception as exc:
                 kind = self._kind(exc)

@@ -8,10 +8,18 @@ as transient are the same for every source and visible in the loader's stats.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Callable, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_when_event_set,
+    wait_exponential_jitter,
+)
 
 from loaders.errors import ErrorKind, Redactor
 
@@ -43,6 +51,7 @@ def call_with_retries(
     redact: Redactor,
     what: str,
     on_retry: Callable[[BaseException], None] | None = None,
+    abort: threading.Event | None = None,
 ) -> T:
     """Call ``fn`` until it succeeds, raises a non-retryable error, or attempts run out (then re-raise).
 
@@ -51,6 +60,7 @@ def call_with_retries(
 
     ``what`` names the operation in the debug log line written before each wait (redacted).
     ``on_retry`` is called with the exception before each wait (e.g. to count retries or reconnect).
+    ``abort``: once set (another item found the source unusable), no further attempt is made.
     """
 
     def before_sleep(state: RetryCallState) -> None:
@@ -65,8 +75,11 @@ def call_with_retries(
             state.next_action.sleep if state.next_action else 0.0,
         )
 
+    stop = stop_after_attempt(policy.max_attempts)
+    if abort is not None:
+        stop = stop | stop_when_event_set(abort)
     retrying = Retrying(
-        stop=stop_after_attempt(policy.max_attempts),
+        stop=stop,
         wait=wait_exponential_jitter(
             initial=policy.backoff_initial_s, max=policy.backoff_max_s, jitter=policy.backoff_jitter_s
         ),

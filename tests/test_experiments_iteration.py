@@ -83,7 +83,7 @@ class TinyTrainer:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            tracker.save_metric(MetricValue("train_loss", float(loss), step))
+            tracker.save_metric(MetricValue("train_loss", loss.item(), step))
         q = model.encode_queries([q for q, _ in VALID])
         d = model.encode_items([d for _, d in VALID])
         scores = q @ d.T
@@ -287,7 +287,8 @@ def test_save_model_best_only_logs_only_improvements(mlflow_server, tiny_base):
     client = MlflowClient(mlflow_server.url)
     live = client.search_logged_models(experiment_ids=[manager.experiment_id])
     assert sorted(m.source_run_id for m in live) == sorted([runs[0], runs[2]])  # superseded ones deleted
-    assert manager.finish_iteration().run_id == runs[2]
+    run_id, model_uri, name, version = manager.finish_iteration()
+    assert (run_id, model_uri) == (runs[2], f"models:/{name}/{version}")
 
 
 def test_delete_iteration_touches_only_its_own_experiment(mlflow_server):
@@ -321,3 +322,20 @@ def test_set_alias_moves_blue_only_when_asked(first_iteration, mlflow_server):
     manager.set_alias(name, "blue", result.version)
     assert manager.get_version_by_alias(name, "blue") == result.version
     assert manager.resolve_start_ref(f"models:/{name}@blue") == StartRef("run", result.best_run_id)
+
+
+def test_model_logged_outside_the_manager_is_found_by_run_id(mlflow_server, tiny_base):
+    from finetuning.experiments.model_logging import log_embeddings_model
+
+    client = MlflowClient(mlflow_server.url)
+    run = client.create_run(client.create_experiment(f"plain-{uuid.uuid4().hex[:8]}"))
+    model = load_model(tiny_base)
+    logged = log_embeddings_model(model, run_id=run.info.run_id, tracking_uri=mlflow_server.url)
+    client.set_terminated(run.info.run_id)
+    manager = _manager(mlflow_server, "any-line")
+    assert manager.get_model_uri_by_run_id(run.info.run_id) == logged.model_uri  # no tag: found by source run
+    loaded = manager.download_model_by_run_id(run.info.run_id)
+    np.testing.assert_array_equal(loaded.encode_queries(PROBE).numpy(), model.encode_queries(PROBE).numpy())
+    bare = client.create_run(run.info.experiment_id)
+    with pytest.raises(Exception, match="no logged model"):
+        manager.download_model_by_run_id(bare.info.run_id)

@@ -94,8 +94,8 @@ def test_same_idempotency_key_from_8_concurrent_clients_gives_one_task_and_one_e
         start_worker, clicktune_client, worker_settings):
     start_worker()
     key = f"nightly-{uuid.uuid4().hex[:6]}"
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Manager().Barrier(8)
+    ctx = multiprocessing.get_context("fork")  # 8 separate client processes, each with its own connections
+    barrier = ctx.Barrier(8)
     with ctx.Pool(8) as pool:
         ids = pool.starmap(_enqueue_with_key, [(_settings_json(worker_settings), key, barrier)] * 8)
     assert len(set(ids)) == 1

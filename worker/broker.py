@@ -10,9 +10,10 @@ Middleware, in order (explicit, not Dramatiq's implicit defaults):
 * ``TimeLimit(time_limit=task_time_limit_s)`` — interrupt a job running too long (actors set their own);
 * ``ShutdownNotifications`` — on worker shutdown, interrupt jobs of actors with ``notify_shutdown``;
 * ``Callbacks``, ``Pipelines`` — Dramatiq's composition helpers;
+* ``TaskOutcome`` — when Dramatiq gives up on a message, its task becomes ``failed`` (ours; listed
+  before ``Retries`` because Dramatiq runs ``after_*`` hooks in reverse order);
 * ``Retries(max_retries, min_backoff, max_backoff)`` — bounded exponential backoff for infrastructure errors;
 * ``CurrentMessage`` — lets ``run_task`` read the message's options (e.g. a per-message time limit);
-* ``TaskOutcome`` — when Dramatiq gives up on a message, its task becomes ``failed`` (ours);
 * ``LeaseReaper`` — takes back tasks whose worker died (ours).
 """
 
@@ -42,10 +43,12 @@ def build_middleware(settings: Settings) -> list[dramatiq.Middleware]:
         ShutdownNotifications(notify_shutdown=False),
         Callbacks(),
         Pipelines(),
+        # ``after_*`` hooks run in reverse order: TaskOutcome, listed before Retries, sees the
+        # message after Retries has decided whether to give up on it.
+        TaskOutcome(settings),
         Retries(max_retries=settings.max_retries, min_backoff=settings.min_backoff_ms,
                 max_backoff=settings.max_backoff_ms),
         CurrentMessage(),
-        TaskOutcome(settings),
         LeaseReaper(settings),
     ]
 

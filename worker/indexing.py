@@ -106,27 +106,18 @@ def resolve_model(ref: str, tracking_uri: str | None = None, device: str | None 
         return load_base_or_saved(ref[5:], device=device)
     if not tracking_uri:
         raise ValueError(f"model {ref} lives in MLflow: set CLICKTUNE_MLFLOW_TRACKING_URI")
-    from finetuning.experiments.model_logging import load_logged_model
+    manager = experiments_manager(tracking_uri)
+    if ref.startswith("models:/"):
+        return manager.download_model(ref, device=device)
+    return manager.download_model_by_run_id(run_id_of(ref) or "", device=device)
 
-    model_uri = ref if ref.startswith("models:/") else model_uri_for_run(run_id_of(ref) or "", tracking_uri)
-    return load_logged_model(model_uri, tracking_uri=tracking_uri, device=device)
 
+def experiments_manager(tracking_uri: str):
+    """An :class:`~finetuning.experiments.mlflow_manager.ExperimentsManager` for registry look-ups
+    (bounded retries; ``TrackingUnavailable`` when MLflow cannot be reached)."""
+    from finetuning.experiments.mlflow_manager import ExperimentsManager
 
-def model_uri_for_run(run_id: str, tracking_uri: str) -> str:
-    """``models:/<model_id>`` of the (latest) model logged by MLflow run ``run_id``."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    run = client.get_run(run_id)  # raises for an unknown run
-    models = client.search_logged_models(
-        experiment_ids=[run.info.experiment_id],
-        filter_string=f"source_run_id = '{run_id}'",
-        order_by=[{"field_name": "creation_timestamp", "ascending": False}],
-        max_results=1,
-    )
-    if not models:
-        raise LookupError(f"MLflow run {run_id} has no logged model")
-    return f"models:/{models[0].model_id}"
+    return ExperimentsManager(tracking_uri, model_line="clicktune-reindex")
 
 
 def new_collection_name(line: str, model_ref: str) -> str:

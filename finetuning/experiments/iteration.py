@@ -121,7 +121,7 @@ def run_iteration(
                 manager.finish_run("FAILED" if isinstance(error, Exception) else "KILLED")
             except Exception as close_error:  # keep the original error
                 logger.warning("could not close run %s: %s", run_id, close_error)
-                manager.run_id = None
+                manager.abandon_run()
             raise
         finally:
             release_memory()
@@ -161,11 +161,12 @@ def run_iteration(
                 on_trial(index, len(candidates), best)
 
     outcome = manager.finish_iteration()
+    best_run_id, best_quality = manager.get_best_quality()
     return IterationResult(
         experiment_id=experiment_id,
         mode=mode,
         best_run_id=outcome.run_id,
-        best_quality=outcome.quality,
+        best_quality=best_quality if best_run_id == outcome.run_id else None,
         model_uri=outcome.model_uri,
         registered_name=outcome.name,
         version=outcome.version,

@@ -85,8 +85,6 @@ class IterationOutcome(NamedTuple):
     model_uri: str
     name: str
     version: str
-    quality: float | None = None
-    logged_model_uri: str | None = None
 
 
 class ExperimentsManager(ExperimentTracker):
@@ -367,6 +365,10 @@ class ExperimentsManager(ExperimentTracker):
             finite = value if math.isfinite(value) else (-1e30 if value < 0 else 1e30)
             self._call("log_metric", self.client.log_metric, run_id, self.best_metric_name, float(finite))
         self._call("set_terminated", self.client.set_terminated, run_id, status)
+        self.abandon_run()
+
+    def abandon_run(self) -> None:
+        """Forget the current run locally without contacting MLflow (when closing it failed)."""
         self.run_id, self._run_params, self._run_best, self._run_saved = None, None, None, None
 
     # --- reading runs and models --------------------------------------------------------
@@ -513,9 +515,7 @@ class ExperimentsManager(ExperimentTracker):
                 model_id=model_id,
             )
         self.set_alias(name, self.candidate_alias, str(version.version))
-        quality = self._run_quality(best)
-        return IterationOutcome(run_id, f"models:/{name}/{version.version}", name, str(version.version), quality,
-                                f"models:/{model_id}")
+        return IterationOutcome(run_id, f"models:/{name}/{version.version}", name, str(version.version))
 
     def set_alias(self, name: str, alias: str, version: str | int) -> None:
         """Point ``alias`` of registered model ``name`` at ``version`` (e.g. ``blue`` after a reindex)."""

@@ -81,18 +81,24 @@ def use_tracking_uri(uri: str) -> Iterator[None]:
 
 def log_embeddings_model(
     model: EmbeddingsModelInterface,
-    client: MlflowClient,
+    client: MlflowClient | None = None,
     *,
     run_id: str,
+    tracking_uri: str | None = None,
     name: str = "model",
     tags: dict[str, str] | None = None,
     step: int = 0,
 ) -> LoggedModelRef:
     """Log ``model`` as a pyfunc LoggedModel of ``run_id`` (in the run's experiment).
 
-    Only public client calls, no fluent global state: create the LoggedModel, build the MLflow
-    model directory locally (``pyfunc.save_model``), upload it, mark it READY, link it to the run.
+    Give an ``MlflowClient`` or a ``tracking_uri``. Only public client calls, no fluent global
+    state: create the LoggedModel, build the MLflow model directory locally
+    (``pyfunc.save_model``), upload it, mark it READY, link it to the run.
     """
+    if client is None:
+        if tracking_uri is None:
+            raise ValueError("give an MlflowClient or a tracking_uri")
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     run = client.get_run(run_id)
     logged = client.create_logged_model(
         run.info.experiment_id, name=name, source_run_id=run_id, tags=tags, model_type="clicktune-embeddings"

@@ -64,7 +64,7 @@ class ImageOptimizerConfig(BaseModel):
     margin: float = Field(0.2, gt=0)
     max_shift: int = Field(1, ge=0, description="random translation augmentation, pixels of the stored image")
     metrics: list[MetricName] = Field(default_factory=lambda: list(METRICS))
-    calibration: CalibrationMethod = "isotonic"
+    calibration: CalibrationMethod = "logistic"
     calibration_top_k: int = Field(1, ge=1)
     ece_bins: int = Field(10, ge=2)
     val_fraction: float = Field(0.2, gt=0, lt=0.5)

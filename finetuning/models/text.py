@@ -151,6 +151,17 @@ class TextEmbeddingsModel(EmbeddingsModelInterface):
     def forward_items(self, items: list[Any]) -> torch.Tensor:
         return self._embed(self.items_model, [str(item) for item in items])
 
+    @torch.no_grad()
+    def encode_items(self, items: list[Any], batch_size: int = 64) -> torch.Tensor:
+        """As the base class, but texts are batched by length (less padding); output order kept."""
+        if not items:
+            return super().encode_items(items, batch_size)
+        order = sorted(range(len(items)), key=lambda i: len(str(items[i])))
+        encoded = super().encode_items([items[i] for i in order], batch_size)
+        out = torch.empty_like(encoded)
+        out[torch.tensor(order, device=encoded.device)] = encoded
+        return out
+
     def get_embedding_dimension(self) -> int:
         return int(self.query_model.get_embedding_dimension())
 

@@ -12,6 +12,7 @@ from finetuning.simulation.click_model import PositionBasedClickModel
 from finetuning.simulation.click_simulator import (
     DEFAULT_META_TEMPLATE,
     HeldOutSplitError,
+    check_split,
     click_statistics,
     render_meta,
     simulate_sessions,
@@ -26,6 +27,7 @@ __all__ = [
     "HeldOutSplitError",
     "PositionBasedClickModel",
     "Ranker",
+    "check_split",
     "click_statistics",
     "render_meta",
     "simulate_sessions",

@@ -53,6 +53,15 @@ class HeldOutSplitError(ValueError):
     """Raised when sessions would be simulated from held-out (test) queries without ``allow_test``."""
 
 
+def check_split(split: str, allow_test: bool = False) -> None:
+    """Raise :class:`HeldOutSplitError` for any split but ``"train"`` unless ``allow_test``."""
+    if split != TRAIN_SPLIT and not allow_test:
+        raise HeldOutSplitError(
+            f"refusing to simulate clicks for held-out split {split!r}: training must never see its "
+            "queries (allow_test=True / --allow-test is for evaluation or demos only)"
+        )
+
+
 def render_meta(template: Any, object_id: str) -> Any:
     """``template`` with ``{object_id}`` replaced in every string, at any depth of dicts/lists."""
     if isinstance(template, str):
@@ -106,11 +115,7 @@ def simulate_sessions(
 
     Returns the sessions in query order, ``sessions_per_query`` consecutive ones per query.
     """
-    if split != TRAIN_SPLIT and not allow_test:
-        raise HeldOutSplitError(
-            f"refusing to simulate clicks for held-out split {split!r}: training must never see its "
-            "queries (pass allow_test=True for evaluation or demos)"
-        )
+    check_split(split, allow_test)
     if top_k < 1 or sessions_per_query < 1:
         raise ValueError("top_k and sessions_per_query must be >= 1")
     qrels = dataset.qrels(split)

@@ -121,7 +121,9 @@ def batches(as_json: bool = typer.Option(False, "--json", help="One JSON object 
         for batch in found:
             console.print_json(json.dumps(batch.model_dump(mode="json", exclude={"writers"})))
         return
-    table = Table("batch_id", "status", "release_id", "sessions", "events", "created_at", "released_at")
+    table = Table()
+    for column in ("batch_id", "status", "release_id", "sessions", "events", "created_at", "released_at"):
+        table.add_column(column, overflow="fold")
     for batch in found:
         table.add_row(
             batch.batch_id,
@@ -164,8 +166,14 @@ def simulate_clicks(
 ) -> None:
     """Simulate search sessions with position-based clicks from a BEIR data set."""
     from finetuning.datasets import BeirDataset
-    from finetuning.simulation import BM25Ranker, EmbeddingRanker, HeldOutSplitError, click_statistics, simulate_sessions, write_jsonl
+    from finetuning.simulation import (
+        BM25Ranker, EmbeddingRanker, HeldOutSplitError, check_split, click_statistics, simulate_sessions, write_jsonl,
+    )
 
+    try:
+        check_split(split, allow_test)
+    except HeldOutSplitError as error:
+        _fail(str(error), 2)
     try:
         template = json.loads(meta_template)
     except json.JSONDecodeError as error:

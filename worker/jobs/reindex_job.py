@@ -40,6 +40,7 @@ from worker.indexing import (
     ItemsMissing,
     collection_metadata,
     embed_page,
+    experiments_manager,
     loader_config_of,
     new_collection_name,
     normalize_model_ref,
@@ -230,7 +231,7 @@ def _load_model(ref: str, tracking_uri: str):
     except (KeyError, LookupError, FileNotFoundError, ValueError) as exc:
         raise TaskRefused(f"cannot load model {ref}: {safe_detail(exc)}") from None
     except Exception as exc:
-        if _mlflow_not_found(exc):
+        if _mlflow_not_found(exc) or type(exc).__name__ == "NoModelLogged":
             raise TaskRefused(f"cannot load model {ref}: {safe_detail(exc)}") from None
         raise
 
@@ -323,14 +324,12 @@ def _move_blue_alias(dest_ref: str, tracking_uri: str) -> dict[str, str] | None:
     if run_id is None or not tracking_uri:
         return None
     try:
-        from mlflow import MlflowClient
-
-        client = MlflowClient(tracking_uri=tracking_uri)
-        versions = client.search_model_versions(f"run_id = '{run_id}'")
+        manager = experiments_manager(tracking_uri)
+        versions = manager.client.search_model_versions(f"run_id = '{run_id}'")
         if not versions:
             return None
         newest = max(versions, key=lambda v: int(v.version))
-        client.set_registered_model_alias(newest.name, BLUE_ALIAS, newest.version)
+        manager.set_alias(newest.name, BLUE_ALIAS, newest.version)
         return {"name": newest.name, "version": str(newest.version), "alias": BLUE_ALIAS}
     except Exception as exc:
         log.warning("could not move the %r alias to run %s: %s", BLUE_ALIAS, run_id, type(exc).__name__)

@@ -41,8 +41,8 @@ def _task_of(message: Any) -> tuple[str, str] | None:
 class TaskOutcome(Middleware):
     """Mark a ``pending`` task ``failed`` when Dramatiq drops its message.
 
-    Must come after ``Retries`` in the middleware list (it reads ``message.failed``, which
-    ``Retries`` sets once ``max_retries`` is exhausted).
+    Must come BEFORE ``Retries`` in the middleware list: Dramatiq runs ``after_*`` hooks in reverse
+    order, and this one reads ``message.failed``, which ``Retries`` sets once ``max_retries`` is exhausted.
 
     Parameters:
       settings: where the task documents live (Mongo URL and database).

@@ -1,0 +1,208 @@
+"""Quality benchmark: fine-tuning on simulated clicks vs sentence-transformers MNRL on gold pairs.
+
+    python bench/quality.py --dataset ../shared/data/scifact [--max-docs N] [--max-train-queries N]
+                            [--max-test-queries N] [--sessions-per-query 3] [--epochs 1] [--batch-size 32]
+
+Works on any BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/train.tsv, qrels/test.tsv).
+1. Encode the corpus with the base model (cached under bench/.cache/, keyed by data set, corpus
+   ids, model and max length) and score the **test** queries: nDCG@10, Recall@100, MRR@10.
+2. Simulate search sessions for **train** queries only: the base model is the search engine, the
+   top 10 are shown, a position-based click model clicks (``finetuning.simulation``).
+3. Fine-tune the base model with ``finetuning.train.fine_tune`` on those sessions (10 % of the
+   train queries' sessions held out for validation / best-weights selection); re-encode the corpus
+   and score the test queries.
+4. In the same run, fine-tune the base model with sentence-transformers MultipleNegativesRankingLoss
+   on the gold (query, relevant document) train pairs, same epochs, batch size and learning rate;
+   score it the same way.
+Prints JSON lines (``stage`` = base / ours / gold / summary); the summary has
+``gain_ratio = (ours - base) / (gold - base)`` on test nDCG@10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_DISABLED", "true")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from finetuning.datasets.beir import BeirDataset  # noqa: E402
+from finetuning.inputs import ItemsSet, TrainTestSplitter, sessions_to_inputs  # noqa: E402
+from finetuning.metrics.retrieval import retrieval_metrics, top_k_ids  # noqa: E402
+from finetuning.models.registry import base_model_path  # noqa: E402
+from finetuning.models.text import TextEmbeddingsModel  # noqa: E402
+from finetuning.params import FineTuningParams, FineTuningSettings  # noqa: E402
+from finetuning.simulation.click_simulator import simulate_sessions  # noqa: E402
+from finetuning.simulation.rankers import EmbeddingRanker  # noqa: E402
+from finetuning.tracking.in_memory import InMemoryTracker  # noqa: E402
+from finetuning.train import fine_tune  # noqa: E402
+
+CACHE = REPO / "bench" / ".cache"
+
+
+def emit(record: dict) -> None:
+    print(json.dumps(record, default=float), flush=True)
+
+
+def load_base(model_name: str, max_seq_length: int | None) -> TextEmbeddingsModel:
+    return TextEmbeddingsModel.from_pretrained(base_model_path(model_name), max_seq_length=max_seq_length)
+
+
+def cache_path(dataset: BeirDataset, doc_ids: list[str], model_name: str, max_seq_length: int | None) -> Path:
+    key = hashlib.sha256("\x1f".join([dataset.name, model_name, str(max_seq_length), *doc_ids]).encode()).hexdigest()[:16]
+    return CACHE / f"{dataset.name}-{key}.pt"
+
+
+def encode_corpus(model: TextEmbeddingsModel, texts: list[str], batch_size: int = 64, cache: Path | None = None) -> torch.Tensor:
+    """Corpus embeddings; read from / written to ``cache`` when given (only for an unchanged model)."""
+    if cache is not None and cache.exists():
+        return torch.load(cache, weights_only=True)
+    # sorting by length keeps padding (and time) down
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    embeddings = model.encode_items([texts[i] for i in order], batch_size=batch_size)
+    out = torch.empty_like(embeddings)
+    out[torch.tensor(order)] = embeddings
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(out, cache)
+    return out
+
+
+def evaluate(model: TextEmbeddingsModel, dataset: BeirDataset, query_ids: list[str], doc_ids: list[str], doc_embeddings: torch.Tensor) -> dict[str, float]:
+    qrels = dataset.qrels("test")
+    queries = model.encode_queries([dataset.queries[q] for q in query_ids])
+    ranked = top_k_ids(queries, doc_embeddings, doc_ids, k=100)
+    metrics = retrieval_metrics(ranked, [qrels[q] for q in query_ids], ks=(10, 100))
+    return {"ndcg@10": metrics["ndcg@10"], "recall@100": metrics["recall@100"], "mrr@10": metrics["mrr@10"]}
+
+
+def train_gold_mnrl(model: TextEmbeddingsModel, dataset: BeirDataset, train_query_ids: list[str], epochs: int, batch_size: int, lr: float, seed: int) -> dict:
+    """sentence-transformers MNRL on the gold (query, relevant doc) train pairs; returns timing."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    qrels = dataset.qrels("train")
+    anchors, positives = [], []
+    for q in train_query_ids:
+        for doc, score in qrels[q].items():
+            if score > 0:
+                anchors.append(dataset.queries[q])
+                positives.append(dataset.doc_text(doc))
+    st = model.query_model
+    with tempfile.TemporaryDirectory() as tmp:
+        args = SentenceTransformerTrainingArguments(
+            output_dir=tmp,
+            num_train_epochs=epochs,
+            per_device_train_batch_size=batch_size,
+            learning_rate=lr,
+            save_strategy="no",
+            report_to=[],
+            logging_steps=1000,
+            seed=seed,
+            batch_sampler="no_duplicates",
+            disable_tqdm=True,
+        )
+        trainer = SentenceTransformerTrainer(
+            model=st, args=args, train_dataset=Dataset.from_dict({"anchor": anchors, "positive": positives}),
+            loss=MultipleNegativesRankingLoss(st),
+        )
+        started = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - started
+    return {"pairs": len(anchors), "train_seconds": seconds, "pairs_per_s": len(anchors) * epochs / seconds}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True, type=Path)
+    parser.add_argument("--model", default="all-MiniLM-L6-v2")
+    parser.add_argument("--max-seq-length", type=int, default=None, help="default: the model's own")
+    parser.add_argument("--max-docs", type=int, default=None)
+    parser.add_argument("--max-train-queries", type=int, default=None)
+    parser.add_argument("--max-test-queries", type=int, default=None)
+    parser.add_argument("--sessions-per-query", type=int, default=3)
+    parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--loss", default="click_infonce")
+    parser.add_argument("--confidence", default="position_bias")
+    parser.add_argument("--temperature", type=float, default=0.05)
+    parser.add_argument("--negative-downsampling", type=float, default=1.0)
+    parser.add_argument("--validation-share", type=float, default=0.1)
+    parser.add_argument("--skip-gold", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(args.seed)
+    dataset = BeirDataset.load(args.dataset, max_docs=args.max_docs, seed=args.seed)
+    doc_ids = dataset.doc_ids
+    texts = [dataset.doc_text(d) for d in doc_ids]
+    test_ids = dataset.query_ids("test")[: args.max_test_queries]
+    train_ids = [q for q in dataset.query_ids("train") if "test" not in dataset.split_of(q)]
+    if args.max_train_queries:
+        import random
+
+        train_ids = sorted(random.Random(args.seed).sample(train_ids, min(args.max_train_queries, len(train_ids))))
+    info = {"dataset": dataset.name, "docs": len(doc_ids), "train_queries": len(train_ids), "test_queries": len(test_ids), "model": args.model}
+
+    # 1. base model, corpus embeddings cached
+    started = time.perf_counter()
+    base = load_base(args.model, args.max_seq_length)
+    base_docs = encode_corpus(base, texts, cache=cache_path(dataset, doc_ids, args.model, base.max_seq_length))
+    base_metrics = evaluate(base, dataset, test_ids, doc_ids, base_docs)
+    emit({"stage": "base", **info, **base_metrics, "seconds": time.perf_counter() - started})
+
+    # 2. simulated sessions for train queries only, the base model as the search engine
+    started = time.perf_counter()
+    engine = EmbeddingRanker(base, doc_ids=doc_ids, doc_embeddings=base_docs, name=f"{args.model}-base")
+    sessions = simulate_sessions(dataset, split="train", ranker=engine, top_k=args.top_k, sessions_per_query=args.sessions_per_query, seed=args.seed, query_ids=train_ids)
+    inputs = sessions_to_inputs(sessions)
+    train_inputs, val_inputs = TrainTestSplitter(test_size=args.validation_share, random_state=args.seed)(inputs)
+    clicks = sum(len(i.clicked_ids) for i in inputs)
+    emit({"stage": "simulation", "sessions": len(inputs), "clicks": clicks, "train_sessions": len(train_inputs), "val_sessions": len(val_inputs), "seconds": time.perf_counter() - started})
+
+    # 3. ours
+    started = time.perf_counter()
+    ours = load_base(args.model, args.max_seq_length)
+    params = FineTuningParams(query_lr=args.lr, items_lr=args.lr, temperature=args.temperature, negative_downsampling=args.negative_downsampling)
+    settings = FineTuningSettings(loss_func=args.loss, confidence_calculator=args.confidence, batch_size=args.batch_size, num_epochs=args.epochs, seed=args.seed)
+    outcome = fine_tune(ours, train_inputs, val_inputs, ItemsSet(dict(zip(doc_ids, texts))), params, settings, InMemoryTracker(), accelerator="auto", save_model=False)
+    train_seconds = time.perf_counter() - started
+    ours_metrics = evaluate(ours, dataset, test_ids, doc_ids, encode_corpus(ours, texts))
+    emit({"stage": "ours", **ours_metrics, "train_seconds": train_seconds, "steps": outcome.steps, "best_step": outcome.best_step,
+          "val_ndcg@10_before": outcome.metrics_before.get("val_ndcg@10"), "val_ndcg@10_after": outcome.metrics_after.get("val_ndcg@10"),
+          "seconds": time.perf_counter() - started})
+
+    summary = {"stage": "summary", **info, "base_ndcg@10": base_metrics["ndcg@10"], "ours_ndcg@10": ours_metrics["ndcg@10"],
+               "ours_gain": ours_metrics["ndcg@10"] - base_metrics["ndcg@10"], "never_below_base": ours_metrics["ndcg@10"] >= base_metrics["ndcg@10"]}
+    # 4. gold pairs with sentence-transformers MNRL, same model / epochs / batch / lr
+    if not args.skip_gold:
+        started = time.perf_counter()
+        gold = load_base(args.model, args.max_seq_length)
+        timing = train_gold_mnrl(gold, dataset, train_ids, args.epochs, args.batch_size, args.lr, args.seed)
+        gold_metrics = evaluate(gold, dataset, test_ids, doc_ids, encode_corpus(gold, texts))
+        emit({"stage": "gold", **gold_metrics, **timing, "seconds": time.perf_counter() - started})
+        gold_gain = gold_metrics["ndcg@10"] - base_metrics["ndcg@10"]
+        summary.update({"gold_ndcg@10": gold_metrics["ndcg@10"], "gold_gain": gold_gain,
+                        "gain_ratio": summary["ours_gain"] / gold_gain if gold_gain != 0 else None})
+    emit(summary)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

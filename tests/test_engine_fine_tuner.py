@@ -1,0 +1,180 @@
+"""EmbeddingsFineTuner seed methods, the callbacks and fine_tune on a tiny model."""
+
+from __future__ import annotations
+
+import math
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from finetuning.callbacks import KeepBestWeights, ProgressReporter, StopOnRequest
+from finetuning.fine_tuner import EmbeddingsFineTuner
+from finetuning.inputs import ItemsSet, TextQueryRetriever, TrainTestSplitter, sessions_to_inputs
+from finetuning.losses import ClickInfoNCELoss, ProbMarginRankingLoss
+from finetuning.metrics.distance_shift import DistanceShift
+from finetuning.metrics.held_out import HeldOutRetrievalMetrics
+from finetuning.models.registry import load_model
+from finetuning.params import FineTuningParams, FineTuningSettings
+from finetuning.tracking.in_memory import InMemoryTracker
+from finetuning.train import fine_tune
+from tests.fixtures.engine import synthetic_world
+
+
+def _tuner(model, items, **kw):
+    return EmbeddingsFineTuner(
+        model, ItemsSet(items), TextQueryRetriever(), ClickInfoNCELoss(), FineTuningParams(), InMemoryTracker(), **kw
+    )
+
+
+@pytest.fixture
+def world(tiny_model_dir):
+    items, sessions = synthetic_world(n_sessions=120)
+    inputs = sessions_to_inputs(sessions)
+    return load_model(tiny_model_dir), items, inputs
+
+
+def test_preprocess_inputs_computes_missing_ranks_only(world):
+    model, items, inputs = world
+    tuner = _tuner(model, items)
+    given = inputs[0].model_copy(deep=True)
+    missing_none = inputs[1].model_copy(update={"ranks": None})
+    missing_empty = inputs[2].model_copy(update={"ranks": {}})
+    tuner.preprocess_inputs([given, missing_none, missing_empty])
+    assert given.ranks == inputs[0].ranks
+    for item in (missing_none, missing_empty):
+        assert sorted(item.ranks) == sorted(item.results)
+        assert sorted(item.ranks.values()) == list(range(1, len(item.results) + 1))
+        scores = model.encode_queries([item.query]) @ model.encode_items([items[o] for o in item.results]).T
+        best = item.results[int(scores.argmax())]
+        assert item.ranks[best] == 1
+
+
+@pytest.mark.parametrize("step_size,gamma", [(0, 0.9), (-3, 0.9), (2.5, 0.9), (10, 0.0), (10, 1.0), (10, 1.5)])
+def test_invalid_scheduler_params_raise(world, step_size, gamma):
+    model, items, _ = world
+    with pytest.raises(ValueError):
+        _tuner(model, items, step_size=step_size, gamma=gamma)
+    tuner = _tuner(model, items)
+    tuner.step_size, tuner.gamma = step_size, gamma
+    with pytest.raises(ValueError):
+        tuner.configure_optimizers()
+
+
+def test_one_optimizer_for_shared_towers_two_for_separate(world, tiny_two_tower_dir):
+    model, items, _ = world
+    optimizers, schedulers = _tuner(model, items).configure_optimizers()
+    assert len(optimizers) == 1 and len(schedulers) == 1
+    two = load_model(tiny_two_tower_dir)
+    optimizers, schedulers = _tuner(two, items).configure_optimizers()
+    assert len(optimizers) == 2 and len(schedulers) == 2
+    query_ids = {id(p) for g in optimizers[0].param_groups for p in g["params"]}
+    items_ids = {id(p) for g in optimizers[1].param_groups for p in g["params"]}
+    assert query_ids.isdisjoint(items_ids)
+
+
+def test_schedulers_really_step_during_training(world, tiny_two_tower_dir):
+    _, items, inputs = world
+    model = load_model(tiny_two_tower_dir)
+    tuner = _tuner(model, items, step_size=2, gamma=0.5)
+    trainer = pl.Trainer(accelerator="cpu", max_steps=8, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(tuner, DataLoader(inputs, batch_size=8, collate_fn=list))
+    lrs = [opt.param_groups[0]["lr"] for opt in trainer.optimizers]
+    # 8 optimizer steps over 2 optimizers = 4 batches, each scheduler stepped 4 times: lr * 0.5**2
+    assert lrs == pytest.approx([2e-5 * 0.25, 2e-5 * 0.25])
+
+
+def test_validation_step_accepts_a_single_tuple_and_epoch_end_mean_resets(world):
+    model, items, inputs = world
+    tuner = _tuner(model, items, metric_calculators=[DistanceShift()])
+    first = tuner.validation_step((inputs[0], None), 0)
+    second = tuner.validation_step([inputs[1], inputs[2]], 1)
+    assert first.ndim == 0 and second.ndim == 0
+    results = tuner._validation_results()
+    assert results["val_loss"] == pytest.approx((float(first) * 1 + float(second) * 2) / 3, rel=1e-5)
+    assert "val_distance_shift" in results
+    assert tuner._val_loss_count == 0 and math.isnan(tuner._validation_results()["val_loss"])
+
+
+def test_on_validation_epoch_end_logs_what_early_stopping_monitors(world):
+    model, items, inputs = world
+    train, test = TrainTestSplitter(0.3)(inputs)
+    tracker = InMemoryTracker()
+    tuner = EmbeddingsFineTuner(
+        model, ItemsSet(items), TextQueryRetriever(), ProbMarginRankingLoss(), FineTuningParams(), tracker,
+        metric_calculators=[HeldOutRetrievalMetrics()],
+    )
+    early = pl.callbacks.EarlyStopping(monitor="val_loss", patience=100)
+    trainer = pl.Trainer(accelerator="cpu", max_steps=3, val_check_interval=3, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[early], num_sanity_val_steps=0)
+    trainer.fit(tuner, DataLoader(train, batch_size=8, collate_fn=list), DataLoader(test, batch_size=8, collate_fn=list))
+    assert "val_loss" in trainer.callback_metrics and "val_ndcg@10" in trainer.callback_metrics
+    assert early.best_score is not None and torch.isfinite(early.best_score)
+    assert tracker.values("val_ndcg@10") and not math.isnan(tracker.get_quality())
+
+
+def test_create_resolves_settings_names(world):
+    model, items, _ = world
+    settings = FineTuningSettings(loss_func="cosine_prob_margin", metric_calculators=["retrieval"], ranker="dot", confidence_calculator="dummy")
+    tuner = EmbeddingsFineTuner.create(model, settings, ItemsSet(items), TextQueryRetriever(), FineTuningParams(margin=0.2), InMemoryTracker())
+    assert type(tuner.loss_func).__name__ == "CosineProbMarginRankingLoss" and tuner.loss_func.base_margin == 0.2
+    assert isinstance(tuner.metric_calculators[0], HeldOutRetrievalMetrics)
+    assert tuner.ranker.__name__ == "dot"
+    with pytest.raises(KeyError):
+        EmbeddingsFineTuner.create(model, settings.model_copy(update={"loss_func": "nope"}), ItemsSet(items), TextQueryRetriever(), FineTuningParams(), InMemoryTracker())
+
+
+@pytest.mark.slow
+def test_fine_tune_learns_reports_progress_and_keeps_the_best(tiny_model_dir):
+    items, sessions = synthetic_world(n_sessions=160)
+    train, test = TrainTestSplitter(0.3)(sessions_to_inputs(sessions))
+    model = load_model(tiny_model_dir)
+    reports: list[dict] = []
+    tracker = InMemoryTracker()
+    outcome = fine_tune(
+        model, train, test, ItemsSet(items), FineTuningParams(query_lr=1e-3), FineTuningSettings(batch_size=8, num_epochs=2, test_each_n_sessions=48),
+        tracker, callbacks=[ProgressReporter(reports.append, total_steps=2 * math.ceil(len(train) / 8), every_n_steps=5)], accelerator="cpu",
+    )
+    before, after = outcome.metrics_before["val_ndcg@10"], outcome.metrics_after["val_ndcg@10"]
+    assert after > before + 0.1, (before, after)
+    assert outcome.best_quality == pytest.approx(after)
+    assert outcome.model_saved and tracker.saved_models
+    # the weights left in the model are the best ones, not the last
+    from finetuning.metrics.base import MetricContext
+    from finetuning.metrics.held_out import evaluate_sessions
+    from finetuning.rankers import cosine
+
+    now = evaluate_sessions(test, MetricContext(model, ItemsSet(items), TextQueryRetriever(), cosine))["ndcg@10"]
+    assert now == pytest.approx(after, abs=1e-4)
+    assert any(r["stage"] == "validation" and "val_ndcg@10" in r for r in reports)
+    assert reports[-1]["fraction"] is not None and 0 < reports[-1]["fraction"] <= 1
+
+
+def test_stop_on_request_stops_cleanly(tiny_model_dir):
+    items, sessions = synthetic_world(n_sessions=80)
+    train, test = TrainTestSplitter(0.3)(sessions_to_inputs(sessions))
+    calls = []
+
+    def should_stop() -> bool:
+        calls.append(1)
+        return len(calls) >= 2
+
+    outcome = fine_tune(
+        load_model(tiny_model_dir), train, test, ItemsSet(items), FineTuningParams(), FineTuningSettings(batch_size=4, num_epochs=3),
+        InMemoryTracker(), callbacks=[StopOnRequest(should_stop)], accelerator="cpu",
+    )
+    assert outcome.stopped and outcome.steps == 2
+
+
+def test_keep_best_weights_never_returns_worse_than_start(tiny_model_dir):
+    model = load_model(tiny_model_dir)
+    keeper = KeepBestWeights("val_ndcg@10", "max", initial_score=0.9)
+    keeper.on_fit_start(None, type("M", (), {"model": model})())
+    before = model.encode_queries(["red"])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    assert not keeper.consider(0.5, model, 10)
+    keeper.restore(model)
+    assert torch.allclose(model.encode_queries(["red"]), before, atol=1e-6)

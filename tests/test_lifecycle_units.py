@@ -1,0 +1,119 @@
+"""run_task and the lifecycle middleware in-process, on the real Mongo wire server.
+
+The acceptance scenarios with a separate worker process are in test_lifecycle_worker.py; these
+cover paths that are hard to provoke from outside: a job that ignores its time limit, Dramatiq
+giving up on a message before any claim, non-dict results, secrets in error messages.
+"""
+
+from __future__ import annotations
+
+import time
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+from pydantic import SecretStr
+
+from dao.task_documents import ProbeRequest, TaskStatus
+from dao.tasks import TasksDAO
+from worker.broker import build_middleware
+from worker.lifecycle import TaskContext, redact, run_task, safe_detail
+from worker.settings import Settings
+
+SECRET_URL = "mongodb://admin:hunter2-very-secret@db.internal:27017/?authSource=admin"
+
+
+def fast_settings(**overrides) -> Settings:
+    values = dict(lease_seconds=0.6, heartbeat_seconds=0.1, probe_time_limit_s=0.5, max_retries=1,
+                  min_backoff_ms=10, max_backoff_ms=20, mongo_url=SecretStr(SECRET_URL), broker="stub")
+    return Settings(**{**values, **overrides})
+
+
+def test_redaction_removes_credentials():
+    text = f"cannot connect to {SECRET_URL}; redis://:pw123456@cache:6379/0 password=abc token: xyz"
+    clean = redact(text, [SecretStr("hunter2-very-secret")])
+    assert "hunter2" not in clean and "pw123456" not in clean and "abc" not in clean and "xyz" not in clean
+    assert "db.internal:27017" in clean  # where it failed stays readable
+    detail = safe_detail(ConnectionError(f"refused by {SECRET_URL}" + "x" * 5000), [])
+    assert detail.startswith("ConnectionError: refused by mongodb://***@db.internal") and len(detail) <= 2000
+
+
+def test_error_detail_never_carries_the_mongo_password(mongo_db):
+    settings = fast_settings(max_retries=0)
+    dao = TasksDAO.for_kind(mongo_db, "probe")
+    task = dao.create(ProbeRequest(), max_attempts=1).task
+
+    def job(ctx: TaskContext) -> dict:
+        raise ConnectionError(f"lost {ctx.settings.mongo_url.get_secret_value()}")
+
+    assert run_task("probe", task.id, job, settings=settings, db=mongo_db) is TaskStatus.failed
+    failed = dao.get(task.id)
+    assert "hunter2" not in failed.detail and "attempt 1/1 failed: ConnectionError" in failed.detail
+
+
+def test_a_job_that_ignores_its_time_limit_is_failed_by_the_lease_keeper(mongo_db):
+    settings = fast_settings()
+    dao = TasksDAO.for_kind(mongo_db, "probe")
+    task = dao.create(ProbeRequest(), max_attempts=2).task
+
+    def stuck(ctx: TaskContext) -> dict:  # never checks anything (think: a long C call)
+        time.sleep(2.5)
+        return {"too": "late"}
+
+    assert run_task("probe", task.id, stuck, settings=settings, db=mongo_db) is None  # result dropped
+    failed = dao.get(task.id)
+    assert failed.status is TaskStatus.failed and "time limit exceeded" in failed.detail
+    assert failed.result == {} and failed.lease_owner is None
+
+
+def test_non_dict_result_is_a_failure_with_a_reason(mongo_db):
+    dao = TasksDAO.for_kind(mongo_db, "probe")
+    task = dao.create(ProbeRequest()).task
+    assert run_task("probe", task.id, lambda ctx: ["x"], settings=fast_settings(), db=mongo_db) is TaskStatus.failed
+    assert "expected a dict" in dao.get(task.id).detail
+
+
+def test_progress_merges_fields_and_cancel_is_relayed_by_the_heartbeat(mongo_db):
+    dao = TasksDAO.for_kind(mongo_db, "probe")
+    task = dao.create(ProbeRequest()).task
+    seen = {}
+
+    def job(ctx: TaskContext) -> dict:
+        ctx.progress("training", 0.1, epoch=1, trial=1, trials_total=4)
+        ctx.progress("training", 0.5, epoch=2)
+        seen["progress"] = dao.get(task.id).progress.model_dump(exclude_none=True)
+        dao.request_cancel(task.id)
+        deadline = time.monotonic() + 5
+        while not ctx.should_stop() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        ctx.raise_if_canceled()
+        return {}
+
+    assert run_task("probe", task.id, job, settings=fast_settings(), db=mongo_db) is TaskStatus.canceled
+    assert seen["progress"] == {"stage": "training", "fraction": 0.5, "epoch": 2, "trial": 1, "trials_total": 4}
+
+
+def test_dramatiq_giving_up_before_any_claim_marks_the_task_failed(mongo_server, mongo_db):
+    settings = fast_settings(mongo_url=SecretStr(mongo_server.url), mongo_db=mongo_db.name, max_retries=1)
+    broker = StubBroker(middleware=build_middleware(settings))
+    broker.emit_after("process_boot")
+    calls = []
+
+    @dramatiq.actor(actor_name="probe", queue_name="probe", broker=broker, max_retries=1)
+    def probe(task_id: str) -> None:
+        calls.append(task_id)
+        raise OSError("mongo unreachable while claiming")  # fails before run_task could claim
+
+    dao = TasksDAO.for_kind(mongo_db, "probe")
+    task = dao.create(ProbeRequest(), max_attempts=2).task
+    probe.send(task.id)
+    worker = dramatiq.Worker(broker, worker_timeout=50)
+    worker.start()
+    try:
+        broker.join("probe", fail_fast=False, timeout=20_000)
+        worker.join()
+    finally:
+        worker.stop()
+    assert len(calls) == 2  # first try + max_retries
+    failed = dao.get(task.id)
+    assert failed.status is TaskStatus.failed
+    assert failed.detail.startswith("gave up after 2 deliveries: OSError: mongo unreachable")
