@@ -34,7 +34,7 @@ def test_losses_are_lower_when_classes_are_separated() -> None:
 
 def test_similarity_metrics_and_top1() -> None:
     gallery = torch.tensor([[1.0, 0.0], [0.0, 10.0]])
-    queries = torch.tensor([[2.0, 0.1], [0.0, 1.0]])
+    queries = torch.tensor([[2.0, 0.5], [0.0, 1.0]])
     assert torch.allclose(similarity_matrix(queries, gallery, "dot"), queries @ gallery.T)
     assert torch.allclose(similarity_matrix(queries, gallery, "euclidean"), -torch.cdist(queries, gallery))
     assert similarity_matrix(queries, gallery, "cosine").max() <= 1.0 + 1e-6

@@ -14,7 +14,6 @@ from pydantic import SecretStr
 from loaders import (
     ItemMeta,
     LoaderSettings,
-    PgMultiTextLoaderConfig,
     PgsqlMultiTextColumnLoader,
     PgsqlTextLoader,
     PgTextLoaderConfig,

@@ -79,3 +79,34 @@ def build_tiny_text_model(
             shutil.rmtree(directory)
         TextEmbeddingsModel(st, items).save(directory)
     return directory
+
+
+def build_tiny_clip_model(directory: str | Path, dim: int = 32, layers: int = 2, image_size: int = 16, seed: int = 0) -> Path:
+    """Write a tiny random CLIP (BERT-WordPiece tokenizer, ``image_size`` px ViT) to ``directory``."""
+    from transformers import BertTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from finetuning.models.clip import ClipEmbeddingsModel
+
+    directory = Path(directory)
+    vocab: list[str] = list(SPECIAL_TOKENS)
+    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
+    for token in [*DEFAULT_WORDS, *chars, *(f"##{c}" for c in chars)]:
+        if token not in vocab:
+            vocab.append(token)
+    torch.manual_seed(seed)
+    common = dict(hidden_size=dim, intermediate_size=dim * 2, num_hidden_layers=layers, num_attention_heads=max(1, dim // 16))
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), max_position_embeddings=64, eos_token_id=vocab.index("[SEP]"),
+                         pad_token_id=0, bos_token_id=vocab.index("[CLS]"), **common),
+        vision_config=dict(image_size=image_size, patch_size=max(2, image_size // 4), num_channels=3, **common),
+        projection_dim=dim,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "vocab.txt").write_text("\n".join(vocab) + "\n")
+        tokenizer = BertTokenizer(vocab=str(Path(tmp) / "vocab.txt"), do_lower_case=True)
+        processor = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+        model = ClipEmbeddingsModel(CLIPModel(config), tokenizer, processor, max_text_length=64)
+        if directory.exists():
+            shutil.rmtree(directory)
+        model.save(directory)
+    return directory
