@@ -130,11 +130,12 @@ def test_fine_tune_learns_reports_progress_and_keeps_the_best(tiny_model_dir):
     items, sessions = synthetic_world(n_sessions=160)
     train, test = TrainTestSplitter(0.3)(sessions_to_inputs(sessions))
     model = load_model(tiny_model_dir)
+    n_queries = len({i.query for i in train})  # batches hold batch_size distinct queries
     reports: list[dict] = []
     tracker = InMemoryTracker()
     outcome = fine_tune(
-        model, train, test, ItemsSet(items), FineTuningParams(query_lr=1e-3), FineTuningSettings(batch_size=8, num_epochs=2, test_each_n_sessions=48),
-        tracker, callbacks=[ProgressReporter(reports.append, total_steps=2 * math.ceil(len(train) / 8), every_n_steps=5)], accelerator="cpu",
+        model, train, test, ItemsSet(items), FineTuningParams(query_lr=1e-3), FineTuningSettings(batch_size=2, num_epochs=2, test_each_n_sessions=8),
+        tracker, callbacks=[ProgressReporter(reports.append, total_steps=2 * math.ceil(n_queries / 2), every_n_steps=5)], accelerator="cpu",
     )
     before, after = outcome.metrics_before["val_ndcg@10"], outcome.metrics_after["val_ndcg@10"]
     assert after > before + 0.1, (before, after)
@@ -161,7 +162,7 @@ def test_stop_on_request_stops_cleanly(tiny_model_dir):
         return len(calls) >= 2
 
     outcome = fine_tune(
-        load_model(tiny_model_dir), train, test, ItemsSet(items), FineTuningParams(), FineTuningSettings(batch_size=4, num_epochs=3),
+        load_model(tiny_model_dir), train, test, ItemsSet(items), FineTuningParams(), FineTuningSettings(batch_size=1, num_epochs=3),
         InMemoryTracker(), callbacks=[StopOnRequest(should_stop)], accelerator="cpu",
     )
     assert outcome.stopped and outcome.steps == 2

@@ -79,3 +79,28 @@ def test_base_model_path_resolves_shipped_minilm(tmp_path):
     assert base_model_path(tmp_path) == tmp_path
     with pytest.raises(KeyError):
         base_model_path("not-a-model-anywhere")
+
+
+def test_tiny_clip_text_to_image_round_trip_and_freezing(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from finetuning.models.clip import ClipEmbeddingsModel
+    from finetuning.models.tiny import build_tiny_clip_model
+
+    model = load_model(build_tiny_clip_model(tmp_path / "clip"))
+    assert isinstance(model, ClipEmbeddingsModel) and not model.same_query_and_items
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray((rng.random((8, 8, 3)) * 255).astype("uint8")) for _ in range(3)]
+    items = model.encode_items(images)
+    queries = model.encode_queries(["red cat", "a dog"])
+    assert items.shape == (3, 32) and queries.shape == (2, 32)
+    assert torch.allclose(items.norm(dim=-1), torch.ones(3), atol=1e-5)
+    query_params = {id(p) for p in model.get_query_model_params()}
+    assert query_params.isdisjoint({id(p) for p in model.get_items_model_params()})
+    model.fix_item_model(1)
+    assert all(not p.requires_grad for p in model.clip_model.vision_model.encoder.layers[0].parameters())
+    assert {id(p) for p in model.get_query_model_params()} == query_params
+    again = load_model(model.save(tmp_path / "saved"))
+    assert torch.allclose(again.encode_items(images), items, atol=1e-5)
+    assert torch.allclose(again.encode_queries(["red cat", "a dog"]), queries, atol=1e-5)

@@ -73,13 +73,13 @@ def test_fine_tuning_task_goes_from_enqueue_to_done_in_a_worker_process(start_wo
     assert "mongodb://" not in out and "redis://" not in out
 
 
-def _enqueue_with_key(settings_json: str, key: str, barrier) -> str:
+def _enqueue_with_key(settings_json: str, key: str, barrier, results) -> None:
     from worker.client import ClicktuneClient
     from worker.settings import Settings
 
     client = ClicktuneClient(Settings.model_validate_json(settings_json))
     barrier.wait(timeout=60)
-    return client.enqueue_probe(0.5, idempotency_key=key)
+    results.put(client.enqueue_probe(0.5, idempotency_key=key))
 
 
 def _settings_json(settings) -> str:
@@ -95,9 +95,15 @@ def test_same_idempotency_key_from_8_concurrent_clients_gives_one_task_and_one_e
     start_worker()
     key = f"nightly-{uuid.uuid4().hex[:6]}"
     ctx = multiprocessing.get_context("fork")  # 8 separate client processes, each with its own connections
-    barrier = ctx.Barrier(8)
-    with ctx.Pool(8) as pool:
-        ids = pool.starmap(_enqueue_with_key, [(_settings_json(worker_settings), key, barrier)] * 8)
+    barrier, results = ctx.Barrier(8), ctx.Queue()
+    clients = [ctx.Process(target=_enqueue_with_key, args=(_settings_json(worker_settings), key, barrier, results))
+               for _ in range(8)]
+    for process in clients:
+        process.start()
+    ids = [results.get(timeout=120) for _ in clients]
+    for process in clients:
+        process.join(timeout=30)
+        assert process.exitcode == 0
     assert len(set(ids)) == 1
     task_id = ids[0]
     assert clicktune_client.db["probe_tasks"].count_documents({"idempotency_key": key}) == 1

@@ -234,3 +234,19 @@ def test_build_index_replaces_a_previous_blue_with_cas(settings, mongo_db, items
     assert store.count(second.collection) == 12
     vectors = load_model(new_dir).encode_items(["x"])
     assert np.asarray(vectors).shape == (1, 32)
+
+
+def test_leftover_of_a_killed_attempt_is_dropped(settings, mongo_db, items_dir, tiny_model_dirs):
+    old_dir, new_dir = tiny_model_dirs
+    first = _index(settings, mongo_db, old_dir, _local_loader(items_dir), _file_refs(make_docs(10)))
+    task_id = _create(mongo_db, dest_run_id=f"dir:{new_dir}")
+    store = create_vector_store(settings)
+    # what a worker killed mid-build leaves behind, plus an unrelated collection that must survive
+    store.create_collection("default-new-deadbeef", {reindex_job.COLLECTION_TASK_KEY: task_id})
+    store.create_collection("someone-elses", {reindex_job.COLLECTION_TASK_KEY: "another-task"})
+
+    assert _run(settings, mongo_db, task_id) is TaskStatus.done
+
+    blue = BluePointers(mongo_db).get().collection
+    assert sorted(store.list_collections()) == sorted([blue, "someone-elses"])
+    assert first.collection not in store.list_collections()

@@ -80,3 +80,40 @@ def test_reindex_waits_for_a_locked_model_then_switches_blue(worker_env, start_w
     query = load_model(new_dir).encode_queries([f"{doc['title']}. {doc['text']}"])
     assert store.query(shown["collection"], query, k=1).ids == [["doc021"]]
     assert locks.holder(model_lock_name(f"dir:{new_dir}")) is None
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_reindex_recovers_and_leaves_no_half_built_collection(
+        worker_env, start_worker, clicktune_client, mongo_db, tiny_model_dirs, tmp_path):
+    from tests.fixtures.reindex import write_docs
+
+    old_dir, new_dir = tiny_model_dirs
+    items = write_docs(tmp_path / "items", make_docs(150))
+    env = {**worker_env, "CLICKTUNE_CHROMA_PATH": str(tmp_path / "chroma"), "CLICKTUNE_REINDEX_PAGE_SIZE": "3",
+           "CLICKTUNE_MODEL_LOCK_LEASE_SECONDS": "3"}
+    items_config = {"loader": {"source": "local_file", "root_dir": str(items)}, "scan_directory": True}
+    _cli(env, "index", "--model", f"dir:{old_dir}", "--items-config", json.dumps(items_config))
+    first = BluePointers(mongo_db).get()
+
+    worker = start_worker(env)
+    task_id = clicktune_client.enqueue_reindex({"dest_run_id": f"dir:{new_dir}"})
+    deadline = time.monotonic() + 120
+    while True:
+        task = clicktune_client.status(task_id, "reindex")
+        if (task.progress.model_extra or {}).get("items_done", 0) > 0:
+            break
+        assert not task.terminal and time.monotonic() < deadline, task
+        time.sleep(0.05)
+    worker.kill()  # SIGKILL mid-build: no cleanup code runs, locks and lease stay behind
+    store = ChromaVectorStore.persistent(tmp_path / "chroma")
+    assert len(store.list_collections()) == 2  # the blue one and the half-built one
+    assert BluePointers(mongo_db).get().collection == first.collection
+
+    start_worker(env)  # the lease expires, the task is taken back and retried; the locks expire too
+    task = clicktune_client.wait(task_id, timeout=180, kind="reindex")
+    assert task.status is TaskStatus.done, task.detail
+    assert task.attempt == 2
+    pointer = BluePointers(mongo_db).get()
+    assert pointer.collection == task.result["collection"] and pointer.item_count == 150
+    assert store.list_collections() == [pointer.collection]  # old dropped, leftover of attempt 1 dropped
+    assert store.count(pointer.collection) == 150

@@ -15,8 +15,8 @@ callers with one key do not all send).
 
 from __future__ import annotations
 
-from datetime import timedelta
 import time
+from datetime import timedelta
 from typing import Any, Iterable
 
 import dramatiq
@@ -27,7 +27,6 @@ from dao.mongo import mongo_database
 from dao.task_documents import (
     TASK_KINDS,
     FineTuningRequest,
-    ProbeRequest,
     ReindexRequest,
     TaskDocument,
     TaskRequest,

@@ -21,7 +21,8 @@
    ``blue`` to the destination run's registered version.
 
 On any failure before the switch the half-built collection is dropped and the old blue stays as
-it was. Items missing at their source end the task ``failed`` at once (retrying will not bring a
+it was; if the worker was killed instead, the next attempt of the task drops what the killed one
+left (collections carry the building task's id in their metadata). Items missing at their source end the task ``failed`` at once (retrying will not bring a
 deleted file back); transient item failures and infrastructure errors are retried by Dramatiq.
 """
 
@@ -55,6 +56,8 @@ from worker.vector_store import CollectionNotFound, VectorStore, create_vector_s
 log = logging.getLogger(__name__)
 
 BLUE_ALIAS = "blue"
+#: Collection metadata key naming the reindex task that built the collection.
+COLLECTION_TASK_KEY = "clicktune_reindex_task"
 
 
 class ReindexIncomplete(RuntimeError):
@@ -103,6 +106,10 @@ def run(ctx: TaskContext) -> dict:
                 _defer(ctx, settings.reindex_conflict_delay_ms, f"waiting: {held}")
             raise TaskRefused(f"{held}; enqueue with wait_on_conflict to wait for it") from None
         with locks.keep_alive(resources, owner, lease) as keeper:
+            current = pointers.get(pointer.name)
+            if current is None or current.collection != pointer.collection:
+                raise ReindexConflict(f"the blue collection of {pointer.name!r} changed before the locks were taken")
+            _drop_leftovers(store, task.id, keep=pointer.collection)
             return _reindex(ctx, store, pointers, pointer, dest_ref, keeper)
     finally:
         store.close()
@@ -159,7 +166,8 @@ def _reindex(ctx: TaskContext, store: VectorStore, pointers: BluePointers, point
     model = _load_model(dest_ref, settings.mlflow_tracking_uri)
 
     new = new_collection_name(pointer.name, dest_ref)
-    store.create_collection(new, collection_metadata(dest_ref, loader_config, pointer.name))
+    store.create_collection(new, {**collection_metadata(dest_ref, loader_config, pointer.name),
+                                  COLLECTION_TASK_KEY: ctx.task.id})
     started = time.monotonic()
     done = 0
     try:
@@ -250,6 +258,22 @@ def _dimension(model: Any) -> int | None:
         return int(model.get_embedding_dimension())
     except Exception:
         return None
+
+
+def _drop_leftovers(store: VectorStore, task_id: str, keep: str) -> list[str]:
+    """Drop collections an earlier attempt of this task left half-built (its worker was killed)."""
+    dropped = []
+    for name in store.list_collections():
+        if name == keep:
+            continue
+        try:
+            if store.collection_metadata(name).get(COLLECTION_TASK_KEY) == task_id and _drop(store, name):
+                dropped.append(name)
+        except CollectionNotFound:
+            continue
+    if dropped:
+        log.info("reindex %s: dropped leftovers of an earlier attempt: %s", task_id, dropped)
+    return dropped
 
 
 def _drop(store: VectorStore, name: str) -> bool:
