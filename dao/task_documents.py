@@ -172,6 +172,17 @@ class FineTuningOptions(BaseModel):
     search_space: dict[str, Any] | None = None
     seed: int = 42
     test_size: float = Field(0.2, gt=0, lt=1)
+    # --- added by issue 7 (the fine-tuning job); see docs/fine_tuning_job.md -------------------
+    model_line: str | None = Field(None, min_length=1, max_length=200, description="Model line (MLflow "
+                                   "experiments + registered model); default: from the start model.")
+    min_improvement: float = Field(0.0, ge=0, description="Quality gate: the candidate must beat the start "
+                                   "model's held-out main metric by more than this to be deployed.")
+    text_fields: list[str] | None = Field(None, description="Item fields joined into the item text "
+                                          "(default: title + text, see loaders.item_to_text).")
+    max_seq_length: int | None = Field(None, ge=8, le=8192, description="Token limit of the text towers "
+                                       "(kept in the saved model, so serving matches training).")
+    settings: dict[str, Any] = Field(default_factory=dict, description="Other FineTuningSettings fields "
+                                     "(loss_func, confidence_calculator, main_metric, ...).")
 
 
 class FineTuningRequest(TaskRequest):
@@ -231,6 +242,15 @@ class FineTuningResult(BaseModel):
     metrics_before: dict[str, float] | None = None
     metrics_after: dict[str, float] | None = None
     reindex_task_id: str | None = None
+    # --- added by issue 7 ----------------------------------------------------------------------
+    main_metric: str | None = None
+    deployed: bool | None = None
+    deploy_reason: str | None = None
+    sessions_used: int | None = None
+    items_missing: int | None = None
+    trials_trained: int | None = None
+    trials_skipped: int | None = None
+    report_artifact: str | None = None
 
 
 def task_document_model(request_model: type[TaskRequest]) -> type[TaskDocument]:

@@ -22,6 +22,7 @@ Chroma, items and logs — inspect them afterwards, or ``rm -r`` the folder.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import time
 import uuid
@@ -153,16 +154,13 @@ class Demo:
         path = self.config.dataset or default_dataset()
         with console.status(f"reading {path}…"):
             full = BeirDataset.load(path)
-            train = full.subset(self.config.train_queries, split="train", seed=self.config.seed)
-            test = full.subset(self.config.test_queries, split="test", seed=self.config.seed)
-            keep = set(train.corpus) | set(test.corpus)
-            others = sorted(d for d in full.corpus if d not in keep)
-            import random
-
-            keep |= set(random.Random(self.config.seed).sample(others, min(self.config.extra_docs, len(others))))
-            dataset = full.subset(query_ids=train.query_ids("train") + test.query_ids("test"),
-                                  split=["train", "test"])
-            dataset = dataset._restricted(keep, {"train": train.qrels("train"), "test": test.qrels("test")})
+            rng = random.Random(self.config.seed)
+            train_ids = full.query_ids("train")
+            test_ids = full.query_ids("test")
+            chosen = (rng.sample(train_ids, min(self.config.train_queries, len(train_ids)))
+                      + rng.sample(test_ids, min(self.config.test_queries, len(test_ids))))
+            dataset = full.subset(query_ids=chosen, split=["train", "test"], extra_docs=self.config.extra_docs,
+                                  seed=self.config.seed)
         console.print(f"[green]✓[/] data set {path.name}: {len(dataset.corpus)} documents, "
                       f"{len(dataset.query_ids('train'))} train and {len(dataset.query_ids('test'))} test queries")
         return dataset
