@@ -13,4 +13,5 @@ pytest_plugins = [
     "tests.fixtures.loaders",
     "tests.fixtures.worker",
     "tests.fixtures.reindex",
+    "tests.fixtures.fine_tuning",
 ]

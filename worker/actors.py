@@ -40,3 +40,6 @@ def _task_actor(kind: str, job: Job) -> dramatiq.Actor:
 fine_tuning = _task_actor("fine_tuning", fine_tuning_job.run)
 reindex = _task_actor("reindex", reindex_job.run)
 probe = _task_actor("probe", probe_job.run)
+
+# Q&A-pairs and labelled-image tasks (issue 8) register themselves with the same lifecycle.
+from worker import actors_extra  # noqa: E402,F401

@@ -111,7 +111,7 @@ class TrialRunner:
 
         stop = StopOnRequest(self.should_stop)
         reporter = ProgressReporter(on_progress, total_steps=self.steps_per_trial,
-                                    every_n_steps=max(1, self.steps_per_trial // 20))
+                                    every_n_steps=max(1, min(10, self.steps_per_trial // 20)))
         model = self.fresh_model()
         try:
             outcome = fine_tune(model, self.train, self.test, self.items, params, self.settings, tracker,

@@ -1,0 +1,167 @@
+"""End to end through separate real processes: a ``clicktune worker`` process (Dramatiq on Redis),
+the nx-27017 Mongo wire server, a real ``mlflow server``, embedded ChromaDB shared by the worker and
+this test process, and the local-file loader.
+
+1. simulated SciFact clicks (train queries only, BM25 as the search engine) → ingest → release;
+   the first blue index is built with the base model (``worker.indexing.build_index``);
+2. a fine-tuning task (``base:all-MiniLM-L6-v2``, hyperopt with 2 trials, a few steps each,
+   ``deploy_as_blue``) → ``done`` with metrics before/after → a registered model version with the
+   ``candidate`` alias → the reindex task it enqueued → ``done`` → the blue collection holds every
+   item, embedded by the new model, and queries find their clicked documents;
+3. a worker SIGKILLed during training: the task is taken back after its lease expires and finishes
+   exactly once on another worker (never stuck in ``processing``).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from dao.blue_pointer import BluePointers
+from dao.clickstream import ClickstreamDAO
+from dao.task_documents import TaskStatus
+from finetuning.datasets.beir import BeirDataset
+from finetuning.experiments import naming
+from finetuning.simulation.click_simulator import simulate_sessions
+from loaders.text import item_to_text
+from tests.fixtures.fine_tuning import clickstream_records, ingest_and_release, write_items
+from worker.indexing import ItemRef, build_index, resolve_model
+from worker.vector_store import create_vector_store
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def e2e_settings(worker_settings, mlflow_server, tmp_path):
+    chroma = tmp_path / "chroma"
+    return worker_settings.model_copy(update={"mlflow_tracking_uri": mlflow_server.url, "chroma_path": str(chroma)})
+
+
+def worker_extra_env(settings) -> dict[str, str]:
+    return {"CLICKTUNE_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri, "CLICKTUNE_CHROMA_PATH": settings.chroma_path,
+            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
+            "TOKENIZERS_PARALLELISM": "false"}
+
+
+def test_scifact_clicks_to_a_better_blue_model(scifact_dir, tmp_path, mongo_db, e2e_settings, start_worker,
+                                               clicktune_client):
+    settings = e2e_settings
+    # --- 1. data: a SciFact slice as local files, simulated clicks for train queries, the first blue index
+    dataset = BeirDataset.load(scifact_dir).subset(n_queries=40, split="train", extra_docs=60, seed=11)
+    items_dir = tmp_path / "items"
+    dataset.write_corpus_files(items_dir)
+    sessions = simulate_sessions(dataset, split="train", top_k=10, sessions_per_query=3, seed=0)
+    report = ClickstreamDAO(mongo_db).ingest(sessions)
+    assert not report.rejects and report.accepted_sessions == len(sessions)
+    batch = ClickstreamDAO(mongo_db).release("e2e-release")
+
+    loader = {"source": "local_file", "root_dir": str(items_dir)}
+    base = resolve_model("base:all-MiniLM-L6-v2")
+    doc_ids = dataset.doc_ids
+    store = create_vector_store(settings)
+    first = build_index(store=store, pointers=BluePointers(mongo_db), model=base, model_ref="base:all-MiniLM-L6-v2",
+                        loader_config=loader, items=[ItemRef(object_id=d, meta={"path": f"{d}.json"}) for d in doc_ids])
+    assert first.item_count == len(doc_ids)
+
+    # --- 2. the fine-tuning task in a worker process, deploying as blue
+    start_worker(worker_extra_env(settings))
+    line = f"e2e-{uuid.uuid4().hex[:8]}"
+    task_id = clicktune_client.enqueue_fine_tuning({
+        "embedding_model_id": "base:all-MiniLM-L6-v2", "batch_id": batch.batch_id, "deploy_as_blue": True,
+        "wait_on_conflict": True,
+        "options": {"loader": loader, "max_evals": 2, "max_steps": 4, "batch_size": 8, "num_epochs": 1,
+                    "max_seq_length": 128, "test_size": 0.3, "model_line": line,
+                    "search_space": {"query_lr": {"loguniform": [1e-4, 2e-4]}, "num_fixed_layers": 0,
+                                     "temperature": {"uniform": [0.04, 0.06]}}},
+    })
+    task = clicktune_client.wait(task_id, timeout=420, poll_s=1)
+    assert task.status is TaskStatus.done, task.detail
+    result = task.result
+    main = result.main_metric
+    assert result.metrics_before[main] > 0 and result.metrics_after[main] > 0
+    assert result.trials_trained == 2 and result.iteration_mode == "search"
+    assert result.items_missing == 0 and result.sessions_used == len(sessions)
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    assert client.get_model_version_by_alias(naming.registered_model_name(line), "candidate").run_id == result.best_run_id
+    assert result.report_artifact == "report/fine_tuning_report.png"
+
+    # the slice is made for the gate to pass (2 trials, lr ≥ 1e-4): the candidate must be deployed
+    assert result.metrics_after[main] > result.metrics_before[main], result.deploy_reason
+    assert result.deployed is True and result.reindex_task_id, result.deploy_reason
+    reindex = clicktune_client.wait(result.reindex_task_id, timeout=300, poll_s=1)
+    assert reindex.status is TaskStatus.done, reindex.detail
+    assert reindex.parent_id == task_id and reindex.idempotency_key == f"fine_tuning:{task_id}:reindex"
+    assert client.get_model_version_by_alias(naming.registered_model_name(line), "blue").run_id == result.best_run_id
+
+    # --- 3. blue holds every item, embedded by the new model; queries find their clicked documents
+    pointer = BluePointers(mongo_db).get()
+    assert pointer.model_ref == f"run:{result.best_run_id}" and pointer.item_count == len(doc_ids)
+    assert pointer.collection != first.collection and store.count(pointer.collection) == len(doc_ids)
+    assert first.collection not in store.list_collections()
+    tuned = resolve_model(f"run:{result.best_run_id}", settings.mlflow_tracking_uri)
+    import chromadb
+
+    stored = chromadb.PersistentClient(path=settings.chroma_path).get_collection(pointer.collection).get(
+        ids=doc_ids[:5], include=["embeddings"])
+    by_id = dict(zip(stored["ids"], np.asarray(stored["embeddings"])))
+    texts = [item_to_text(dataset.corpus[d]) for d in doc_ids[:5]]  # what the reindex embedded
+    new_vectors = tuned.encode_items(texts).numpy()
+    old_vectors = base.encode_items(texts).numpy()
+    for doc_id, new, old in zip(doc_ids[:5], new_vectors, old_vectors):
+        assert np.allclose(by_id[doc_id], new / np.linalg.norm(new), atol=2e-3) or np.allclose(by_id[doc_id], new, atol=2e-3)
+        assert not np.allclose(new, old, atol=1e-4)  # it really is another model than the first index's
+
+    clicked = [(s["search_query"], e["object_id"]) for s in sessions for e in s["events"]][:20]
+    hits = store.query(pointer.collection, tuned.encode_queries([q for q, _ in clicked]), k=10).ids
+    found = sum(doc in top for (_, doc), top in zip(clicked, hits))
+    assert found >= 0.8 * len(clicked), (found, len(clicked))
+
+
+def test_worker_killed_during_training_the_task_recovers_and_finishes_once(tmp_path, mongo_db, e2e_settings,
+                                                                           start_worker, clicktune_client,
+                                                                           tiny_start_run):
+    settings = e2e_settings
+    items, records = clickstream_records(seed=5)
+    items_dir = write_items(tmp_path / "items", items)
+    batch_id = ingest_and_release(mongo_db, records)
+    line = f"kill-{uuid.uuid4().hex[:8]}"
+    first = start_worker(worker_extra_env(settings), threads=1)
+    task_id = clicktune_client.enqueue_fine_tuning({
+        "embedding_model_id": f"run:{tiny_start_run}", "batch_id": batch_id,
+        "options": {"loader": {"source": "local_file", "root_dir": str(items_dir)}, "max_evals": 1,
+                    "num_epochs": 1000, "max_steps": 300, "batch_size": 4, "model_line": line,
+                    "settings": {"step_size": 50}},
+    })
+    wait_for(lambda: (t := clicktune_client.status(task_id)).progress.stage == "training" and (t.progress.step or 0) >= 1,
+             180, "training to start")
+    first.kill()
+    held = clicktune_client.status(task_id)
+    assert held.status is TaskStatus.processing and held.attempt == 1
+
+    start_worker(worker_extra_env(settings), threads=1)
+    task = clicktune_client.wait(task_id, timeout=300, poll_s=0.5)
+    assert task.status is TaskStatus.done, task.detail
+    assert task.attempt == 2 and task.lease_owner is None
+    assert task.result.trials_trained == 1 and task.result.best_run_id
+
+    # exactly once: one finished trial, one registered version, whatever the killed attempt left behind
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    runs = client.search_runs([task.result.experiment_id])
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    assert len(finished) == 1 and finished[0].info.run_id == task.result.best_run_id
+    versions = client.search_model_versions(f"name = '{naming.registered_model_name(line)}'")
+    assert [v.version for v in versions] == [task.result.registered_model_version]
