@@ -83,8 +83,8 @@ def test_scifact_clicks_to_a_better_blue_model(scifact_dir, tmp_path, mongo_db, 
     task_id = clicktune_client.enqueue_fine_tuning({
         "embedding_model_id": "base:all-MiniLM-L6-v2", "batch_id": batch.batch_id, "deploy_as_blue": True,
         "wait_on_conflict": True,
-        "options": {"loader": loader, "max_evals": 2, "max_steps": 4, "batch_size": 8, "num_epochs": 1,
-                    "max_seq_length": 128, "test_size": 0.3, "model_line": line,
+        "options": {"loader": loader, "max_evals": 2, "max_steps": 2, "batch_size": 8, "num_epochs": 1,
+                    "max_seq_length": 96, "test_size": 0.3, "model_line": line,
                     "search_space": {"query_lr": {"loguniform": [1e-4, 2e-4]}, "num_fixed_layers": 0,
                                      "temperature": {"uniform": [0.04, 0.06]}}},
     })
@@ -99,36 +99,96 @@ def test_scifact_clicks_to_a_better_blue_model(scifact_dir, tmp_path, mongo_db, 
     assert client.get_model_version_by_alias(naming.registered_model_name(line), "candidate").run_id == result.best_run_id
     assert result.report_artifact == "report/fine_tuning_report.png"
 
-    # the slice is made for the gate to pass (2 trials, lr ≥ 1e-4): the candidate must be deployed
-    assert result.metrics_after[main] > result.metrics_before[main], result.deploy_reason
-    assert result.deployed is True and result.reindex_task_id, result.deploy_reason
+    # the gate decides honestly: 4 steps of MiniLM on ~30 queries may or may not beat the base model on
+    # held-out sessions (it starts near 0.91 nDCG@10 there). Both outcomes are checked; the deploy path
+    # with a model that learns reliably is test_clicks_to_blue_with_a_model_that_learns below.
+    reindex_tasks = clicktune_client.list_tasks("reindex")
+    if not result.deployed:
+        assert result.quality_gate_passed is False and result.reindex_task_id is None
+        assert "does not beat" in result.deploy_reason, result.deploy_reason
+        assert result.metrics_after[main] == pytest.approx(result.metrics_before[main])
+        assert reindex_tasks == []
+        pointer = BluePointers(mongo_db).get()
+        assert pointer.collection == first.collection and pointer.model_ref == "base:all-MiniLM-L6-v2"
+        assert_blue_finds_clicked_documents(store, pointer.collection, base, sessions)
+        return
+    assert result.metrics_after[main] > result.metrics_before[main]
+    assert [t.id for t in reindex_tasks] == [result.reindex_task_id]
+    assert_deployed(clicktune_client, mongo_db, store, settings, result, task_id, line, first.collection,
+                    {d: item_to_text(dataset.corpus[d]) for d in doc_ids}, base)
+    assert_blue_finds_clicked_documents(store, BluePointers(mongo_db).get().collection,
+                                        resolve_model(f"run:{result.best_run_id}", settings.mlflow_tracking_uri), sessions)
+
+
+def assert_deployed(clicktune_client, db, store, settings, result, task_id, line, first_collection, texts, old_model):
+    """The reindex the task enqueued is done; blue holds every item, embedded by the new model."""
     reindex = clicktune_client.wait(result.reindex_task_id, timeout=300, poll_s=1)
     assert reindex.status is TaskStatus.done, reindex.detail
     assert reindex.parent_id == task_id and reindex.idempotency_key == f"fine_tuning:{task_id}:reindex"
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     assert client.get_model_version_by_alias(naming.registered_model_name(line), "blue").run_id == result.best_run_id
 
-    # --- 3. blue holds every item, embedded by the new model; queries find their clicked documents
-    pointer = BluePointers(mongo_db).get()
-    assert pointer.model_ref == f"run:{result.best_run_id}" and pointer.item_count == len(doc_ids)
-    assert pointer.collection != first.collection and store.count(pointer.collection) == len(doc_ids)
-    assert first.collection not in store.list_collections()
-    tuned = resolve_model(f"run:{result.best_run_id}", settings.mlflow_tracking_uri)
+    pointer = BluePointers(db).get()
+    assert pointer.model_ref == f"run:{result.best_run_id}" and pointer.item_count == len(texts)
+    assert pointer.collection != first_collection and store.count(pointer.collection) == len(texts)
+    assert first_collection not in store.list_collections()
     import chromadb
 
+    ids = list(texts)
     stored = chromadb.PersistentClient(path=settings.chroma_path).get_collection(pointer.collection).get(
-        ids=doc_ids[:5], include=["embeddings"])
+        ids=ids, include=["embeddings"])
     by_id = dict(zip(stored["ids"], np.asarray(stored["embeddings"])))
-    texts = [item_to_text(dataset.corpus[d]) for d in doc_ids[:5]]  # what the reindex embedded
-    new_vectors = tuned.encode_items(texts).numpy()
-    old_vectors = base.encode_items(texts).numpy()
-    for doc_id, new, old in zip(doc_ids[:5], new_vectors, old_vectors):
-        assert np.allclose(by_id[doc_id], new / np.linalg.norm(new), atol=2e-3) or np.allclose(by_id[doc_id], new, atol=2e-3)
-        assert not np.allclose(new, old, atol=1e-4)  # it really is another model than the first index's
+    assert set(by_id) == set(ids)
+    tuned = resolve_model(f"run:{result.best_run_id}", settings.mlflow_tracking_uri)
+    sample = ids[:8]
+    new_vectors = tuned.encode_items([texts[i] for i in sample]).numpy()
+    old_vectors = old_model.encode_items([texts[i] for i in sample]).numpy()
+    for object_id, new, old in zip(sample, new_vectors, old_vectors):
+        assert np.allclose(by_id[object_id], new, atol=1e-3), object_id   # embedded by the new model
+        assert not np.allclose(new, old, atol=1e-3), object_id             # which is not the old one
 
-    clicked = [(s["search_query"], e["object_id"]) for s in sessions for e in s["events"]][:20]
-    hits = store.query(pointer.collection, tuned.encode_queries([q for q, _ in clicked]), k=10).ids
+
+def assert_blue_finds_clicked_documents(store, collection, model, sessions, n: int = 20, share: float = 0.8):
+    """Most (query, clicked document) pairs: the document is in the query's top 10 in the blue collection."""
+    clicked = [(s["search_query"], e["object_id"]) for s in sessions for e in s["events"]][:n]
+    hits = store.query(collection, model.encode_queries([q for q, _ in clicked]), k=10).ids
     found = sum(doc in top for (_, doc), top in zip(clicked, hits))
-    assert found >= 0.8 * len(clicked), (found, len(clicked))
+    assert found >= share * len(clicked), (found, len(clicked))
+
+
+def test_clicks_to_blue_with_a_model_that_learns(tmp_path, mongo_db, e2e_settings, start_worker, clicktune_client,
+                                                 tiny_start_run):
+    """The deploy path, reliably: a tiny random model (logged in MLflow) learns the synthetic topic world
+    within a few dozen steps, so the candidate beats it on held-out sessions and is deployed as blue."""
+    settings = e2e_settings
+    items, records = clickstream_records(seed=9)
+    items_dir = write_items(tmp_path / "items", items)
+    batch_id = ingest_and_release(mongo_db, records)
+    loader = {"source": "local_file", "root_dir": str(items_dir)}
+    start_ref = f"run:{tiny_start_run}"
+    start = resolve_model(start_ref, settings.mlflow_tracking_uri)
+    store = create_vector_store(settings)
+    first = build_index(store=store, pointers=BluePointers(mongo_db), model=start, model_ref=start_ref,
+                        loader_config=loader, items=[ItemRef(object_id=i, meta={"path": f"{i}.txt"}) for i in items])
+
+    start_worker(worker_extra_env(settings))
+    line = f"learns-{uuid.uuid4().hex[:8]}"
+    task_id = clicktune_client.enqueue_fine_tuning({
+        "embedding_model_id": start_ref, "batch_id": batch_id, "deploy_as_blue": True, "wait_on_conflict": True,
+        "options": {"loader": loader, "max_evals": 1, "num_epochs": 10, "max_steps": 40, "batch_size": 4,
+                    "test_size": 0.25, "model_line": line, "settings": {"step_size": 50}},
+    })
+    task = clicktune_client.wait(task_id, timeout=240, poll_s=0.5)
+    assert task.status is TaskStatus.done, task.detail
+    result = task.result
+    main = result.main_metric
+    assert result.deployed is True and result.quality_gate_passed is True, (result.deploy_reason, result.metrics_before,
+                                                                            result.metrics_after)
+    assert result.metrics_after[main] > result.metrics_before[main]
+    assert_deployed(clicktune_client, mongo_db, store, settings, result, task_id, line, first.collection, items, start)
+    tuned = resolve_model(f"run:{result.best_run_id}", settings.mlflow_tracking_uri)
+    sessions = [{"search_query": r["search_query"], "events": r["events"]} for r in records]
+    assert_blue_finds_clicked_documents(store, BluePointers(mongo_db).get().collection, tuned, sessions, n=40, share=0.6)
 
 
 def test_worker_killed_during_training_the_task_recovers_and_finishes_once(tmp_path, mongo_db, e2e_settings,

@@ -112,6 +112,10 @@ class Demo:
             "TRANSFORMERS_OFFLINE": "1",
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "TOKENIZERS_PARALLELISM": "false",
+            # the demo shows its own progress: silence library progress bars
+            "TQDM_DISABLE": "1",
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         }
         os.environ.update(env)
         from worker.settings import get_settings
