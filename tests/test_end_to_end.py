@@ -3,11 +3,14 @@ the nx-27017 Mongo wire server, a real ``mlflow server``, embedded ChromaDB shar
 this test process, and the local-file loader.
 
 1. simulated SciFact clicks (train queries only, BM25 as the search engine) → ingest → release;
-   the first blue index is built with the base model (``worker.indexing.build_index``);
-2. a fine-tuning task (``base:all-MiniLM-L6-v2``, hyperopt with 2 trials, a few steps each,
+   the first blue index is built with the base model (``worker.indexing.build_index``); a
+   fine-tuning task (``base:all-MiniLM-L6-v2``, hyperopt with 2 trials of a few steps,
    ``deploy_as_blue``) → ``done`` with metrics before/after → a registered model version with the
-   ``candidate`` alias → the reindex task it enqueued → ``done`` → the blue collection holds every
-   item, embedded by the new model, and queries find their clicked documents;
+   ``candidate`` alias and the report → the quality gate decides: deployed (reindex ``done``, blue =
+   the new model) or not (reason given, no reindex, blue unchanged) — both branches are checked;
+2. the deploy path with a model that reliably learns (a tiny random model logged in MLflow, the
+   synthetic topic world): gate passed → the reindex task it enqueued → ``done`` → the blue
+   collection holds every item, embedded by the new model, and queries find their clicked documents;
 3. a worker SIGKILLed during training: the task is taken back after its lease expires and finishes
    exactly once on another worker (never stuck in ``processing``).
 """
@@ -57,7 +60,7 @@ def worker_extra_env(settings) -> dict[str, str]:
             "TOKENIZERS_PARALLELISM": "false"}
 
 
-def test_scifact_clicks_to_a_better_blue_model(scifact_dir, tmp_path, mongo_db, e2e_settings, start_worker,
+def test_scifact_clicks_through_worker_mlflow_and_the_quality_gate(scifact_dir, tmp_path, mongo_db, e2e_settings, start_worker,
                                                clicktune_client):
     settings = e2e_settings
     # --- 1. data: a SciFact slice as local files, simulated clicks for train queries, the first blue index
@@ -132,10 +135,9 @@ def assert_deployed(clicktune_client, db, store, settings, result, task_id, line
     assert pointer.model_ref == f"run:{result.best_run_id}" and pointer.item_count == len(texts)
     assert pointer.collection != first_collection and store.count(pointer.collection) == len(texts)
     assert first_collection not in store.list_collections()
-    import chromadb
-
     ids = list(texts)
-    stored = chromadb.PersistentClient(path=settings.chroma_path).get_collection(pointer.collection).get(
+    # the vector-store interface has no "get embeddings": read them through the store's Chroma client
+    stored = store._client.get_collection(pointer.collection, embedding_function=None).get(
         ids=ids, include=["embeddings"])
     by_id = dict(zip(stored["ids"], np.asarray(stored["embeddings"])))
     assert set(by_id) == set(ids)
