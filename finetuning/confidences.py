@@ -9,7 +9,8 @@ skipping it says "not relevant").
 - :class:`PositionBiasConfidences`: a position-based click model (Richardson et al. 2007; Joachims
   et al., "Unbiased Learning-to-Rank with Biased Feedback", WSDM 2017). Examination ``θ_r`` by
   display rank is estimated from click-through rates (``CTR_r / CTR_1``, smoothed towards
-  ``1/r``, non-increasing); a click at rank r weighs ``1/θ_r`` (inverse propensity, capped at
+  ``1/r``, never below ``1/r`` because the CTR ratio also falls with relevance, non-increasing);
+  a click at rank r weighs ``1/θ_r`` (inverse propensity, capped at
   ``max_click_weight``), a skip at rank r weighs ``θ_r``. It is fitted on all training sessions by
   ``fit`` when the caller can (``fine_tune`` does), else on the batch itself.
 """
@@ -59,7 +60,9 @@ class PositionBiasConfidences:
         for r in range(self.max_rank):
             prior = ctr_top / (r + 1)
             ctr = (clicks[r] + self.prior_strength * prior) / (shown[r] + self.prior_strength)
-            value = min(1.0, ctr / ctr_top)
+            # CTR_r / CTR_1 also falls because relevance falls with rank: it is a lower bound of
+            # examination, so it never goes below the usual 1/r examination curve
+            value = max(min(1.0, ctr / ctr_top), 1.0 / (r + 1))
             if theta:
                 value = min(value, theta[-1])
             theta.append(max(value, self.min_examination))

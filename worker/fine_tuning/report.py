@@ -22,12 +22,12 @@ ARTIFACT_PATH = f"{ARTIFACT_DIR}/{FILE_NAME}"
 
 
 def metric_histories(client: Any, run_id: str) -> dict[str, list[tuple[int, float]]]:
-    """``{mlflow metric name: [(step, value), ...]}`` of a run (steps ascending)."""
+    """``{mlflow metric name: [(step, value), ...]}`` of a run, in the order they were logged."""
     run = client.get_run(run_id)
     histories: dict[str, list[tuple[int, float]]] = {}
     for name in run.data.metrics:
-        points = client.get_metric_history(run_id, name)
-        histories[name] = sorted((int(m.step), float(m.value)) for m in points)
+        points = sorted(client.get_metric_history(run_id, name), key=lambda m: (m.timestamp, m.step))
+        histories[name] = [(int(m.step), float(m.value)) for m in points]
     return histories
 
 
@@ -41,15 +41,16 @@ def render_report(path: str | Path, histories: Mapping[str, list[tuple[int, floa
     import matplotlib.pyplot as plt
 
     figure, (loss_ax, val_ax, bar_ax) = plt.subplots(1, 3, figsize=(15, 4.5))
+    # train_loss is logged every 10th batch with the batch index as its step (it restarts each epoch):
+    # plot it in logging order; validation metrics carry the global step
     train = histories.get("train_loss", [])
     if train:
-        loss_ax.plot([s for s, _ in train], [v for _, v in train], marker=".", label="train_loss")
-    val_loss = histories.get("val_loss", [])
-    if val_loss:
-        loss_ax.plot([s for s, _ in val_loss], [v for _, v in val_loss], marker="o", label="val_loss")
-    loss_ax.set_title("loss")
-    loss_ax.set_xlabel("step")
-    loss_ax.legend(loc="best") if (train or val_loss) else loss_ax.text(0.5, 0.5, "no loss logged", ha="center")
+        loss_ax.plot(range(len(train)), [v for _, v in train], marker=".", label="train_loss")
+        loss_ax.legend(loc="best")
+    else:
+        loss_ax.text(0.5, 0.5, "no training loss logged", ha="center", transform=loss_ax.transAxes)
+    loss_ax.set_title("training loss")
+    loss_ax.set_xlabel("logged batch (every 10th)")
 
     main_key = mlflow_metric_name(main_metric)
     for name, points in sorted(histories.items()):
@@ -57,6 +58,12 @@ def render_report(path: str | Path, histories: Mapping[str, list[tuple[int, floa
             continue
         style = {"linewidth": 2.5} if name == main_key else {"linewidth": 1, "alpha": 0.7}
         val_ax.plot([s for s, _ in points], [v for _, v in points], marker="o", label=name, **style)
+    val_loss = histories.get("val_loss", [])
+    if val_loss:
+        loss_twin = val_ax.twinx()
+        loss_twin.plot([s for s, _ in val_loss], [v for _, v in val_loss], color="grey", linestyle="--",
+                       marker="x", label="val_loss (right axis)")
+        loss_twin.legend(loc="lower right", fontsize=8)
     val_ax.set_title("held-out metrics (step 0 = start model)")
     val_ax.set_xlabel("step")
     if val_ax.lines:

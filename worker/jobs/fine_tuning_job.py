@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
 
 from dao.blue_pointer import BluePointers
 from dao.task_documents import FineTuningResult
