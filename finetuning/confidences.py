@@ -10,9 +10,12 @@ skipping it says "not relevant").
   et al., "Unbiased Learning-to-Rank with Biased Feedback", WSDM 2017). Examination ``θ_r`` by
   display rank is estimated from click-through rates (``CTR_r / CTR_1``, smoothed towards
   ``1/r``, never below ``1/r`` because the CTR ratio also falls with relevance, non-increasing);
-  a click at rank r weighs ``1/θ_r`` (inverse propensity, capped at
-  ``max_click_weight``), a skip at rank r weighs ``θ_r``. It is fitted on all training sessions by
-  ``fit`` when the caller can (``fine_tune`` does), else on the batch itself.
+  a skip at rank r weighs ``θ_r``; a click at rank r weighs ``min(1/θ_r, max_click_weight)``
+  (inverse propensity). ``max_click_weight`` defaults to 1.0, i.e. IPS on clicks is off: on
+  SciFact with simulated clicks, up-weighting deep clicks up to 5x amplified noise clicks and
+  held-out nDCG fell (0.806 → below start), while uniform click weights raised it (0.806 → 0.812).
+  It is fitted on all training sessions by ``fit`` when the caller can (``fine_tune`` does), else
+  on the batch itself.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ class PositionBiasConfidences:
         max_rank: int = 100,
         prior_strength: float = 20.0,
         min_examination: float = 0.05,
-        max_click_weight: float = 5.0,
+        max_click_weight: float = 1.0,
     ) -> None:
         self.max_rank = max_rank
         self.prior_strength = prior_strength

@@ -59,6 +59,8 @@ class EmbeddingsFineTuner(pl.LightningModule):
         is_similarity: whether higher ranker scores mean closer (default True).
         confidence_calculator: per-result confidences (default uniform ``dummy_confidences``).
         step_size, gamma: ``StepLR`` of every optimizer (default 500, 0.9); validated.
+        gradient_clip_val: gradient norm clipping per optimizer (default 1.0 as in
+            sentence-transformers training; ``None`` disables).
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class EmbeddingsFineTuner(pl.LightningModule):
         confidence_calculator=dummy_confidences,
         step_size: int = 500,
         gamma: float = 0.9,
+        gradient_clip_val: float | None = 1.0,
     ) -> None:
         super().__init__()
         validate_scheduler_params(step_size, gamma)
@@ -91,6 +94,7 @@ class EmbeddingsFineTuner(pl.LightningModule):
         self.confidence_calculator = confidence_calculator
         self.step_size = step_size
         self.gamma = gamma
+        self.gradient_clip_val = gradient_clip_val
         self.features_extractor = FeaturesExtractor(
             model,
             ranker=ranker,
@@ -137,6 +141,7 @@ class EmbeddingsFineTuner(pl.LightningModule):
             confidence_calculator=resolve.confidence_calculator(settings.confidence_calculator),
             step_size=settings.step_size,
             gamma=settings.gamma,
+            gradient_clip_val=settings.gradient_clip_val,
         )
 
     # --- data ---------------------------------------------------------------------------
@@ -203,6 +208,8 @@ class EmbeddingsFineTuner(pl.LightningModule):
         if loss.requires_grad:  # a batch without any click has nothing to learn from
             self.manual_backward(loss)
             for optimizer in optimizers:
+                if self.gradient_clip_val:
+                    self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
                 optimizer.step()
             for scheduler in self._as_list(self.lr_schedulers()):
                 scheduler.step()

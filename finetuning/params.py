@@ -96,6 +96,7 @@ class FineTuningSettings(_MlflowRoundTrip):
     higher_is_better: bool = True
     precision: str = "32-true"
     seed: int = 42
+    gradient_clip_val: float | None = Field(1.0, description="gradient norm clipping (None: off)")
     group_sessions_by_query: bool = Field(
         True, description="batch_size counts distinct queries; all sessions of a query share one batch"
     )

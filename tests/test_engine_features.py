@@ -129,13 +129,15 @@ def test_irrelevant_sessions_are_ignored_or_all_negative(model):
 def test_position_bias_confidences_up_weight_deep_clicks():
     sessions = [_input(f"q{i}", "abcdef", clicks=["a"] if i % 2 else ["a", "c"]) for i in range(40)]
     sessions += [_input("deep", "abcdef", clicks=["f"])]
-    calculator = PositionBiasConfidences(prior_strength=1.0).fit(sessions)
+    calculator = PositionBiasConfidences(prior_strength=1.0, max_click_weight=5.0).fit(sessions)
     theta = calculator.examination
     assert theta[0] == 1.0 and all(a >= b for a, b in zip(theta, theta[1:]))
     weights = calculator([sessions[-1]])[0]
     assert weights["f"] > 1.0  # a click at a rarely examined rank is strong evidence
     assert weights["b"] < 1.0 and weights["a"] == 1.0  # skips weigh their examination probability
     assert dummy_confidences([sessions[-1]]) == [{k: 1.0 for k in "abcdef"}]
+    default = PositionBiasConfidences(prior_strength=1.0).fit(sessions)([sessions[-1]])[0]
+    assert default["f"] == 1.0 and default["b"] == weights["b"]  # IPS on clicks is off by default
 
 
 def _features(model, confidence_calculator=dummy_confidences):

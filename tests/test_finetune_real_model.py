@@ -22,15 +22,15 @@ from finetuning.train import fine_tune
 
 @pytest.mark.slow
 def test_minilm_learns_from_simulated_scifact_clicks(scifact_dir, tmp_path):
-    dataset = BeirDataset.load(scifact_dir).subset(n_queries=120, split="train", extra_docs=150, seed=3)
+    dataset = BeirDataset.load(scifact_dir).subset(n_queries=200, split="train", extra_docs=150, seed=3)
     sessions = simulate_sessions(dataset, split="train", top_k=10, sessions_per_query=3, seed=0)
-    train, held_out = TrainTestSplitter(test_size=0.25, random_state=0)(sessions_to_inputs(sessions))
+    train, held_out = TrainTestSplitter(test_size=0.2, random_state=0)(sessions_to_inputs(sessions))
     assert {s.query for s in train}.isdisjoint({s.query for s in held_out})
 
     model = TextEmbeddingsModel.from_pretrained(base_model_path("all-MiniLM-L6-v2"), max_seq_length=128)
     items = ItemsSet(dataset.doc_texts())
-    params = FineTuningParams(query_lr=1e-4, items_lr=1e-4)
-    settings = FineTuningSettings(batch_size=16, num_epochs=2, seed=0)
+    params = FineTuningParams(query_lr=3e-5, items_lr=3e-5)
+    settings = FineTuningSettings(batch_size=16, num_epochs=1, test_each_n_sessions=0.5, seed=0)
     outcome = fine_tune(model, train, held_out, items, params, settings, InMemoryTracker(), accelerator="cpu")
 
     before, after = outcome.metrics_before["val_ndcg@10"], outcome.metrics_after["val_ndcg@10"]
