@@ -14,7 +14,7 @@ from typing import Any
 from loaders.cache import ItemsCache
 from loaders.config import GcsTextLoaderConfig
 from loaders.decoding import decode_json, decode_text
-from loaders.errors import ErrorKind, ItemProblem, Redactor
+from loaders.errors import ErrorKind, Redactor
 from loaders.item_meta import ItemMeta
 from loaders.object_store import ConcurrentObjectLoader, Fetched
 from loaders.settings import LoaderSettings
@@ -94,11 +94,7 @@ class GCPTextLoader(ConcurrentObjectLoader):
         return (self.config.connect_timeout_s, self.config.read_timeout_s)
 
     def _locate(self, meta: ItemMeta) -> str:
-        bucket = meta.get("bucket") or self.config.bucket
-        if not bucket:
-            raise ItemProblem("no bucket: neither the item's meta nor the loader config names one")
-        if self.config.bucket and bucket != self.config.bucket:
-            raise ItemProblem(f"bucket {bucket!r} is not the loader's bucket {self.config.bucket!r}")
+        bucket = self._bucket_of(meta, self.config.bucket)
         blob = meta.get("blob") or render(self.config.blob_template, meta.object_id, meta.location)
         return f"{bucket}/{blob}"
 

@@ -79,6 +79,16 @@ class ConcurrentObjectLoader(ItemsLoader):
     @abstractmethod
     def _locate(self, meta: ItemMeta) -> str: ...
 
+    @staticmethod
+    def _bucket_of(meta: ItemMeta, configured: str | None) -> str:
+        """The item's bucket: its meta's ``bucket``, else the loader's; a different one is refused."""
+        bucket = meta.get("bucket") or configured
+        if not bucket:
+            raise ItemProblem("no bucket: neither the item's meta nor the loader config names one")
+        if configured and bucket != configured:
+            raise ItemProblem(f"bucket {bucket!r} is not the loader's bucket {configured!r}")
+        return bucket
+
     @abstractmethod
     def _fetch(self, meta: ItemMeta, location: str, if_version: str | None) -> Fetched: ...
 

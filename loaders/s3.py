@@ -12,7 +12,7 @@ from typing import Any
 from loaders.cache import ItemsCache
 from loaders.config import S3ImageLoaderConfig, S3JsonLoaderConfig, S3TextLoaderConfig, _S3ConfigBase
 from loaders.decoding import decode_image, decode_json, decode_text
-from loaders.errors import ErrorKind, ItemProblem, Redactor
+from loaders.errors import ErrorKind, Redactor
 from loaders.item_meta import ItemMeta
 from loaders.object_store import ConcurrentObjectLoader, Fetched
 from loaders.settings import LoaderSettings
@@ -80,11 +80,7 @@ class AwsS3Loader(ConcurrentObjectLoader):
         self.client = client if client is not None else _make_client(config, settings)
 
     def _locate(self, meta: ItemMeta) -> str:
-        bucket = meta.get("bucket") or self.config.bucket
-        if not bucket:
-            raise ItemProblem("no bucket: neither the item's meta nor the loader config names one")
-        if self.config.bucket and bucket != self.config.bucket:
-            raise ItemProblem(f"bucket {bucket!r} is not the loader's bucket {self.config.bucket!r}")
+        bucket = self._bucket_of(meta, self.config.bucket)
         key = meta.get("key") or render(self.config.key_template, meta.object_id, meta.location)
         return f"{bucket}/{key}"
 

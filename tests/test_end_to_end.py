@@ -17,7 +17,6 @@ this test process, and the local-file loader.
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import numpy as np
@@ -34,18 +33,9 @@ from loaders.text import item_to_text
 from tests.fixtures.fine_tuning import clickstream_records, ingest_and_release, write_items
 from worker.indexing import ItemRef, build_index, resolve_model
 from worker.vector_store import create_vector_store
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(predicate, timeout: float, what: str, poll: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture
@@ -209,7 +199,7 @@ def test_worker_killed_during_training_the_task_recovers_and_finishes_once(tmp_p
                     "settings": {"step_size": 50}},
     })
     wait_for(lambda: (t := clicktune_client.status(task_id)).progress.stage == "training" and (t.progress.step or 0) >= 1,
-             180, "training to start")
+             180, "training to start", poll=0.2)
     first.kill()
     held = clicktune_client.status(task_id)
     assert held.status is TaskStatus.processing and held.attempt == 1

@@ -20,22 +20,13 @@ import pytest
 
 from dao.task_documents import TaskStatus
 from worker.client import ClicktuneClient, InvalidRequest
+from tests.polling import wait_for
 
 RUN_ID = "0123456789abcdef0123456789abcdef"
 
 
 def executions(client: ClicktuneClient, task_id: str) -> list[dict]:
     return list(client.db["probe_executions"].find({"task_id": task_id}))
-
-
-def wait_for(predicate, timeout: float = 20.0, poll: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def wait_processing(client: ClicktuneClient, task_id: str, timeout: float = 20.0):
