@@ -126,6 +126,8 @@ def test_kill_9_mid_task_is_taken_back_after_the_lease_and_finishes_once(start_w
     first = start_worker()
     task_id = clicktune_client.enqueue_probe(2.5)
     before = wait_processing(clicktune_client, task_id)
+    # mid-task means the body has started: claimed *and* its execution recorded, then kill
+    wait_for(lambda: executions(clicktune_client, task_id), 20, what="the first execution to start")
     first.kill()
     killed_at = time.monotonic()
     start_worker()  # another worker: its lease reaper takes the task back once the lease expires

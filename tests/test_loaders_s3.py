@@ -125,13 +125,24 @@ def test_dropped_connections_mid_load_are_retried(moto_server, s3_bucket):
     docs = _put_docs(client, bucket, 120)
     with TcpProxy(moto_server.port, latency_s=0.01) as proxy:
         config = {"source": "s3_json", "bucket": bucket, "key_template": "docs/{object_id}.json",
-                  "backoff_initial_s": 0.05, "max_workers": 4, "max_attempts": 6}
+                  "backoff_initial_s": 0.05, "max_workers": 4, "max_attempts": 6,
+                  # a request caught half-open by the cut waits for this before it is retried
+                  "read_timeout_s": 5.0}
         loader = create_loader(config, s3_settings(proxy.url), cache=None)
         import threading
 
         done = threading.Event()
-        results = []
-        worker = threading.Thread(target=lambda: (results.append(loader.load([ItemMeta(object_id=f"d{i}") for i in range(120)])), done.set()))
+        results: list = []
+
+        def load() -> None:
+            try:
+                results.append(loader.load([ItemMeta(object_id=f"d{i}") for i in range(120)]))
+            except BaseException as exc:  # reported below, not lost in the thread
+                results.append(exc)
+            finally:
+                done.set()
+
+        worker = threading.Thread(target=load)
         worker.start()
         cut = 0
         while not done.is_set() and cut < 3:
@@ -139,10 +150,12 @@ def test_dropped_connections_mid_load_are_retried(moto_server, s3_bucket):
                 proxy.drop_connections()
                 cut += 1
             done.wait(0.005)
-        worker.join(60)
+        worker.join(120)
         loader.close()
     assert cut >= 1, "the load finished before any connection could be cut"
+    assert results, f"the load gave no result within 120 s ({loader.stats})"
     result = results[0]
+    assert not isinstance(result, BaseException), f"the load raised {result!r}"
     assert result.failures == []
     assert {item.id: item.data for item in result.items} == docs
 
