@@ -37,6 +37,7 @@ os.environ.setdefault("WANDB_DISABLED", "true")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import lightning.pytorch as pl  # noqa: E402
 import torch  # noqa: E402
 
 from finetuning.datasets.beir import BeirDataset  # noqa: E402
@@ -126,6 +127,22 @@ def train_gold_mnrl(model: TextEmbeddingsModel, dataset: BeirDataset, train_quer
     return {"pairs": len(anchors), "train_seconds": seconds, "pairs_per_s": len(anchors) * epochs / seconds}
 
 
+class LastWeightsScorer(pl.Callback):
+    """Diagnostic: scores the weights as training left them (before the best-weights keeper restores)."""
+
+    def __init__(self, score) -> None:
+        self.score = score
+        self.scores: dict[str, float] = {}
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            self.scores = self.score()
+        finally:
+            pl_module.train(was_training)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, type=Path)
@@ -134,7 +151,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-docs", type=int, default=None)
     parser.add_argument("--max-train-queries", type=int, default=None)
     parser.add_argument("--max-test-queries", type=int, default=None)
-    parser.add_argument("--sessions-per-query", type=int, default=3)
+    parser.add_argument("--sessions-per-query", type=int, default=10,
+                        help="simulated sessions per train query (a click log sees popular queries many times)")
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -144,6 +162,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--temperature", type=float, default=0.05)
     parser.add_argument("--negative-downsampling", type=float, default=1.0)
     parser.add_argument("--validation-share", type=float, default=0.1)
+    parser.add_argument("--test-each", type=float, default=0.25, help="validate every this share of an epoch (<=0: once per epoch)")
+    parser.add_argument("--lr-decay", default="linear", choices=["linear", "none"])
+    parser.add_argument("--score-last", action="store_true",
+                        help="also score the last weights on the test queries (a diagnostic: costs one more corpus encoding)")
     parser.add_argument("--skip-gold", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -180,12 +202,17 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     ours = load_base(args.model, args.max_seq_length)
     params = FineTuningParams(query_lr=args.lr, items_lr=args.lr, temperature=args.temperature, negative_downsampling=args.negative_downsampling)
-    settings = FineTuningSettings(loss_func=args.loss, confidence_calculator=args.confidence, batch_size=args.batch_size, num_epochs=args.epochs, seed=args.seed)
-    outcome = fine_tune(ours, train_inputs, val_inputs, ItemsSet(dict(zip(doc_ids, texts))), params, settings, InMemoryTracker(), accelerator="auto", save_model=False)
+    settings = FineTuningSettings(loss_func=args.loss, confidence_calculator=args.confidence, batch_size=args.batch_size, num_epochs=args.epochs,
+                                  seed=args.seed, test_each_n_sessions=args.test_each, lr_decay=args.lr_decay)
+    tracker = InMemoryTracker()
+    callbacks = [LastWeightsScorer(lambda: evaluate(ours, dataset, test_ids, doc_ids, encode_corpus(ours, texts)))] if args.score_last else []
+    outcome = fine_tune(ours, train_inputs, val_inputs, ItemsSet(dict(zip(doc_ids, texts))), params, settings, tracker,
+                        callbacks=callbacks, accelerator="auto", save_model=False)
     train_seconds = time.perf_counter() - started
     ours_metrics = evaluate(ours, dataset, test_ids, doc_ids, encode_corpus(ours, texts))
     emit({"stage": "ours", **ours_metrics, "train_seconds": train_seconds, "steps": outcome.steps, "best_step": outcome.best_step,
           "val_ndcg@10_before": outcome.metrics_before.get("val_ndcg@10"), "val_ndcg@10_after": outcome.metrics_after.get("val_ndcg@10"),
+          "val_ndcg@10_curve": tracker.values("val_ndcg@10"), **({"last_weights": callbacks[0].scores} if callbacks else {}),
           "seconds": time.perf_counter() - started})
 
     summary = {"stage": "summary", **info, "base_ndcg@10": base_metrics["ndcg@10"], "ours_ndcg@10": ours_metrics["ndcg@10"],

@@ -11,9 +11,12 @@ skipping it says "not relevant").
   display rank is estimated from click-through rates (``CTR_r / CTR_1``, smoothed towards
   ``1/r``, never below ``1/r`` because the CTR ratio also falls with relevance, non-increasing);
   a skip at rank r weighs ``θ_r``; a click at rank r weighs ``min(1/θ_r, max_click_weight)``
-  (inverse propensity). ``max_click_weight`` defaults to 1.0, i.e. IPS on clicks is off: on
-  SciFact with simulated clicks, up-weighting deep clicks up to 5x amplified noise clicks and
-  held-out nDCG fell (0.806 → below start), while uniform click weights raised it (0.806 → 0.812).
+  (inverse propensity, default cap 10). The :class:`~finetuning.features_extractor.FeaturesExtractor`
+  averages a result's click weights over all sessions of its query and clips the mean to 1, so a
+  positive's weight is the click model's relevance estimate (``CTR_r / θ_r``), not one click's
+  weight: a single stray click at rank 8 of 3 sessions still weighs 1, of 20 sessions 0.13.
+  (Weighting each click by itself, without the pooling, amplified noise clicks: on SciFact with
+  3 simulated sessions per query held-out nDCG fell.)
   It is fitted on all training sessions by ``fit`` when the caller can (``fine_tune`` does), else
   on the batch itself.
 """
@@ -36,7 +39,7 @@ class PositionBiasConfidences:
         max_rank: int = 100,
         prior_strength: float = 20.0,
         min_examination: float = 0.05,
-        max_click_weight: float = 1.0,
+        max_click_weight: float = 10.0,
     ) -> None:
         self.max_rank = max_rank
         self.prior_strength = prior_strength

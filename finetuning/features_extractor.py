@@ -5,7 +5,9 @@ For a batch of sessions it
 1. groups sessions by query text (several sessions of one query pool their evidence),
 2. takes the clicked results as positives, weighted by the confidence calculator
    (``_confidences``; a result clicked in some sessions and skipped in others gets the mean
-   per-session click weight),
+   per-session click weight, clipped to 1: with inverse-propensity click weights that mean is the
+   click model's estimate of the result's relevance, so a deep result clicked whenever it was
+   looked at counts fully and a stray click among many sessions counts little),
 3. takes shown-but-not-clicked results as hard negatives, by default only those ranked above the
    session's last click (the false-negative guard: a result below the last click may never have
    been looked at), downsampled by item group (``_downsample_not_events``: all parts of one object
@@ -210,7 +212,7 @@ class FeaturesExtractor(pl.LightningModule):
 
         positives: dict[str, dict[str, float]] = {}
         for text in query_order:
-            pos = {i: sum(w) / len(w) for i, w in click_weights[text].items() if sum(w) > 0}
+            pos = {i: min(1.0, sum(w) / len(w)) for i, w in click_weights[text].items() if sum(w) > 0}
             positives[text] = pos
             for i in pos:
                 hard[text].pop(i, None)

@@ -3,7 +3,9 @@
 One training step reads top to bottom (:meth:`training_step`): sessions in → features (clicked
 and skipped results, embedded once per batch) → loss → backward → optimizer step(s) → learning-rate
 scheduler step(s). Optimisation is manual so that a model with separate towers gets two
-optimizers (query / items learning rates), each with its own ``StepLR`` stepped every batch.
+optimizers (query / items learning rates), each with its own ``StepLR`` stepped every batch,
+chained, when ``decay_steps`` is set (``fine_tune`` sets it from ``settings.lr_decay``), with a
+linear decay to zero over the run as sentence-transformers training does.
 
 Validation (:meth:`validation_step` / :meth:`on_validation_epoch_end`) computes the loss on
 held-out sessions and the metric calculators (held-out retrieval nDCG@10/MRR@10/Recall@k, the
@@ -20,7 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import lightning.pytorch as pl
 import torch
 from torch.optim import AdamW
-from torch.optim.lr_scheduler import StepLR
+from torch.optim.lr_scheduler import ChainedScheduler, MultiplicativeLR, StepLR
 
 from finetuning.confidences import dummy_confidences
 from finetuning.features_extractor import Batch, FeaturesExtractor, flatten_batch
@@ -61,6 +63,8 @@ class EmbeddingsFineTuner(pl.LightningModule):
         step_size, gamma: ``StepLR`` of every optimizer (default 500, 0.9); validated.
         gradient_clip_val: gradient norm clipping per optimizer (default 1.0 as in
             sentence-transformers training; ``None`` disables).
+        decay_steps: when set, the learning rate also decays linearly to zero over this many
+            batches (chained with the StepLR); ``None`` (default) keeps the seed behaviour.
     """
 
     def __init__(
@@ -78,6 +82,7 @@ class EmbeddingsFineTuner(pl.LightningModule):
         step_size: int = 500,
         gamma: float = 0.9,
         gradient_clip_val: float | None = 1.0,
+        decay_steps: int | None = None,
     ) -> None:
         super().__init__()
         validate_scheduler_params(step_size, gamma)
@@ -95,6 +100,9 @@ class EmbeddingsFineTuner(pl.LightningModule):
         self.step_size = step_size
         self.gamma = gamma
         self.gradient_clip_val = gradient_clip_val
+        if decay_steps is not None and decay_steps <= 0:
+            raise ValueError(f"decay_steps must be a positive integer, got {decay_steps!r}")
+        self.decay_steps = decay_steps
         self.features_extractor = FeaturesExtractor(
             model,
             ranker=ranker,
@@ -173,7 +181,8 @@ class EmbeddingsFineTuner(pl.LightningModule):
     # --- optimisation -----------------------------------------------------------------------
     def configure_optimizers(self):
         """AdamW for the query tower and, when the towers differ, a second one for the items
-        tower; each with a ``StepLR(step_size, gamma)`` stepped after every batch."""
+        tower; each with a ``StepLR(step_size, gamma)`` stepped after every batch (chained with a
+        linear decay to zero over ``decay_steps`` batches when that is set)."""
         validate_scheduler_params(self.step_size, self.gamma)
         params = self.fine_tuning_params
         optimizers = [
@@ -183,8 +192,21 @@ class EmbeddingsFineTuner(pl.LightningModule):
             optimizers.append(
                 AdamW(list(self.model.get_items_model_params()), lr=params.items_lr, weight_decay=params.items_weight_decay)
             )
-        schedulers = [StepLR(optimizer, step_size=self.step_size, gamma=self.gamma) for optimizer in optimizers]
+        schedulers = [self._scheduler(optimizer) for optimizer in optimizers]
         return optimizers, schedulers
+
+    def _scheduler(self, optimizer: torch.optim.Optimizer):
+        step = StepLR(optimizer, step_size=self.step_size, gamma=self.gamma)
+        if self.decay_steps is None:
+            return step
+        total = self.decay_steps
+
+        def remaining(done: int) -> float:
+            return max(0.0, 1.0 - done / total)
+
+        # multiplicative, so that it composes with the StepLR instead of overwriting its decay
+        linear = MultiplicativeLR(optimizer, lambda done: remaining(done) / remaining(done - 1) if remaining(done - 1) > 0 else 1.0)
+        return ChainedScheduler([step, linear], optimizer=optimizer)
 
     def _set_retriever_training(self, training: bool) -> None:
         if hasattr(self.query_retriever, "training"):
@@ -243,7 +265,7 @@ class EmbeddingsFineTuner(pl.LightningModule):
         mean_loss = self._val_loss_sum / self._val_loss_count if self._val_loss_count else math.nan
         self._val_loss_sum, self._val_loss_count = 0.0, 0
         results = {"val_loss": mean_loss}
-        context = MetricContext(self.model, self.items_set("test"), self.query_retriever, self.ranker)
+        context = MetricContext(self.model, self.items_set("test"), self.query_retriever, self.ranker, self.confidence_calculator)
         for calculator in self.metric_calculators:
             for name, value in calculator.compute(context).items():
                 results[f"val_{name}"] = float(value)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from enum import Enum
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -88,6 +88,10 @@ class FineTuningSettings(_MlflowRoundTrip):
     confidence_calculator: str = "position_bias"
     step_size: int = Field(500, gt=0)
     gamma: float = Field(0.9, gt=0, lt=1)
+    lr_decay: Literal["linear", "none"] = Field(
+        "linear", description="linear: the learning rate falls linearly to zero over the run (as in "
+        "sentence-transformers training), on top of the StepLR; none: StepLR only"
+    )
     num_epochs: int = Field(1, gt=0)
     batch_size: int = Field(16, gt=0)
     test_each_n_sessions: float = Field(-1, description="validation interval: <=0 once per epoch, <1 a fraction, >=1 sessions")

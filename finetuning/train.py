@@ -5,7 +5,8 @@
 
 Steps: seed everything → build the :class:`EmbeddingsFineTuner` from ``settings`` → fit the
 click model on the training sessions → fill missing ranks → score the untouched model on the
-held-out sessions (``metrics_before``) → train with Lightning (validation every
+held-out sessions (``metrics_before``) → train with Lightning (learning rate decaying linearly
+to zero over the run when ``settings.lr_decay`` is ``"linear"``, validation every
 ``settings.test_each_n_sessions``) → score the final weights → restore the best weights seen
 (the untouched model counts, so the result is never worse on validation than the start) →
 ``tracker.save_model(model, best_only=True)``. Returns a :class:`TrainingOutcome`.
@@ -144,6 +145,9 @@ def fine_tune(
     val_loader = DataLoader(list(test_inputs), batch_size=settings.batch_size, shuffle=False, collate_fn=list)
     n_batches = max(1, len(train_loader))
     n_optimizers = 1 if model.same_query_and_items else 2
+    if settings.lr_decay == "linear":
+        total = n_batches * settings.num_epochs
+        tuner.decay_steps = min(total, settings.max_steps) if settings.max_steps > 0 else total
     trainer = pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,

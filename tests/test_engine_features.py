@@ -136,8 +136,23 @@ def test_position_bias_confidences_up_weight_deep_clicks():
     assert weights["f"] > 1.0  # a click at a rarely examined rank is strong evidence
     assert weights["b"] < 1.0 and weights["a"] == 1.0  # skips weigh their examination probability
     assert dummy_confidences([sessions[-1]]) == [{k: 1.0 for k in "abcdef"}]
-    default = PositionBiasConfidences(prior_strength=1.0).fit(sessions)([sessions[-1]])[0]
-    assert default["f"] == 1.0 and default["b"] == weights["b"]  # IPS on clicks is off by default
+    capped = PositionBiasConfidences(prior_strength=1.0, max_click_weight=1.0).fit(sessions)([sessions[-1]])[0]
+    assert capped["f"] == 1.0 and capped["b"] == weights["b"]  # the cap bounds a click's weight
+
+
+def test_click_weights_are_pooled_per_query_into_a_relevance_estimate(model):
+    """IPS click weights averaged over a query's sessions and clipped to 1: a deep result clicked
+    each time it was probably looked at counts fully, a stray click among many sessions little."""
+    calculator = PositionBiasConfidences(max_click_weight=10.0)
+    calculator.examination = [1.0, 0.5, 0.25, 0.2] + [0.1] * 96
+    # 'd' (rank 4, examined 1 time in 5) is clicked in 2 of 10 sessions: relevance 2/10 * 5 = 1
+    # 'b' (rank 2, examined 1 time in 2) is clicked once in 10 sessions: 1/10 * 2 = 0.2
+    sessions = [_input("red", "abcd", clicks=["a", "d"] if i < 2 else (["a", "b"] if i == 2 else ["a"])) for i in range(10)]
+    features = FeaturesExtractor(model, confidence_calculator=calculator)(sessions, ITEMS)
+    weights = {features.item_ids[int(i)]: float(w) for i, w in zip(features.positive_item_index, features.positive_weights)}
+    assert weights == pytest.approx({"a": 1.0, "d": 1.0, "b": 0.2})
+    one_session = FeaturesExtractor(model, confidence_calculator=calculator)([sessions[2]], ITEMS)
+    assert float(one_session.positive_weights.max()) == 1.0  # a single 2x click is clipped, not amplified
 
 
 def _features(model, confidence_calculator=dummy_confidences):

@@ -85,6 +85,43 @@ def test_schedulers_really_step_during_training(world, tiny_two_tower_dir):
     assert lrs == pytest.approx([2e-5 * 0.25, 2e-5 * 0.25])
 
 
+def test_linear_decay_composes_with_the_step_lr(world):
+    """decay_steps chains a linear fall to zero with the seed's StepLR (both really apply)."""
+    model, items, inputs = world
+    tuner = _tuner(model, items, step_size=2, gamma=0.5, decay_steps=4)
+    trainer = pl.Trainer(accelerator="cpu", max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(tuner, DataLoader(inputs, batch_size=8, collate_fn=list))
+    # after 3 batches: StepLR halved once (0.5), linear at 1 - 3/4 = 0.25
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(2e-5 * 0.5 * 0.25)
+    with pytest.raises(ValueError, match="decay_steps"):
+        _tuner(model, items, decay_steps=0)
+
+
+class LrProbe(pl.Callback):
+    """Records the first optimizer's learning rate after every training batch."""
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_fine_tune_decays_the_learning_rate_to_zero_over_the_run(world):
+    model, items, inputs = world
+    train, test = TrainTestSplitter(0.3)(inputs)
+    settings = FineTuningSettings(batch_size=2, num_epochs=2)
+    decaying, constant = LrProbe(), LrProbe()
+    fine_tune(model, train, test, ItemsSet(items), FineTuningParams(query_lr=1e-3), settings, InMemoryTracker(),
+              callbacks=[decaying], accelerator="cpu", save_model=False)
+    lrs = decaying.lrs
+    assert len(lrs) >= 4 and all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12) and lrs[0] == pytest.approx(1e-3 * (1 - 1 / len(lrs)))
+    fine_tune(model, train, test, ItemsSet(items), FineTuningParams(query_lr=1e-3), settings.model_copy(update={"lr_decay": "none"}),
+              InMemoryTracker(), callbacks=[constant], accelerator="cpu", save_model=False)
+    assert constant.lrs and set(constant.lrs) == {1e-3}
+
+
 def test_validation_step_accepts_a_single_tuple_and_epoch_end_mean_resets(world):
     model, items, inputs = world
     tuner = _tuner(model, items, metric_calculators=[DistanceShift()])
@@ -146,7 +183,10 @@ def test_fine_tune_learns_reports_progress_and_keeps_the_best(tiny_model_dir):
     from finetuning.metrics.held_out import evaluate_sessions
     from finetuning.rankers import cosine
 
-    now = evaluate_sessions(test, MetricContext(model, ItemsSet(items), TextQueryRetriever(), cosine))["ndcg@10"]
+    from finetuning.confidences import PositionBiasConfidences
+
+    graded_by = PositionBiasConfidences().fit(train)  # the settings' default click model, fitted as fine_tune does
+    now = evaluate_sessions(test, MetricContext(model, ItemsSet(items), TextQueryRetriever(), cosine, graded_by))["ndcg@10"]
     assert now == pytest.approx(after, abs=1e-4)
     assert any(r["stage"] == "validation" and "val_ndcg@10" in r for r in reports)
     assert reports[-1]["fraction"] is not None and 0 < reports[-1]["fraction"] <= 1

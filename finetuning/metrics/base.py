@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from finetuning.features_extractor import FineTuningFeatures
 from finetuning.inputs.input import FineTuningInput
@@ -27,6 +27,7 @@ class MetricContext:
     items_set: Mapping[str, Any]
     query_retriever: QueryRetriever
     ranker: Ranker
+    confidence_calculator: Callable[[Sequence[FineTuningInput]], list[dict[str, float]]] | None = None
 
 
 class MetricCalculator(ABC):

@@ -1,8 +1,11 @@
 """Retrieval metrics on held-out sessions: nDCG@10, MRR@10, Recall@k of clicked items.
 
-Each distinct held-out query (sessions grouped by query text, irrelevant-marked sessions left
-out) is ranked against the validation pool with the current model; its relevant set is the
-union of its clicked results. The pool is every result shown in the held-out sessions (plus any
+Each distinct held-out query (sessions grouped by query text) is ranked against the validation
+pool with the current model. A result's graded relevance is its click weight (the context's
+confidence calculator, 1 per click without one) summed over the query's sessions, divided by the
+number of sessions and clipped to 1: with inverse-propensity weights that is the click model's
+relevance estimate, so a stray click among many sessions of a query gains little and a result
+clicked whenever it was looked at gains fully (a query seen once: every click gains 1). The pool is every result shown in the held-out sessions (plus any
 ``extra_pool_ids``), so a validation costs one encoding of a few hundred items, not the corpus.
 Item parts (long-text chunks) are ranked and then mapped back to their object, keeping each
 object's best position. Uses :mod:`finetuning.metrics.retrieval`.
@@ -45,19 +48,24 @@ def evaluate_sessions(
     batch_size: int = 64,
 ) -> dict[str, float]:
     """Rank each held-out query against the pool; ``{"ndcg@10": ..., "mrr@10": ..., "recall@k": ...}``."""
-    relevant: dict[str, set[str]] = defaultdict(set)
+    gains: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    sessions: dict[str, int] = defaultdict(int)
     pool: dict[str, str] = {}  # item id (or part id) -> object id
-    for item in inputs:
+    confidences = context.confidence_calculator(list(inputs)) if context.confidence_calculator else None
+    for index, item in enumerate(inputs):
         for object_id in item.results:
             parts = [p for p, o in item.part_to_object_id.items() if o == object_id] or [object_id]
             for part in parts:
                 pool[part] = object_id
+        text = context.query_retriever(item.query)
+        sessions[text] += 1
         if item.is_irrelevant:
             continue
-        text = context.query_retriever(item.query)
-        relevant[text].update(item.clicked_ids)
+        for object_id in item.clicked_ids:
+            gains[text][object_id] += confidences[index].get(object_id, 1.0) if confidences else 1.0
     for object_id in extra_pool_ids:
         pool.setdefault(object_id, object_id)
+    relevant = {text: {o: min(1.0, g / sessions[text]) for o, g in clicked.items()} for text, clicked in gains.items()}
     queries = [q for q, rel in relevant.items() if rel]
     pool_ids = [i for i in pool if i in context.items_set]
     if not queries or not pool_ids:
