@@ -177,3 +177,39 @@ def test_minilm_on_scifact_train_pairs_improves_held_out_mrr(tmp_path: Path, sci
     assert result.completed and result.eval_examples > 60
     assert result.metrics_after["mrr@10"] > result.metrics_before["mrr@10"] + 0.01, (result.metrics_before, result.metrics_after)
     assert result.metrics_after["ndcg@10"] > result.metrics_before["ndcg@10"]
+
+
+def test_a_run_with_a_tracking_uri_is_recorded_in_mlflow_without_the_uri(tmp_path: Path, tiny_model: Path, tiny_pairs: Path,
+                                                                          mlflow_server, caplog) -> None:
+    """Against the real ``mlflow server``: params (without the secret URI), metrics before/while/after
+    training, the final model and the progress files as artifacts, the run FINISHED."""
+    import logging
+
+    import mlflow
+
+    host = mlflow_server.url.split("://", 1)[1]
+    secret_uri = f"http://qa-user:qa-s3cret-pw@{host}"  # credentials in the URI: must never be recorded
+    caplog.set_level(logging.DEBUG)
+    config = QATrainingConfig(input_jsonl=tiny_pairs, output_dir=tmp_path / "out", base_model=str(tiny_model), epochs=1,
+                              max_steps=4, train_batch_size=8, save_steps=2, logging_steps=2, max_seq_length=32,
+                              tracking_uri=secret_uri, experiment_name="qa-mlflow-test")
+    result = run_qa(config)
+    assert result.completed and result.mlflow_run_id
+
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server.url)
+    run = client.get_run(result.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).name == "qa-mlflow-test"
+    params = run.data.params
+    assert params["loss"] == "MultipleNegativesRankingLoss" and params["max_steps"] == "4"
+    assert "tracking_uri" not in params and not any("s3cret" in value for value in params.values())
+    metrics = run.data.metrics
+    assert {"before_mrr_at_10", "after_mrr_at_10", "train_loss", "eval_mrr_at_10"} <= set(metrics)
+    assert metrics["after_mrr_at_10"] == pytest.approx(result.metrics_after["mrr@10"])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [2, 4]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"final_model", "training_metrics.jsonl", "training_progress.json"} <= artifacts
+    progress_text = (tmp_path / "out" / "training_progress.json").read_text()
+    assert json.loads(progress_text)["mlflow_run_id"] == run.info.run_id
+    assert "s3cret" not in progress_text and "s3cret" not in caplog.text
+    assert "s3cret" not in (tmp_path / "out" / "training.log").read_text()
