@@ -56,7 +56,6 @@ def main() -> None:
     from dao.blue_pointer import BluePointers
     from dao.task_documents import ReindexRequest, TaskStatus
     from dao.tasks import TasksDAO
-    from finetuning.models.registry import load_model
     from finetuning.models.tiny import build_tiny_text_model
     from loaders.text import item_to_text
     from worker.indexing import ItemRef, build_index, resolve_model

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from dao.task_documents import ProbeRequest, TaskStatus
 from dao.tasks import TasksDAO
 from worker.broker import build_middleware
-from worker.lifecycle import TaskContext, redact, run_task, safe_detail
+from worker.lifecycle import TaskContext, TaskDeferred, redact, run_task, safe_detail
 from worker.settings import Settings
 
 SECRET_URL = "mongodb://admin:hunter2-very-secret@db.internal:27017/?authSource=admin"
@@ -117,3 +117,47 @@ def test_dramatiq_giving_up_before_any_claim_marks_the_task_failed(mongo_server,
     failed = dao.get(task.id)
     assert failed.status is TaskStatus.failed
     assert failed.detail.startswith("gave up after 2 deliveries: OSError: mongo unreachable")
+
+
+def test_a_deferred_task_goes_back_to_pending_uncounted_and_runs_again_after_the_delay(mongo_server, mongo_db):
+    """TaskDeferred (e.g. a lock held elsewhere): pending with the reason, the attempt not used up,
+    its message re-sent with the delay; the next delivery runs it."""
+    settings = fast_settings(mongo_url=SecretStr(mongo_server.url), mongo_db=mongo_db.name, probe_time_limit_s=30)
+    broker = StubBroker(middleware=build_middleware(settings))
+    broker.emit_after("process_boot")
+    runs: list[float] = []
+
+    def job(ctx: TaskContext) -> dict:
+        runs.append(time.monotonic())
+        if len(runs) == 1:
+            raise TaskDeferred("waiting: lock model:x is held by reindex:other", delay_ms=300)
+        return {"runs": len(runs)}
+
+    @dramatiq.actor(actor_name="probe", queue_name="probe", broker=broker, max_retries=0)
+    def probe(task_id: str) -> None:
+        run_task("probe", task_id, job, settings=settings, db=mongo_db)
+
+    dao = TasksDAO.for_kind(mongo_db, "probe")
+    task = dao.create(ProbeRequest(), max_attempts=1).task
+    previous = dramatiq.get_broker()
+    dramatiq.set_broker(broker)  # the runner re-sends through the global broker, as in a worker
+    try:
+        assert run_task("probe", task.id, job, settings=settings, db=mongo_db) is TaskStatus.pending
+        waiting = dao.get(task.id)
+        assert waiting.status is TaskStatus.pending and waiting.attempt == 0 and waiting.lease_owner is None
+        assert waiting.detail == "waiting: lock model:x is held by reindex:other; retrying in 0.3s"
+        delayed = list(broker.queues["probe.DQ"].queue)
+        assert [m for m in delayed if task.id in m.decode()]  # the re-sent message waits in the delay queue
+        worker = dramatiq.Worker(broker, worker_timeout=50)
+        worker.start()
+        try:
+            broker.join("probe", fail_fast=True, timeout=20_000)
+            worker.join()
+        finally:
+            worker.stop()
+    finally:
+        dramatiq.set_broker(previous)
+    done = dao.get(task.id)
+    assert done.status is TaskStatus.done and done.result == {"runs": 2}
+    assert done.attempt == 1  # max_attempts=1 and still done: the wait did not use the attempt up
+    assert done.broker_message_id == waiting.broker_message_id and runs[1] - runs[0] >= 0.3

@@ -100,7 +100,7 @@ def test_missing_item_fails_at_once_and_leaves_blue_intact(settings, mongo_db, i
     (items_dir / f"{lost}.json").unlink()
     task_id = _create(mongo_db, max_attempts=3, dest_run_id=f"dir:{new_dir}")
 
-    assert _run(settings, mongo_db, task_id) is None  # the job ended the task itself
+    assert _run(settings, mongo_db, task_id) is TaskStatus.failed  # TaskFailed: at once, no retries
 
     task = TasksDAO.for_kind(mongo_db, "reindex").get(task_id)
     assert task.status is TaskStatus.failed and task.attempt == 1  # permanent: no retry

@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from worker.local_services import LocalProcess, port_answers, start_mlflow_server, start_mongo_wire, start_process
+from worker.local_services import LocalProcess, start_mlflow_server, start_mongo_wire, start_process
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_SCIFACT = REPO_ROOT.parent / "shared" / "data" / "scifact"

@@ -31,12 +31,10 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from typing import Any, NoReturn
+from typing import Any
 
 from dao.blue_pointer import BluePointer, BluePointers
 from dao.locks import LeaseKeeper, LeaseLocks, LockHeld, model_lock_name
-from dao.task_documents import TaskStatus
-from dao.tasks import LeaseLost
 from worker.indexing import (
     ItemsMissing,
     collection_metadata,
@@ -49,7 +47,7 @@ from worker.indexing import (
     resolve_model,
     run_id_of,
 )
-from worker.lifecycle import TaskContext, TaskRefused
+from worker.lifecycle import TaskContext, TaskDeferred, TaskFailed, TaskRefused
 from worker.lifecycle.errors import safe_detail
 from worker.vector_store import CollectionNotFound, VectorStore, create_vector_store
 
@@ -66,14 +64,6 @@ class ReindexIncomplete(RuntimeError):
 
 class ReindexConflict(RuntimeError):
     """The blue pointer moved while this reindex ran; its collection is dropped."""
-
-
-class JobEnded(LeaseLost):
-    """The job itself moved the task out of ``processing`` (deferred, or failed without retry).
-
-    A :class:`~dao.tasks.LeaseLost` subclass, so the lifecycle runner leaves the task as the job left
-    it instead of recording another outcome.
-    """
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,7 +93,7 @@ def run(ctx: TaskContext) -> dict:
             locks.acquire_all(resources, owner, lease)
         except LockHeld as held:
             if task.wait_on_conflict:
-                _defer(ctx, settings.reindex_conflict_delay_ms, f"waiting: {held}")
+                raise TaskDeferred(f"waiting: {held}", settings.reindex_conflict_delay_ms) from None
             raise TaskRefused(f"{held}; enqueue with wait_on_conflict to wait for it") from None
         with locks.keep_alive(resources, owner, lease) as keeper:
             current = pointers.get(pointer.name)
@@ -197,7 +187,7 @@ def _reindex(ctx: TaskContext, store: VectorStore, pointers: BluePointers, point
         _drop(store, new)
         if exc.transient:
             raise  # may go away: let Dramatiq retry the task
-        _fail(ctx, f"reindex stopped, blue unchanged ({old}): {exc}")
+        raise TaskFailed(f"reindex stopped, blue unchanged ({old}): {exc}") from None
     except BaseException:
         _drop(store, new)
         raise
@@ -291,34 +281,6 @@ def _close(loader: Any) -> None:
             close()
         except Exception:
             log.exception("closing the loader failed")
-
-
-# --------------------------------------------------------------------------------------------
-# outcomes decided by the job itself
-# --------------------------------------------------------------------------------------------
-
-def _defer(ctx: TaskContext, delay_ms: int, detail: str) -> NoReturn:
-    """``wait_on_conflict``: re-send this task's message with a delay and put the task back to ``pending``.
-
-    The message goes first: if sending fails the task is still ours and the error is retried as
-    usual. The claim's ``attempt`` increment is undone — waiting for a lock is not a failed attempt.
-    Raises :class:`JobEnded` so the runner records nothing more.
-    """
-    import dramatiq
-
-    actor = dramatiq.get_broker().get_actor(ctx.kind)
-    message = actor.send_with_options(args=(ctx.task.id,), delay=int(delay_ms))
-    moved = ctx.dao.transition(ctx.task.id, TaskStatus.processing, TaskStatus.pending, owner=ctx.owner,
-                               detail=f"{detail}; retrying in {delay_ms / 1000:g}s",
-                               attempt=max(0, ctx.task.attempt - 1), broker_message_id=message.message_id)
-    log.info("reindex %s deferred by %d ms (%s); moved=%s", ctx.task.id, delay_ms, detail, moved)
-    raise JobEnded(f"task {ctx.task.id} deferred")
-
-
-def _fail(ctx: TaskContext, detail: str) -> NoReturn:
-    """End the task ``failed`` now, without Dramatiq retries (the cause is permanent)."""
-    ctx.dao.finish(ctx.task.id, ctx.owner, TaskStatus.failed, detail=detail)
-    raise JobEnded(f"task {ctx.task.id} failed: {detail}")
 
 
 # --------------------------------------------------------------------------------------------

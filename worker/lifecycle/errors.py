@@ -19,6 +19,25 @@ class TaskRefused(Exception):
         self.detail = detail
 
 
+class TaskDeferred(Exception):
+    """Not now (a lock is held elsewhere …): the task goes back to ``pending`` with ``detail``, its
+    message is re-sent after ``delay_ms``, and the attempt is not counted — waiting is not failing."""
+
+    def __init__(self, detail: str, delay_ms: int) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.delay_ms = max(0, int(delay_ms))
+
+
+class TaskFailed(Exception):
+    """A permanent failure the job has cleaned up after: the task ends ``failed`` with ``detail`` now,
+    without the retries an unexpected exception gets."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
 class TaskCanceled(Exception):
     """Raised by :meth:`TaskContext.raise_if_canceled` after a cancel request: the task ends ``canceled``."""
 

@@ -11,6 +11,10 @@ Job contract — a job is a plain function::
 
 * return a dict (JSON/BSON-able)          → ``done`` with that result
 * raise ``TaskRefused(detail)``           → ``refused`` (bad input; never retried)
+* raise ``TaskDeferred(detail, delay_ms)`` → back to ``pending`` with ``detail``, the message re-sent
+  with that delay, the attempt not counted (e.g. a lock held by another task)
+* raise ``TaskFailed(detail)``            → ``failed`` now, no retries (a permanent failure the job
+  has already cleaned up after)
 * ``ctx.raise_if_canceled()`` raised      → ``canceled``
 * any other exception (infrastructure)    → back to ``pending`` and re-raised, so Dramatiq retries it
   with backoff; once the task's attempts are used up → ``failed`` with a secret-free ``detail``
@@ -40,7 +44,7 @@ from dao.mongo import mongo_database
 from dao.task_documents import TaskStatus
 from dao.tasks import LeaseLost, TasksDAO
 from worker.lifecycle.context import TaskContext
-from worker.lifecycle.errors import TaskCanceled, TaskRefused, redacted_detail, safe_detail
+from worker.lifecycle.errors import TaskCanceled, TaskDeferred, TaskFailed, TaskRefused, redacted_detail, safe_detail
 from worker.lifecycle.heartbeat import LeaseKeeper
 from worker.settings import Settings, get_settings
 
@@ -110,6 +114,12 @@ def run_task(kind: str, task_id: str, job: Job, *, settings: Settings | None = N
     except TaskCanceled:
         keeper.stop()
         return _finish(dao, task_id, owner, TaskStatus.canceled, detail="canceled on request")
+    except TaskDeferred as exc:
+        keeper.stop()
+        return _defer(kind, dao, task.id, task.attempt, owner, exc, redacted_detail(exc.detail, secrets))
+    except TaskFailed as exc:
+        keeper.stop()
+        return _finish(dao, task_id, owner, TaskStatus.failed, detail=redacted_detail(exc.detail, secrets))
     except LeaseLost:
         keeper.stop()
         log.warning("%s %s: lease lost during %s; leaving the task to its new owner", kind, task_id, attempt)
@@ -141,6 +151,24 @@ def run_task(kind: str, task_id: str, job: Job, *, settings: Settings | None = N
         return _finish(dao, task_id, owner, TaskStatus.failed,
                        detail=f"job returned {type(result).__name__}, expected a dict of result fields")
     return _finish(dao, task_id, owner, TaskStatus.done, result=result)
+
+
+def _defer(kind: str, dao: TasksDAO, task_id: str, attempt: int, owner: str, deferred: TaskDeferred,
+           detail: str) -> TaskStatus | None:
+    """Re-send the task's message with ``deferred.delay_ms``, then put the task back to ``pending``.
+
+    The message goes first: if sending fails the exception propagates and the task is retried as
+    any infrastructure error. The claim's ``attempt`` increment is undone.
+    """
+    import dramatiq
+
+    actor = dramatiq.get_broker().get_actor(kind)
+    message = actor.send_with_options(args=(task_id,), delay=deferred.delay_ms)
+    moved = dao.transition(task_id, TaskStatus.processing, TaskStatus.pending, owner=owner,
+                           detail=f"{detail}; retrying in {deferred.delay_ms / 1000:g}s",
+                           attempt=max(0, attempt - 1), broker_message_id=message.message_id)
+    log.info("%s %s deferred by %d ms (%s); moved=%s", kind, task_id, deferred.delay_ms, detail, moved)
+    return TaskStatus.pending if moved else None
 
 
 def _finish(dao: TasksDAO, task_id: str, owner: str, status: TaskStatus, *, detail: str | None = None,
