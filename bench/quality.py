@@ -156,7 +156,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--lr", type=float, default=2e-5, help="learning rate of the gold-pairs baseline")
+    parser.add_argument("--ours-lr", type=float, default=None,
+                        help="learning rate of our fine-tuning (default: FineTuningParams' default)")
     parser.add_argument("--loss", default="click_infonce")
     parser.add_argument("--confidence", default="position_bias")
     parser.add_argument("--temperature", type=float, default=0.05)
@@ -201,7 +203,8 @@ def main(argv: list[str] | None = None) -> dict:
     # 3. ours
     started = time.perf_counter()
     ours = load_base(args.model, args.max_seq_length)
-    params = FineTuningParams(query_lr=args.lr, items_lr=args.lr, temperature=args.temperature, negative_downsampling=args.negative_downsampling)
+    lr = args.ours_lr if args.ours_lr is not None else FineTuningParams().query_lr
+    params = FineTuningParams(query_lr=lr, items_lr=lr, temperature=args.temperature, negative_downsampling=args.negative_downsampling)
     settings = FineTuningSettings(loss_func=args.loss, confidence_calculator=args.confidence, batch_size=args.batch_size, num_epochs=args.epochs,
                                   seed=args.seed, test_each_n_sessions=args.test_each, lr_decay=args.lr_decay)
     tracker = InMemoryTracker()
@@ -210,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
                         callbacks=callbacks, accelerator="auto", save_model=False)
     train_seconds = time.perf_counter() - started
     ours_metrics = evaluate(ours, dataset, test_ids, doc_ids, encode_corpus(ours, texts))
-    emit({"stage": "ours", **ours_metrics, "train_seconds": train_seconds, "steps": outcome.steps, "best_step": outcome.best_step,
+    emit({"stage": "ours", **ours_metrics, "lr": lr, "train_seconds": train_seconds, "steps": outcome.steps, "best_step": outcome.best_step,
           "val_ndcg@10_before": outcome.metrics_before.get("val_ndcg@10"), "val_ndcg@10_after": outcome.metrics_after.get("val_ndcg@10"),
           "val_ndcg@10_curve": tracker.values("val_ndcg@10"), **({"last_weights": callbacks[0].scores} if callbacks else {}),
           "seconds": time.perf_counter() - started})
