@@ -94,7 +94,9 @@ class FineTuningSettings(_MlflowRoundTrip):
     )
     num_epochs: int = Field(1, gt=0)
     batch_size: int = Field(16, gt=0)
-    test_each_n_sessions: float = Field(-1, description="validation interval: <=0 once per epoch, <1 a fraction, >=1 sessions")
+    test_each_n_sessions: float = Field(
+        0.25, description="validation interval: <=0 once per epoch, <1 a fraction of an epoch, >=1 sessions"
+    )
     max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: no limit)")
     main_metric: str = "val_ndcg@10"
     higher_is_better: bool = True
