@@ -82,7 +82,8 @@ def test_schedulers_really_step_during_training(world, tiny_two_tower_dir):
     trainer.fit(tuner, DataLoader(inputs, batch_size=8, collate_fn=list))
     lrs = [opt.param_groups[0]["lr"] for opt in trainer.optimizers]
     # 8 optimizer steps over 2 optimizers = 4 batches, each scheduler stepped 4 times: lr * 0.5**2
-    assert lrs == pytest.approx([2e-5 * 0.25, 2e-5 * 0.25])
+    lr = FineTuningParams().query_lr
+    assert lrs == pytest.approx([lr * 0.25, lr * 0.25])
 
 
 def test_linear_decay_composes_with_the_step_lr(world):
@@ -92,7 +93,7 @@ def test_linear_decay_composes_with_the_step_lr(world):
     trainer = pl.Trainer(accelerator="cpu", max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(tuner, DataLoader(inputs, batch_size=8, collate_fn=list))
     # after 3 batches: StepLR halved once (0.5), linear at 1 - 3/4 = 0.25
-    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(2e-5 * 0.5 * 0.25)
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(FineTuningParams().query_lr * 0.5 * 0.25)
     with pytest.raises(ValueError, match="decay_steps"):
         _tuner(model, items, decay_steps=0)
 
