@@ -1,19 +1,21 @@
 """Quality benchmark: fine-tuning on simulated clicks vs sentence-transformers MNRL on gold pairs.
 
     python bench/quality.py --dataset ../shared/data/scifact [--max-docs N] [--max-train-queries N]
-                            [--max-test-queries N] [--sessions-per-query 3] [--epochs 1] [--batch-size 32]
+                            [--max-test-queries N] [--sessions-per-query 10] [--epochs 1] [--batch-size 32]
 
 Works on any BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/train.tsv, qrels/test.tsv).
 1. Encode the corpus with the base model (cached under bench/.cache/, keyed by data set, corpus
    ids, model and max length) and score the **test** queries: nDCG@10, Recall@100, MRR@10.
 2. Simulate search sessions for **train** queries only: the base model is the search engine, the
-   top 10 are shown, a position-based click model clicks (``finetuning.simulation``).
+   top 10 are shown, a position-based click model clicks (``finetuning.simulation``), 10 sessions
+   per query by default (a click log sees a popular query many times).
 3. Fine-tune the base model with ``finetuning.train.fine_tune`` on those sessions (10 % of the
-   train queries' sessions held out for validation / best-weights selection); re-encode the corpus
-   and score the test queries.
+   train queries' sessions held out for validation / best-weights selection, validated four times
+   per epoch) with the engine's default learning rate (``--ours-lr`` to change it); re-encode the
+   corpus and score the test queries.
 4. In the same run, fine-tune the base model with sentence-transformers MultipleNegativesRankingLoss
-   on the gold (query, relevant document) train pairs, same epochs, batch size and learning rate;
-   score it the same way.
+   on the gold (query, relevant document) train pairs, same epochs and batch size, learning rate
+   ``--lr`` (2e-5, the issue's reference); score it the same way.
 Prints JSON lines (``stage`` = base / ours / gold / summary); the summary has
 ``gain_ratio = (ours - base) / (gold - base)`` on test nDCG@10.
 """
