@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import dramatiq
+import pytest
 from dramatiq.brokers.stub import StubBroker
 from pydantic import SecretStr
 
@@ -161,3 +162,23 @@ def test_a_deferred_task_goes_back_to_pending_uncounted_and_runs_again_after_the
     assert done.status is TaskStatus.done and done.result == {"runs": 2}
     assert done.attempt == 1  # max_attempts=1 and still done: the wait did not use the attempt up
     assert done.broker_message_id == waiting.broker_message_id and runs[1] - runs[0] >= 0.3
+
+
+def test_a_deferral_whose_message_cannot_be_sent_releases_the_task_and_raises(mongo_server, mongo_db):
+    """Re-sending failed (here: no such actor on the broker): the task is not left ``processing``."""
+    settings = fast_settings(mongo_url=SecretStr(mongo_server.url), mongo_db=mongo_db.name)
+    dao = TasksDAO.for_kind(mongo_db, "probe")
+    task = dao.create(ProbeRequest(), max_attempts=2).task
+    previous = dramatiq.get_broker()
+    dramatiq.set_broker(StubBroker())  # no "probe" actor declared on it
+    try:
+        def job(ctx: TaskContext) -> dict:
+            raise TaskDeferred("waiting: lock held", delay_ms=100)
+
+        with pytest.raises(dramatiq.errors.ActorNotFound):
+            run_task("probe", task.id, job, settings=settings, db=mongo_db)
+    finally:
+        dramatiq.set_broker(previous)
+    released = dao.get(task.id)
+    assert released.status is TaskStatus.pending and released.lease_owner is None
+    assert released.detail.startswith("waiting: lock held; re-sending failed (ActorNotFound")

@@ -5,8 +5,9 @@ pool with the current model. A result's graded relevance is its click weight (th
 confidence calculator, 1 per click without one) summed over the query's sessions, divided by the
 number of sessions and clipped to 1: with inverse-propensity weights that is the click model's
 relevance estimate, so a stray click among many sessions of a query gains little and a result
-clicked whenever it was looked at gains fully (a query seen once: every click gains 1). The pool is every result shown in the held-out sessions (plus any
-``extra_pool_ids``), so a validation costs one encoding of a few hundred items, not the corpus.
+clicked whenever it was looked at gains fully (a query seen once: every click gains 1). The
+pool is every result shown in the held-out sessions (plus any ``extra_pool_ids``), so a
+validation costs one encoding of a few hundred items, not the corpus.
 Item parts (long-text chunks) are ranked and then mapped back to their object, keeping each
 object's best position. Uses :mod:`finetuning.metrics.retrieval`.
 """

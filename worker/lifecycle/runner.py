@@ -157,13 +157,18 @@ def _defer(kind: str, dao: TasksDAO, task_id: str, attempt: int, owner: str, def
            detail: str) -> TaskStatus | None:
     """Re-send the task's message with ``deferred.delay_ms``, then put the task back to ``pending``.
 
-    The message goes first: if sending fails the exception propagates and the task is retried as
-    any infrastructure error. The claim's ``attempt`` increment is undone.
+    The message goes first: if sending fails the task is released to ``pending`` and the error
+    re-raised, so Dramatiq retries the delivery as for any infrastructure error. The claim's
+    ``attempt`` increment is undone.
     """
     import dramatiq
 
-    actor = dramatiq.get_broker().get_actor(kind)
-    message = actor.send_with_options(args=(task_id,), delay=deferred.delay_ms)
+    try:
+        actor = dramatiq.get_broker().get_actor(kind)
+        message = actor.send_with_options(args=(task_id,), delay=deferred.delay_ms)
+    except Exception as exc:
+        dao.release(task_id, owner, detail=f"{detail}; re-sending failed ({safe_detail(exc)}); retrying")
+        raise
     moved = dao.transition(task_id, TaskStatus.processing, TaskStatus.pending, owner=owner,
                            detail=f"{detail}; retrying in {deferred.delay_ms / 1000:g}s",
                            attempt=max(0, attempt - 1), broker_message_id=message.message_id)
