@@ -93,6 +93,17 @@ def test_progress_merges_fields_and_cancel_is_relayed_by_the_heartbeat(mongo_db)
     assert seen["progress"] == {"stage": "training", "fraction": 0.5, "epoch": 2, "trial": 1, "trials_total": 4}
 
 
+def process_queue(broker: StubBroker, queue: str, fail_fast: bool) -> None:
+    """Run a Dramatiq worker on ``broker`` until ``queue`` (delayed messages included) is empty."""
+    worker = dramatiq.Worker(broker, worker_timeout=50)
+    worker.start()
+    try:
+        broker.join(queue, fail_fast=fail_fast, timeout=20_000)
+        worker.join()
+    finally:
+        worker.stop()
+
+
 def test_dramatiq_giving_up_before_any_claim_marks_the_task_failed(mongo_server, mongo_db):
     settings = fast_settings(mongo_url=SecretStr(mongo_server.url), mongo_db=mongo_db.name, max_retries=1)
     broker = StubBroker(middleware=build_middleware(settings))
@@ -107,13 +118,7 @@ def test_dramatiq_giving_up_before_any_claim_marks_the_task_failed(mongo_server,
     dao = TasksDAO.for_kind(mongo_db, "probe")
     task = dao.create(ProbeRequest(), max_attempts=2).task
     probe.send(task.id)
-    worker = dramatiq.Worker(broker, worker_timeout=50)
-    worker.start()
-    try:
-        broker.join("probe", fail_fast=False, timeout=20_000)
-        worker.join()
-    finally:
-        worker.stop()
+    process_queue(broker, "probe", fail_fast=False)
     assert len(calls) == 2  # first try + max_retries
     failed = dao.get(task.id)
     assert failed.status is TaskStatus.failed
@@ -149,13 +154,7 @@ def test_a_deferred_task_goes_back_to_pending_uncounted_and_runs_again_after_the
         assert waiting.detail == "waiting: lock model:x is held by reindex:other; retrying in 0.3s"
         delayed = list(broker.queues["probe.DQ"].queue)
         assert [m for m in delayed if task.id in m.decode()]  # the re-sent message waits in the delay queue
-        worker = dramatiq.Worker(broker, worker_timeout=50)
-        worker.start()
-        try:
-            broker.join("probe", fail_fast=True, timeout=20_000)
-            worker.join()
-        finally:
-            worker.stop()
+        process_queue(broker, "probe", fail_fast=True)
     finally:
         dramatiq.set_broker(previous)
     done = dao.get(task.id)
