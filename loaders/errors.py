@@ -29,6 +29,22 @@ class ErrorKind(enum.Enum):
         return self in (ErrorKind.TRANSIENT, ErrorKind.UNREACHABLE)
 
 
+def is_dropped_connection(exc: BaseException) -> bool:
+    """True for a connection cut mid-response below the client library (urllib3 / http.client / socket).
+
+    Client libraries usually wrap these (botocore's ``ResponseStreamingError``, requests'
+    ``ChunkedEncodingError``), but not on every path: a bare urllib3 stream, or an error body read by
+    the library itself, lets ``ProtocolError('Connection broken: IncompleteRead ...')`` through as it
+    is. A reset or a truncated response is worth another try, so every source treats it as transient.
+    """
+    import http.client
+
+    from urllib3.exceptions import ProtocolError
+
+    return isinstance(exc, (ProtocolError, http.client.IncompleteRead, http.client.RemoteDisconnected,
+                            ConnectionResetError, ConnectionAbortedError, BrokenPipeError))
+
+
 class LoaderError(Exception):
     """Base of the loaders' own exceptions."""
 

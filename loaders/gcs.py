@@ -14,7 +14,7 @@ from typing import Any
 from loaders.cache import ItemsCache
 from loaders.config import GcsTextLoaderConfig
 from loaders.decoding import decode_json, decode_text
-from loaders.errors import ErrorKind, Redactor
+from loaders.errors import ErrorKind, Redactor, is_dropped_connection
 from loaders.item_meta import ItemMeta
 from loaders.object_store import ConcurrentObjectLoader, Fetched
 from loaders.settings import LoaderSettings
@@ -54,6 +54,8 @@ def classify_gcs_error(exc: BaseException) -> ErrorKind | None:
         # also a ConnectionError: treated as unreachable, which is retried just the same)
         return ErrorKind.UNREACHABLE
     if isinstance(exc, (requests.exceptions.Timeout, requests.exceptions.ChunkedEncodingError, DataCorruption)):
+        return ErrorKind.TRANSIENT
+    if is_dropped_connection(exc):
         return ErrorKind.TRANSIENT
     return None
 

@@ -12,7 +12,7 @@ from typing import Any
 from loaders.cache import ItemsCache
 from loaders.config import S3ImageLoaderConfig, S3JsonLoaderConfig, S3TextLoaderConfig, _S3ConfigBase
 from loaders.decoding import decode_image, decode_json, decode_text
-from loaders.errors import ErrorKind, Redactor
+from loaders.errors import ErrorKind, Redactor, is_dropped_connection
 from loaders.item_meta import ItemMeta
 from loaders.object_store import ConcurrentObjectLoader, Fetched
 from loaders.settings import LoaderSettings
@@ -50,6 +50,8 @@ def classify_boto_error(exc: BaseException) -> ErrorKind | None:
     if isinstance(exc, bex.ConnectionError):  # refused, DNS, connect timeout, proxy
         return ErrorKind.UNREACHABLE
     if isinstance(exc, (bex.HTTPClientError, bex.IncompleteReadError)):  # read timeout, dropped connection
+        return ErrorKind.TRANSIENT
+    if is_dropped_connection(exc):  # a cut that reached us unwrapped by botocore
         return ErrorKind.TRANSIENT
     return None
 
@@ -99,8 +101,13 @@ class AwsS3Loader(ConcurrentObjectLoader):
             if if_version and (status == 304 or exc.response.get("Error", {}).get("Code") in ("304", "NotModified")):
                 return Fetched(None, if_version)
             raise
-        with response["Body"] as body:
+        body = response["Body"]
+        try:
+            # StreamingBody.read(), not ``with body as raw``: its __enter__ hands out the bare urllib3
+            # stream, whose dropped-connection errors botocore would no longer wrap.
             data = body.read()
+        finally:
+            body.close()
         return Fetched(data, response.get("ETag"))
 
     def _classify(self, exc: BaseException) -> ErrorKind | None:

@@ -81,6 +81,23 @@ def test_redactor():
     assert text == "key=*** url=<s3-endpoint>/b/k other=https://***@host/x dsn host=h password=***"
 
 
+def test_a_connection_cut_below_the_client_library_is_transient_for_every_object_store():
+    import http.client
+
+    from urllib3.exceptions import ProtocolError
+
+    from loaders.errors import ErrorKind
+    from loaders.gcs import classify_gcs_error
+    from loaders.s3 import classify_boto_error
+
+    cut = ProtocolError("Connection broken: IncompleteRead(0 bytes read, 66 more expected)",
+                        http.client.IncompleteRead(b"", 66))
+    for classify in (classify_boto_error, classify_gcs_error):
+        assert classify(cut) is ErrorKind.TRANSIENT
+        assert classify(ConnectionResetError(104, "Connection reset by peer")) is ErrorKind.TRANSIENT
+        assert classify(ValueError("a bug, not the network")) is None
+
+
 def test_item_to_text():
     assert item_to_text(DownloadedItem("1", {"title": "A title.", "text": "Body"}, ItemMeta(object_id="1"))) == "A title. Body"
     assert item_to_text({"title": "T", "text": "B"}) == "T. B"

@@ -160,6 +160,24 @@ def test_dropped_connections_mid_load_are_retried(moto_server, s3_bucket):
     assert {item.id: item.data for item in result.items} == docs
 
 
+def test_a_response_cut_mid_body_is_retried(moto_server, s3_bucket):
+    """A response cut after its headers (the connection dies mid-body) is retried, and the object loads.
+
+    Regression: reading the body through ``with response["Body"]`` got the bare urllib3 stream, whose
+    ``ProtocolError`` escaped the retry policy and failed the whole load."""
+    bucket, client = s3_bucket
+    docs = _put_docs(client, bucket, 2)
+    with TcpProxy(moto_server.port) as proxy:
+        config = {"source": "s3_json", "bucket": bucket, "key_template": "docs/{object_id}.json",
+                  "backoff_initial_s": 0.01, "max_attempts": 4, "max_workers": 1}
+        loader = create_loader(config, s3_settings(proxy.url), cache=None)
+        proxy.truncate_next(2)
+        result = loader.load([ItemMeta(object_id="d1")])
+        loader.close()
+    assert (proxy.truncated, loader.stats.retries) == (2, 2), (result, loader.stats)
+    assert result.failures == [] and result.items[0].data == docs["d1"]
+
+
 def test_transient_error_that_persists_is_reported_per_item(moto_server, s3_bucket):
     """A request that keeps timing out gives up after max_attempts: a transient failure for that item only."""
     bucket, client = s3_bucket
