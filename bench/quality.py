@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
                         callbacks=callbacks, accelerator="auto", save_model=False)
     train_seconds = time.perf_counter() - started
     ours_metrics = evaluate(ours, dataset, test_ids, doc_ids, encode_corpus(ours, texts))
-    emit({"stage": "ours", **ours_metrics, "lr": lr, "train_seconds": train_seconds, "steps": outcome.steps, "best_step": outcome.best_step,
+    emit({"stage": "ours", **ours_metrics, "lr": lr, "train_seconds": train_seconds, "steps": outcome.steps, "best_step": outcome.best_step, "selection": outcome.selection,
           "val_ndcg@10_before": outcome.metrics_before.get("val_ndcg@10"), "val_ndcg@10_after": outcome.metrics_after.get("val_ndcg@10"),
           "val_ndcg@10_curve": tracker.values("val_ndcg@10"), **({"last_weights": callbacks[0].scores} if callbacks else {}),
           "seconds": time.perf_counter() - started})

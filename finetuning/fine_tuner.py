@@ -122,6 +122,7 @@ class EmbeddingsFineTuner(pl.LightningModule):
         self._val_loss_sum = 0.0
         self._val_loss_count = 0
         self.last_validation: dict[str, float] = {}
+        self.last_validation_per_query: dict[str, list[float]] = {}  # val_ metric -> value per held-out query
 
     @classmethod
     def create(
@@ -266,11 +267,15 @@ class EmbeddingsFineTuner(pl.LightningModule):
         self._val_loss_sum, self._val_loss_count = 0.0, 0
         results = {"val_loss": mean_loss}
         context = MetricContext(self.model, self.items_set("test"), self.query_retriever, self.ranker, self.confidence_calculator)
+        per_query: dict[str, list[float]] = {}
         for calculator in self.metric_calculators:
             for name, value in calculator.compute(context).items():
                 results[f"val_{name}"] = float(value)
+            for name, values in getattr(calculator, "last_per_query", {}).items():
+                per_query[f"val_{name}"] = list(values)
             calculator.reset()
         self.last_validation = results
+        self.last_validation_per_query = per_query
         return results
 
     def on_validation_epoch_end(self) -> float:

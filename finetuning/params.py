@@ -107,6 +107,10 @@ class FineTuningSettings(_MlflowRoundTrip):
     precision: str = "32-true"
     seed: int = 42
     gradient_clip_val: float | None = Field(1.0, description="gradient norm clipping (None: off)")
+    keep_start_beyond_se: float = Field(
+        1.0, ge=0, description="the best trained weights replace the start unless held-out queries score them "
+        "worse by more than this many standard errors of the paired per-query difference (0: must beat the start)"
+    )
     group_sessions_by_query: bool = Field(
         True, description="batch_size counts distinct queries; all sessions of a query share one batch"
     )

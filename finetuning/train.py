@@ -7,8 +7,9 @@ Steps: seed everything → build the :class:`EmbeddingsFineTuner` from ``setting
 click model on the training sessions → fill missing ranks → score the untouched model on the
 held-out sessions (``metrics_before``) → train with Lightning (learning rate decaying linearly
 to zero over the run when ``settings.lr_decay`` is ``"linear"``, validation every
-``settings.test_each_n_sessions``) → score the final weights → restore the best weights seen
-(the untouched model counts, so the result is never worse on validation than the start) →
+``settings.test_each_n_sessions``) → score the final weights → restore the best trained weights,
+or the untouched model when held-out sessions show those worse than it beyond their noise
+(``settings.keep_start_beyond_se``, a paired per-query test; see :class:`KeepBestWeights`) →
 ``tracker.save_model(model, best_only=True)``. Returns a :class:`TrainingOutcome`.
 """
 
@@ -47,6 +48,7 @@ class TrainingOutcome:
     seconds: float
     train_sessions: int
     model_saved: bool = False
+    selection: str | None = None  # how KeepBestWeights chose between the best trained weights and the start
 
     @property
     def improved(self) -> bool:
@@ -132,7 +134,11 @@ def fine_tune(
     for name, value in metrics_before.items():
         if not math.isnan(value):
             tracker.save_metric(MetricValue(name, value, step=0))
-    keeper = KeepBestWeights(main, mode, initial_score=metrics_before.get(main), restore_on_fit_end=False)
+    keeper = KeepBestWeights(
+        main, mode, initial_score=metrics_before.get(main), restore_on_fit_end=False,
+        noise_se=settings.keep_start_beyond_se, initial_per_query=tuner.last_validation_per_query.get(main),
+    )
+    keeper.start_metrics = dict(metrics_before)
     keeper.best_metrics = dict(metrics_before)
 
     examples = order_examples(train_inputs, params, seed=settings.seed)
@@ -175,11 +181,11 @@ def fine_tune(
             if not math.isnan(value):
                 tracker.save_metric(MetricValue(name, value, step=steps))
         if main in metrics_final:
-            keeper.consider(metrics_final[main], model, steps, metrics_final)
+            keeper.consider(metrics_final[main], model, steps, metrics_final, tuner.last_validation_per_query.get(main))
     keeper.restore(model)
     metrics_after = keeper.best_metrics
     best_quality = keeper.best_score if keeper.best_score is not None else metrics_after.get(main, math.nan)
-    model_saved = tracker.save_model(model, best_only=True) if save_model else False
+    model_saved = tracker.save_model(model, best_only=True, quality=best_quality) if save_model else False
     return TrainingOutcome(
         main_metric=main,
         best_quality=float(best_quality),
@@ -191,4 +197,5 @@ def fine_tune(
         seconds=time.perf_counter() - started,
         train_sessions=len(examples),
         model_saved=model_saved,
+        selection=keeper.decision,
     )

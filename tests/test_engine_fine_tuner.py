@@ -209,14 +209,61 @@ def test_stop_on_request_stops_cleanly(tiny_model_dir):
     assert outcome.stopped and outcome.steps == 2
 
 
-def test_keep_best_weights_never_returns_worse_than_start(tiny_model_dir):
+def _perturbed_keeper(tiny_model_dir, start_per_query=None, **kwargs):
+    """A keeper seeded with a model's start weights, then the model's weights changed (a 'trained' one)."""
     model = load_model(tiny_model_dir)
-    keeper = KeepBestWeights("val_ndcg@10", "max", initial_score=0.9)
+    keeper = KeepBestWeights("val_ndcg@10", "max", initial_score=0.9, initial_per_query=start_per_query, **kwargs)
     keeper.on_fit_start(None, type("M", (), {"model": model})())
-    before = model.encode_queries(["red"])
+    start = model.encode_queries(["red"])
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p))
-    assert not keeper.consider(0.5, model, 10)
+    return model, keeper, start, model.encode_queries(["red"])
+
+
+def test_keep_best_weights_keeps_the_start_when_the_candidate_is_clearly_worse(tiny_model_dir):
+    start_scores = [0.9, 0.8, 1.0, 0.9]
+    model, keeper, start, _ = _perturbed_keeper(tiny_model_dir, start_scores)
+    assert keeper.consider(0.5, model, 10, per_query=[0.5, 0.4, 0.6, 0.5])  # the best trained so far
+    assert not keeper.consider(0.4, model, 12)  # a worse checkpoint does not replace it
     keeper.restore(model)
-    assert torch.allclose(model.encode_queries(["red"]), before, atol=1e-6)
+    assert torch.allclose(model.encode_queries(["red"]), start, atol=1e-6)
+    assert (keeper.decision, keeper.best_step, keeper.best_score) == ("start kept", 0, 0.9)
+
+
+def test_keep_best_weights_keeps_a_candidate_within_the_noise_of_the_held_out_queries(tiny_model_dir):
+    # 0.005 lower on average, but per-query differences of ±0.1: far inside one standard error
+    start_scores = [0.9, 0.7, 0.95, 0.8, 0.85, 0.75]
+    trained = [1.0, 0.6, 0.95, 0.9, 0.75, 0.72]
+    model, keeper, _, changed = _perturbed_keeper(tiny_model_dir, start_scores)
+    mean_score = sum(trained) / len(trained)
+    assert keeper.consider(mean_score, model, 23, {"val_ndcg@10": mean_score}, trained)
+    mean, se = keeper.paired_difference()
+    assert mean == pytest.approx(-0.005) and se > 0.02
+    keeper.restore(model)
+    assert torch.allclose(model.encode_queries(["red"]), changed, atol=1e-6)
+    assert (keeper.decision, keeper.best_step, keeper.best_score) == ("candidate within noise of start", 23, mean_score)
+
+
+def test_keep_best_weights_is_strict_without_per_query_values_or_with_zero_tolerance(tiny_model_dir):
+    model, keeper, start, _ = _perturbed_keeper(tiny_model_dir)  # no per-query values for the start
+    keeper.consider(0.899, model, 5, per_query=[0.899] * 4)
+    keeper.restore(model)
+    assert keeper.decision == "start kept" and torch.allclose(model.encode_queries(["red"]), start, atol=1e-6)
+
+    model, keeper, start, _ = _perturbed_keeper(tiny_model_dir, [0.9, 0.8, 1.0, 0.9], noise_se=0.0)
+    keeper.consider(0.899, model, 5, per_query=[1.0, 0.7, 0.996, 0.9])
+    keeper.restore(model)
+    assert keeper.decision == "start kept"
+
+
+def test_keep_best_weights_takes_a_better_candidate_and_handles_min_mode(tiny_model_dir):
+    model, keeper, _, changed = _perturbed_keeper(tiny_model_dir)
+    keeper.consider(0.95, model, 7)
+    keeper.restore(model)
+    assert keeper.decision == "candidate beats start" and torch.allclose(model.encode_queries(["red"]), changed, atol=1e-6)
+
+    loss_keeper = KeepBestWeights("val_loss", "min", initial_score=1.0, initial_per_query=[1.0, 1.2, 0.8])
+    loss_keeper.consider(1.05, torch.nn.Linear(1, 1), 3, per_query=[1.0, 1.3, 0.85])
+    mean, _ = loss_keeper.paired_difference()
+    assert mean == pytest.approx(-0.05)  # higher loss is worse: the sign follows the mode

@@ -315,15 +315,16 @@ class ExperimentsManager(ExperimentTracker):
                 return run
         return None
 
-    def save_model(self, model: EmbeddingsModelInterface, best_only: bool = True) -> bool:
+    def save_model(self, model: EmbeddingsModelInterface, best_only: bool = True, quality: float | None = None) -> bool:
         """Log ``model`` for the current run.
 
-        With ``best_only`` it is logged only when the run's quality is better than what this
+        ``quality``: the main metric of these weights (default: the run's best logged value).
+        With ``best_only`` it is logged only when that quality is better than what this
         run saved before and than every finished run of the iteration. The run's previous
         logged model, if any, is deleted so a run keeps one model. Returns whether it logged.
         """
         run_id = self._require_run()
-        quality = self.get_quality()
+        quality = self.get_quality() if quality is None else quality
         if best_only:
             if self._run_saved is not None and not self.is_better(quality, self._run_saved[0]):
                 return False

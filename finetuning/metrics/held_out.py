@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 from finetuning.features_extractor import FineTuningFeatures
 from finetuning.inputs.input import FineTuningInput
 from finetuning.metrics.base import MetricCalculator, MetricContext
-from finetuning.metrics.retrieval import retrieval_metrics, top_k_ids
+from finetuning.metrics.retrieval import retrieval_scores, top_k_ids
 from finetuning.rankers import ranker_name
 
 
@@ -29,6 +29,7 @@ class HeldOutRetrievalMetrics(MetricCalculator):
         self.ks = tuple(ks)
         self.extra_pool_ids = list(extra_pool_ids)
         self.batch_size = batch_size
+        self.last_per_query: dict[str, list[float]] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -38,7 +39,10 @@ class HeldOutRetrievalMetrics(MetricCalculator):
         self._inputs.extend(inputs)
 
     def compute(self, context: MetricContext) -> dict[str, float]:
-        return evaluate_sessions(self._inputs, context, self.ks, self.extra_pool_ids, self.batch_size)
+        """Means over the held-out queries; the per-query values stay in ``last_per_query`` (for a
+        paired comparison of two validations, see :class:`finetuning.callbacks.KeepBestWeights`)."""
+        self.last_per_query = evaluate_sessions_per_query(self._inputs, context, self.ks, self.extra_pool_ids, self.batch_size)
+        return {name: sum(v) / len(v) if v else 0.0 for name, v in self.last_per_query.items()}
 
 
 def evaluate_sessions(
@@ -49,6 +53,19 @@ def evaluate_sessions(
     batch_size: int = 64,
 ) -> dict[str, float]:
     """Rank each held-out query against the pool; ``{"ndcg@10": ..., "mrr@10": ..., "recall@k": ...}``."""
+    per_query = evaluate_sessions_per_query(inputs, context, ks, extra_pool_ids, batch_size)
+    return {name: sum(v) / len(v) if v else 0.0 for name, v in per_query.items()}
+
+
+def evaluate_sessions_per_query(
+    inputs: Sequence[FineTuningInput],
+    context: MetricContext,
+    ks: Sequence[int] = (10, 100),
+    extra_pool_ids: Iterable[str] = (),
+    batch_size: int = 64,
+) -> dict[str, list[float]]:
+    """:func:`evaluate_sessions` before averaging: each metric's value per held-out query, queries
+    in a fixed order (first appearance in ``inputs``), so two models' lists pair up."""
     gains: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     sessions: dict[str, int] = defaultdict(int)
     pool: dict[str, str] = {}  # item id (or part id) -> object id
@@ -82,4 +99,4 @@ def evaluate_sessions(
         for part in parts:
             seen.setdefault(pool[part], None)
         ranked.append(list(seen))
-    return retrieval_metrics(ranked, [relevant[q] for q in queries], ks=ks)
+    return retrieval_scores(ranked, [relevant[q] for q in queries], ks=ks)

@@ -37,19 +37,19 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def ndcg_at_k(ranked: Sequence[Sequence[str]], relevant: Sequence[Relevance], k: int = 10) -> float:
-    """Normalised discounted cumulative gain with linear gains (the BEIR / trec_eval convention)."""
+def ndcg_per_query(ranked: Sequence[Sequence[str]], relevant: Sequence[Relevance], k: int = 10) -> list[float]:
+    """nDCG@k of each query that has a relevant id, linear gains (the BEIR / trec_eval convention)."""
     scores = []
     for ids, gains in _per_query(ranked, relevant):
         dcg = sum(gains.get(doc, 0.0) / math.log2(position + 2) for position, doc in enumerate(ids[:k]))
         ideal = sorted(gains.values(), reverse=True)[:k]
         idcg = sum(gain / math.log2(position + 2) for position, gain in enumerate(ideal))
         scores.append(dcg / idcg if idcg > 0 else 0.0)
-    return _mean(scores)
+    return scores
 
 
-def mrr_at_k(ranked: Sequence[Sequence[str]], relevant: Sequence[Relevance], k: int = 10) -> float:
-    """Mean reciprocal rank of the first relevant id within the top k."""
+def mrr_per_query(ranked: Sequence[Sequence[str]], relevant: Sequence[Relevance], k: int = 10) -> list[float]:
+    """Reciprocal rank of the first relevant id within the top k, per query."""
     scores = []
     for ids, gains in _per_query(ranked, relevant):
         reciprocal = 0.0
@@ -58,28 +58,51 @@ def mrr_at_k(ranked: Sequence[Sequence[str]], relevant: Sequence[Relevance], k: 
                 reciprocal = 1.0 / (position + 1)
                 break
         scores.append(reciprocal)
-    return _mean(scores)
+    return scores
 
 
-def recall_at_k(ranked: Sequence[Sequence[str]], relevant: Sequence[Relevance], k: int = 100) -> float:
-    """Share of the relevant ids found within the top k."""
+def recall_per_query(ranked: Sequence[Sequence[str]], relevant: Sequence[Relevance], k: int = 100) -> list[float]:
+    """Share of the relevant ids found within the top k, per query."""
     scores = []
     for ids, gains in _per_query(ranked, relevant):
         found = sum(1 for doc in ids[:k] if doc in gains)
         scores.append(found / len(gains))
-    return _mean(scores)
+    return scores
+
+
+def ndcg_at_k(ranked: Sequence[Sequence[str]], relevant: Sequence[Relevance], k: int = 10) -> float:
+    """Normalised discounted cumulative gain with linear gains (the BEIR / trec_eval convention)."""
+    return _mean(ndcg_per_query(ranked, relevant, k))
+
+
+def mrr_at_k(ranked: Sequence[Sequence[str]], relevant: Sequence[Relevance], k: int = 10) -> float:
+    """Mean reciprocal rank of the first relevant id within the top k."""
+    return _mean(mrr_per_query(ranked, relevant, k))
+
+
+def recall_at_k(ranked: Sequence[Sequence[str]], relevant: Sequence[Relevance], k: int = 100) -> float:
+    """Share of the relevant ids found within the top k."""
+    return _mean(recall_per_query(ranked, relevant, k))
+
+
+def retrieval_scores(
+    ranked: Sequence[Sequence[str]], relevant: Sequence[Relevance], ks: Sequence[int] = (10, 100)
+) -> dict[str, list[float]]:
+    """Per-query ``{"ndcg@10": [...], "mrr@10": [...], "recall@10": [...], ...}`` (queries in input
+    order, those without a relevant id left out): what a paired comparison of two models needs."""
+    out: dict[str, list[float]] = {}
+    for k in ks:
+        out[f"ndcg@{k}"] = ndcg_per_query(ranked, relevant, k)
+        out[f"mrr@{k}"] = mrr_per_query(ranked, relevant, k)
+        out[f"recall@{k}"] = recall_per_query(ranked, relevant, k)
+    return out
 
 
 def retrieval_metrics(
     ranked: Sequence[Sequence[str]], relevant: Sequence[Relevance], ks: Sequence[int] = (10, 100)
 ) -> dict[str, float]:
-    """``{"ndcg@10", "mrr@10", "recall@10", "recall@100", ...}`` for each k in ``ks``."""
-    out: dict[str, float] = {}
-    for k in ks:
-        out[f"ndcg@{k}"] = ndcg_at_k(ranked, relevant, k)
-        out[f"mrr@{k}"] = mrr_at_k(ranked, relevant, k)
-        out[f"recall@{k}"] = recall_at_k(ranked, relevant, k)
-    return out
+    """``{"ndcg@10", "mrr@10", "recall@10", "recall@100", ...}`` for each k in ``ks`` (means over queries)."""
+    return {name: _mean(values) for name, values in retrieval_scores(ranked, relevant, ks).items()}
 
 
 def top_k_ids(

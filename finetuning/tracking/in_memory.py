@@ -36,8 +36,8 @@ class InMemoryTracker(ExperimentTracker):
             return math.nan
         return max(values) if self.higher_is_better else min(values)
 
-    def save_model(self, model, best_only: bool = True) -> bool:
-        quality = self.get_quality()
+    def save_model(self, model, best_only: bool = True, quality: float | None = None) -> bool:
+        quality = self.get_quality() if quality is None else quality
         if best_only and self._saved_quality is not None and not self.is_better(quality, self._saved_quality):
             return False
         self._saved_quality = quality

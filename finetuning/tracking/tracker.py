@@ -41,10 +41,12 @@ class ExperimentTracker(ABC):
     def save_params(self, params: dict[str, object]) -> None: ...
 
     @abstractmethod
-    def save_model(self, model: "EmbeddingsModelInterface", best_only: bool = True) -> bool:
+    def save_model(self, model: "EmbeddingsModelInterface", best_only: bool = True, quality: float | None = None) -> bool:
         """Store the model of the current run; with ``best_only`` only if the run is the best so far.
 
-        Returns whether it was stored."""
+        ``quality`` is the main metric of the weights being stored (default: :meth:`get_quality`,
+        the run's best logged value; they differ when training keeps weights that were not the
+        best-scoring validation). Returns whether it was stored."""
 
     @abstractmethod
     def get_quality(self) -> float:

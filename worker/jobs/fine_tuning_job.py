@@ -192,8 +192,9 @@ def _best_run_metrics(manager: ExperimentsManager, iteration: IterationResult,
 
     From the trial trained in this attempt when there is one; else (the best run finished in an
     earlier attempt of this task, or in another task of the same iteration) from the run's metric
-    history in MLflow: step 0 is the start model, the best model is the step where the main metric
-    was best.
+    history in MLflow: step 0 is the start model, the kept model is the step whose main metric is
+    the run's recorded quality (training may keep weights within noise of a better-scoring start,
+    see ``finetuning.callbacks.KeepBestWeights``), else the step where it was best.
     """
     params_id = next((t.params_id for t in iteration.trials if t.run_id == iteration.best_run_id), None)
     outcome = runner.outcomes.get(params_id) if params_id else None
@@ -205,6 +206,10 @@ def _best_run_metrics(manager: ExperimentsManager, iteration: IterationResult,
     before_step = min(main_points) if main_points else 0
     pick = max if manager.higher_is_better else min
     best_step = pick(main_points, key=main_points.get) if main_points else before_step
+    kept = iteration.best_quality
+    matching = [s for s, v in main_points.items() if kept is not None and math.isclose(v, kept, rel_tol=1e-6)]
+    if matching:
+        best_step = max(matching)
 
     def ours(name: str) -> str:  # MLflow's ``val_ndcg_at_10`` back to our ``val_ndcg@10``
         return name.replace("_at_", "@")
