@@ -42,7 +42,11 @@ class HeldOutRetrievalMetrics(MetricCalculator):
         """Means over the held-out queries; the per-query values stay in ``last_per_query`` (for a
         paired comparison of two validations, see :class:`finetuning.callbacks.KeepBestWeights`)."""
         self.last_per_query = evaluate_sessions_per_query(self._inputs, context, self.ks, self.extra_pool_ids, self.batch_size)
-        return {name: sum(v) / len(v) if v else 0.0 for name, v in self.last_per_query.items()}
+        return _means(self.last_per_query)
+
+
+def _means(per_query: dict[str, list[float]]) -> dict[str, float]:
+    return {name: sum(values) / len(values) if values else 0.0 for name, values in per_query.items()}
 
 
 def evaluate_sessions(
@@ -53,8 +57,7 @@ def evaluate_sessions(
     batch_size: int = 64,
 ) -> dict[str, float]:
     """Rank each held-out query against the pool; ``{"ndcg@10": ..., "mrr@10": ..., "recall@k": ...}``."""
-    per_query = evaluate_sessions_per_query(inputs, context, ks, extra_pool_ids, batch_size)
-    return {name: sum(v) / len(v) if v else 0.0 for name, v in per_query.items()}
+    return _means(evaluate_sessions_per_query(inputs, context, ks, extra_pool_ids, batch_size))
 
 
 def evaluate_sessions_per_query(
