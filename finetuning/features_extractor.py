@@ -115,10 +115,14 @@ class FeaturesExtractor(pl.LightningModule):
         negatives_above_last_click_only: bool = True,
         query_retriever: QueryRetriever | None = None,
         seed: int = 0,
+        skip_weighting: str = "position",
     ) -> None:
         super().__init__()
         if not 0 < negative_downsampling_factor <= 1:
             raise ValueError("negative_downsampling_factor must be in (0, 1]")
+        if skip_weighting not in ("position", "cascade"):
+            raise ValueError(f"skip_weighting must be 'position' or 'cascade', got {skip_weighting!r}")
+        self.skip_weighting = skip_weighting
         self.model = model
         self.ranker = ranker
         self.is_similarity = is_similarity
@@ -205,8 +209,9 @@ class FeaturesExtractor(pl.LightningModule):
                 if not item.is_irrelevant and clicked:
                     for i in ids:
                         click_weights[text][i].append(conf.get(object_id, 1.0) if object_id in clicked else 0.0)
+            last = item.last_click_rank() if clicked else None
             for object_id in self._downsample_not_events(item):
-                weight = 1.0 if item.is_irrelevant else conf.get(object_id, 1.0)
+                weight = 1.0 if item.is_irrelevant else self._skip_weight(item, object_id, conf, last)
                 for i in self._item_ids_of(item, object_id, items_set):
                     hard[text][i] = max(hard[text].get(i, 0.0), weight)
 
@@ -291,6 +296,14 @@ class FeaturesExtractor(pl.LightningModule):
             query_texts=queries,
             item_ids=item_ids,
         )
+
+    def _skip_weight(self, item: FineTuningInput, object_id: str, conf: Mapping[str, float], last_click: int | None) -> float:
+        """How sure a skip makes us that ``object_id`` is not relevant: with ``skip_weighting="cascade"``
+        a result above the session's last click weighs 1 (it was passed over on the way down);
+        otherwise, and below the last click, its examination confidence."""
+        if self.skip_weighting == "cascade" and last_click is not None and item.rank(object_id) < last_click:
+            return 1.0
+        return conf.get(object_id, 1.0)
 
     @staticmethod
     def _rows(items_set: Mapping[str, Any], ids: list[str]) -> list[Any]:
