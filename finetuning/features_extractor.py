@@ -186,7 +186,20 @@ class FeaturesExtractor(pl.LightningModule):
                 return parts
         return [object_id]
 
+    def _relevance_by_query(self, inputs: Sequence[FineTuningInput]) -> dict[str, dict[str, float]] | None:
+        """``{query text: {object id: P(relevant)}}`` when the confidence calculator is a relevance
+        model (has ``relevance(sessions of one query)``, e.g. :class:`ClickRelevanceModel`); every
+        session of the batch is evidence, those without clicks included."""
+        relevance = getattr(self.confidence_calculator, "relevance", None)
+        if relevance is None:
+            return None
+        by_query: dict[str, list[FineTuningInput]] = defaultdict(list)
+        for item in inputs:
+            by_query[self.query_retriever(item.query)].append(item)
+        return {text: relevance(sessions) for text, sessions in by_query.items()}
+
     def _get_fine_tuning_features(self, inputs: Sequence[FineTuningInput], items_set: Mapping[str, Any]) -> FineTuningFeatures:
+        relevance = self._relevance_by_query(inputs)
         if self.not_irrelevant_only:
             inputs = [i for i in inputs if not i.is_irrelevant]
         confidences = self._confidences(inputs)
@@ -208,16 +221,25 @@ class FeaturesExtractor(pl.LightningModule):
                 shown[text].update(ids)
                 if not item.is_irrelevant and clicked:
                     for i in ids:
-                        click_weights[text][i].append(conf.get(object_id, 1.0) if object_id in clicked else 0.0)
+                        if relevance is not None:  # the relevance model's posterior, for clicked results
+                            click_weights[text][i].append(relevance[text][object_id] if object_id in clicked else 0.0)
+                        else:
+                            click_weights[text][i].append(conf.get(object_id, 1.0) if object_id in clicked else 0.0)
             last = item.last_click_rank() if clicked else None
             for object_id in self._downsample_not_events(item):
-                weight = 1.0 if item.is_irrelevant else self._skip_weight(item, object_id, conf, last)
+                if relevance is not None:
+                    weight = 1.0 - relevance[text][object_id]
+                else:
+                    weight = 1.0 if item.is_irrelevant else self._skip_weight(item, object_id, conf, last)
                 for i in self._item_ids_of(item, object_id, items_set):
                     hard[text][i] = max(hard[text].get(i, 0.0), weight)
 
         positives: dict[str, dict[str, float]] = {}
         for text in query_order:
-            pos = {i: min(1.0, sum(w) / len(w)) for i, w in click_weights[text].items() if sum(w) > 0}
+            if relevance is not None:  # already pooled over the query's sessions
+                pos = {i: max(w) for i, w in click_weights[text].items() if max(w) > 0}
+            else:
+                pos = {i: min(1.0, sum(w) / len(w)) for i, w in click_weights[text].items() if sum(w) > 0}
             positives[text] = pos
             for i in pos:
                 hard[text].pop(i, None)

@@ -5,7 +5,7 @@
 | ``loss_func`` | ``click_infonce``, ``prob_margin``, ``cosine_prob_margin`` |
 | ``metric_calculators`` | ``distance_shift``, ``retrieval`` |
 | ``ranker`` | ``cosine``, ``dot``, ``euclidean`` |
-| ``confidence_calculator`` | ``dummy``, ``position_bias`` |
+| ``confidence_calculator`` | ``dummy``, ``position_bias``, ``click_relevance`` |
 
 Unknown names raise ``KeyError`` listing the known ones.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+from finetuning.click_relevance import ClickRelevanceModel
 from finetuning.confidences import PositionBiasConfidences, dummy_confidences
 from finetuning.losses import ClickInfoNCELoss, CosineProbMarginRankingLoss, ProbMarginRankingLoss
 from finetuning.metrics.base import MetricCalculator
@@ -34,6 +35,7 @@ METRICS: dict[str, Callable[[], MetricCalculator]] = {
 CONFIDENCES: dict[str, Callable[[], object]] = {
     "dummy": lambda: dummy_confidences,
     "position_bias": PositionBiasConfidences,
+    "click_relevance": ClickRelevanceModel,
 }
 
 

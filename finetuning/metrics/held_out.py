@@ -5,7 +5,10 @@ pool with the current model. A result's graded relevance is its click weight (th
 confidence calculator, 1 per click without one) summed over the query's sessions, divided by the
 number of sessions and clipped to 1: with inverse-propensity weights that is the click model's
 relevance estimate, so a stray click among many sessions of a query gains little and a result
-clicked whenever it was looked at gains fully (a query seen once: every click gains 1). The
+clicked whenever it was looked at gains fully (a query seen once: every click gains 1). With a
+relevance model as the calculator (:class:`~finetuning.click_relevance.ClickRelevanceModel`) a
+clicked result's gain is its posterior probability of relevance instead, and a query whose
+clicked results are all more likely noise than relevant (posterior < 0.5) is left out. The
 pool is every result shown in the held-out sessions (plus any ``extra_pool_ids``), so a
 validation costs one encoding of a few hundred items, not the corpus.
 Item parts (long-text chunks) are ranked and then mapped back to their object, keeping each
@@ -87,6 +90,16 @@ def evaluate_sessions_per_query(
     for object_id in extra_pool_ids:
         pool.setdefault(object_id, object_id)
     relevant = {text: {o: min(1.0, g / sessions[text]) for o, g in clicked.items()} for text, clicked in gains.items()}
+    model_relevance = getattr(context.confidence_calculator, "relevance", None)
+    if model_relevance is not None:  # a relevance model grades each clicked result by its posterior
+        by_query: dict[str, list[FineTuningInput]] = defaultdict(list)
+        for item in inputs:
+            by_query[context.query_retriever(item.query)].append(item)
+        for text, clicked in relevant.items():
+            posterior = model_relevance(by_query[text])
+            graded = {o: posterior.get(o, 0.0) for o in clicked}
+            # a query whose clicks are all more likely noise than not says nothing about ranking
+            relevant[text] = graded if max(graded.values(), default=0.0) >= 0.5 else {}
     queries = [q for q, rel in relevant.items() if rel]
     pool_ids = [i for i in pool if i in context.items_set]
     if not queries or not pool_ids:

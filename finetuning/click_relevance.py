@@ -1,0 +1,214 @@
+"""``ClickRelevanceModel``: how likely a shown result is relevant, from all its clicks and skips.
+
+Why: inverse-propensity weights are unbiased but, at deep ranks, far too noisy to label single
+results. On SciFact with 10 simulated sessions per query, one stray click at rank 10 among ten
+sessions gets the IPS estimate ``1/θ_10 / 10 = 1.0`` — the same weight as a relevant result
+clicked in nine sessions at rank 1 — and such noise positives carried 46 % of all positive weight.
+A relevant result at rank 10 is clicked about as often (0.9 · 0.1 per session), so the click
+*count* cannot tell them apart; only a prior and the click rates of both kinds of result can.
+
+The model is the two-class position-based click model (Richardson et al. 2007; Chuklin et al.,
+"Click Models for Web Search", 2015, ch. 4, with binary relevance): a result of a query is
+relevant with prior probability ``π_b``, where b is the best rank it was shown at (the search
+engine's own ranking is evidence: relevance falls with rank); in each session where it is shown at
+rank r it is examined with probability ``θ_r`` and, when examined, clicked with probability ``a₁``
+if relevant and ``a₀`` if not (noise clicks). ``θ`` is the examination estimate of
+:class:`~finetuning.confidences.PositionBiasConfidences`; EM over all (query, result) pairs of the
+training sessions estimates ``a₁``, ``a₀`` and ``π_b`` (each rank's prior shrunk towards the
+overall one). The posterior
+
+    P(relevant | its clicks and skips) = π_b L₁ / (π_b L₁ + (1 − π_b) L₀),
+    L_k = Π_sessions (θ_r a_k)^click (1 − θ_r a_k)^(1 − click)
+
+then weighs the result everywhere: a clicked result is a positive with that weight, a skipped
+one a negative with weight ``1 − P(relevant)``, and held-out validation grades clicked results by
+it. Every session that showed the result is evidence, sessions without a click included.
+Measured on SciFact's simulated clicks (seed 2, 10 sessions per query): noise positives' share of
+the positive weight fell from 46 % (pooled IPS) to 11 %, while relevant positives kept 566 of 621.
+(Learning ``θ`` in the same EM, or forcing the prior to fall with rank, let ``θ`` and the prior
+trade off at deep ranks and kept 15–31 % noise.)
+
+    model = ClickRelevanceModel().fit(train_sessions)
+    model.relevance(sessions_of_one_query)     # {object_id: P(relevant)}
+    model(sessions)                            # per session: clicked → P(rel), skipped → 1 − P(rel)
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any, Hashable, Sequence
+
+import numpy as np
+
+from finetuning.confidences import PositionBiasConfidences
+from finetuning.inputs.input import FineTuningInput
+
+
+def _maximise_concave(f, low: float, high: float, iterations: int = 60) -> float:
+    """Argmax of a concave function of one variable on [low, high] (golden-section search)."""
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = low, high
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = f(c), f(d)
+    for _ in range(iterations):
+        if fc < fd:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = f(d)
+        else:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = f(c)
+    return (a + b) / 2
+
+
+def _bernoulli_log_likelihood(clicks: np.ndarray, exposures: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, 1e-9, 1 - 1e-9)
+    return float(np.sum(clicks * np.log(p) + (exposures - clicks) * np.log1p(-p)))
+
+
+class ClickRelevanceModel:
+    """Two-class position-based click model fitted by EM (see module docstring).
+
+    Args:
+        max_rank: ranks beyond share the last examination estimate.
+        iterations, tolerance: EM stops after ``iterations`` or when the parameters move less.
+        prior, relevant_click, noise_click: starting values of ``π``, ``a₁``, ``a₀`` (and the values
+            used when the model is applied before :meth:`fit`).
+        prior_strength: how many results' worth the overall prior counts in each rank's prior.
+    """
+
+    def __init__(
+        self,
+        max_rank: int = 100,
+        iterations: int = 100,
+        tolerance: float = 1e-5,
+        prior: float = 0.1,
+        relevant_click: float = 0.7,
+        noise_click: float = 0.05,
+        prior_strength: float = 10.0,
+    ) -> None:
+        if not 0 < noise_click < relevant_click <= 1:
+            raise ValueError("need 0 < noise_click < relevant_click <= 1")
+        if not 0 < prior < 1:
+            raise ValueError("prior must be in (0, 1)")
+        self.max_rank = max_rank
+        self.iterations = iterations
+        self.tolerance = tolerance
+        self.prior = prior
+        self.relevant_click = relevant_click
+        self.noise_click = noise_click
+        self.prior_strength = prior_strength
+        self.examination: list[float] = [1.0 / r for r in range(1, max_rank + 1)]
+        # prior by the best rank a result was shown at: relevance falls with rank
+        self.priors: list[float] = [prior] * max_rank
+        self.fitted = False
+
+    # --- evidence ---------------------------------------------------------------------------
+    def _rank_index(self, item: FineTuningInput, object_id: str) -> int:
+        return min(max(item.rank(object_id), 1), self.max_rank) - 1
+
+    def _evidence(self, sessions: Sequence[FineTuningInput], key=lambda item: str(item.query)):
+        """{(query key, object id): [(rank index, clicked), ...]} over every session that showed it."""
+        evidence: dict[tuple[Hashable, str], list[tuple[int, int]]] = defaultdict(list)
+        for item in sessions:
+            clicked = set(item.clicked_ids)
+            query = key(item)
+            for object_id in item.results:
+                evidence[(query, object_id)].append((self._rank_index(item, object_id), int(object_id in clicked)))
+        return evidence
+
+    @staticmethod
+    def _flatten(exposures: list[list[tuple[int, int]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(pair index, rank index, click) per exposure."""
+        pair = np.fromiter((n for n, seen in enumerate(exposures) for _ in seen), dtype=np.int64)
+        rank = np.fromiter((r for seen in exposures for r, _ in seen), dtype=np.int64)
+        click = np.fromiter((c for seen in exposures for _, c in seen), dtype=np.float64)
+        return pair, rank, click
+
+    def _log_likelihoods(self, pair: np.ndarray, rank: np.ndarray, click: np.ndarray, n_pairs: int) -> tuple[np.ndarray, np.ndarray]:
+        """log L₁ and log L₀ of every pair."""
+        theta = np.asarray(self.examination)[rank]
+        out = []
+        for a in (self.relevant_click, self.noise_click):
+            p = np.clip(theta * a, 1e-9, 1 - 1e-9)
+            out.append(np.bincount(pair, weights=click * np.log(p) + (1 - click) * np.log1p(-p), minlength=n_pairs))
+        return out[0], out[1]
+
+    def _posterior(self, l1: np.ndarray, l0: np.ndarray, best_rank: np.ndarray) -> np.ndarray:
+        prior = np.clip(np.asarray(self.priors)[best_rank], 1e-6, 1 - 1e-6)
+        logit = np.log(prior) - np.log1p(-prior) + l1 - l0
+        return 1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50)))
+
+    @staticmethod
+    def _best_ranks(pair: np.ndarray, rank: np.ndarray, n_pairs: int) -> np.ndarray:
+        best = np.full(n_pairs, np.iinfo(np.int64).max)
+        np.minimum.at(best, pair, rank)
+        return best
+
+    # --- fitting ----------------------------------------------------------------------------
+    def fit(self, inputs: Sequence[FineTuningInput]) -> "ClickRelevanceModel":
+        """``θ`` from the position-bias estimator, then ``a₁``, ``a₀`` and ``π_b`` by EM from all
+        (query, result) pairs of ``inputs``."""
+        self.examination = PositionBiasConfidences(max_rank=self.max_rank).estimate(inputs)
+        evidence = self._evidence(inputs)
+        if not evidence or not any(c for seen in evidence.values() for _, c in seen):
+            return self
+        exposures = list(evidence.values())
+        pair, rank, click = self._flatten(exposures)
+        R = self.max_rank
+        shown_at = np.bincount(rank, minlength=R).astype(float)
+        best = self._best_ranks(pair, rank, len(exposures))
+        pairs_at = np.bincount(best, minlength=R).astype(float)
+        for _ in range(self.iterations):
+            before = (*self.priors, self.relevant_click, self.noise_click)
+            gamma = self._posterior(*self._log_likelihoods(pair, rank, click, len(exposures)), best)
+            g = gamma[pair]
+            # per rank and class: expected exposures and clicks
+            e1 = np.bincount(rank, weights=g, minlength=R)
+            c1 = np.bincount(rank, weights=g * click, minlength=R)
+            e0 = shown_at - e1
+            c0 = np.bincount(rank, weights=click, minlength=R) - c1
+            theta = np.asarray(self.examination)
+            self.prior = float(np.clip(gamma.mean(), 1e-4, 1 - 1e-4))
+            # per best rank, shrunk towards the overall prior (ranks with few results)
+            by_rank = np.bincount(best, weights=gamma, minlength=R)
+            priors = [(by_rank[r] + self.prior_strength * self.prior) / (pairs_at[r] + self.prior_strength) for r in range(R)]
+            self.priors = [float(np.clip(p, 1e-4, 1 - 1e-4)) for p in priors]
+            self.relevant_click = _maximise_concave(lambda a: _bernoulli_log_likelihood(c1, e1, theta * a), 1e-4, 1.0)
+            self.noise_click = _maximise_concave(lambda a: _bernoulli_log_likelihood(c0, e0, theta * a), 1e-5, self.relevant_click)
+            after = (*self.priors, self.relevant_click, self.noise_click)
+            if max(abs(x - y) for x, y in zip(before, after)) < self.tolerance:
+                break
+        self.fitted = True
+        return self
+
+    def params(self) -> dict[str, Any]:
+        return {"prior": self.prior, "priors": self.priors[:10], "relevant_click": self.relevant_click, "noise_click": self.noise_click,
+                "examination": self.examination[:10]}
+
+    # --- applying -----------------------------------------------------------------------------
+    def relevance(self, sessions: Sequence[FineTuningInput]) -> dict[str, float]:
+        """P(relevant) of every result shown in ``sessions``, which are all sessions of one query."""
+        evidence = self._evidence(sessions, key=lambda item: None)
+        if not evidence:
+            return {}
+        exposures = list(evidence.values())
+        pair, rank, click = self._flatten(exposures)
+        posterior = self._posterior(*self._log_likelihoods(pair, rank, click, len(exposures)), self._best_ranks(pair, rank, len(exposures)))
+        return {object_id: float(p) for (_, object_id), p in zip(evidence, posterior)}
+
+    def __call__(self, inputs: Sequence[FineTuningInput]) -> list[dict[str, float]]:
+        """Per input: a clicked result's P(relevant), a skipped one's P(not relevant), both from the
+        evidence of all ``inputs`` of the same query."""
+        by_query: dict[str, list[FineTuningInput]] = defaultdict(list)
+        for item in inputs:
+            by_query[str(item.query)].append(item)
+        relevance = {query: self.relevance(sessions) for query, sessions in by_query.items()}
+        out = []
+        for item in inputs:
+            rel = relevance[str(item.query)]
+            clicked = set(item.clicked_ids)
+            out.append({o: rel[o] if o in clicked else 1.0 - rel[o] for o in item.results})
+        return out

@@ -1,0 +1,123 @@
+"""ClickRelevanceModel: P(relevant) from a result's clicks and skips, fitted by EM; its use as the
+extractor's weights and as the held-out grade."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from finetuning.click_relevance import ClickRelevanceModel
+from finetuning.features_extractor import FeaturesExtractor
+from finetuning.inputs import FineTuningInput, ItemsSet, TextQueryRetriever
+from finetuning.inputs.input import ClickEvent
+from finetuning.metrics.base import MetricContext
+from finetuning.metrics.held_out import evaluate_sessions_per_query
+from finetuning.models.registry import load_model
+from finetuning.rankers import cosine
+from finetuning.resolve import confidence_calculator
+from finetuning.simulation.click_model import PositionBasedClickModel
+
+ITEMS = ItemsSet({f"d{k}": f"document {k} about cats" for k in range(10)})
+
+
+def _session(query, results, clicks):
+    return FineTuningInput(query=query, results=list(results), events=[ClickEvent(object_id=c) for c in clicks],
+                           ranks={o: r + 1 for r, o in enumerate(results)}, is_irrelevant=not clicks)
+
+
+def simulated_sessions(n_queries=300, sessions_per_query=10, seed=0):
+    """PBM clicks (examination 1/rank, 0.9 relevant / 0.05 noise); relevance is likelier near the top."""
+    rng = np.random.default_rng(seed)
+    clicks = PositionBasedClickModel(seed=seed)
+    sessions, truth = [], {}
+    for q in range(n_queries):
+        results = [f"q{q}d{r}" for r in range(10)]
+        relevant = [bool(rng.random() < 0.5 / (r + 1)) for r in range(10)]
+        truth.update({(f"q{q}", o): rel for o, rel in zip(results, relevant)})
+        for _ in range(sessions_per_query):
+            clicked = [o for o, c in zip(results, clicks.clicks(relevant, rng)) if c]
+            sessions.append(_session(f"q{q}", results, clicked))
+    return sessions, truth
+
+
+def test_em_recovers_the_click_rates_and_separates_relevant_clicks_from_noise():
+    sessions, truth = simulated_sessions()
+    model = ClickRelevanceModel().fit(sessions)
+    assert model.relevant_click == pytest.approx(0.9, abs=0.08)
+    assert model.noise_click == pytest.approx(0.05, abs=0.02)
+    assert model.priors[0] > model.priors[5]  # relevance falls with rank
+
+    by_query: dict[str, list] = {}
+    for s in sessions:
+        by_query.setdefault(s.query, []).append(s)
+    relevant_weight = noise_weight = ips_noise_weight = ips_relevant_weight = 0.0
+    theta = model.examination
+    for query, group in by_query.items():
+        posterior = model.relevance(group)
+        clicked = {c for s in group for c in s.clicked_ids}
+        for o in clicked:
+            ips = min(1.0, sum(1 / theta[s.rank(o) - 1] for s in group if o in s.clicked_ids) / len(group))
+            if truth[(query, o)]:
+                relevant_weight += posterior[o]
+                ips_relevant_weight += ips
+            else:
+                noise_weight += posterior[o]
+                ips_noise_weight += ips
+    share = noise_weight / (noise_weight + relevant_weight)
+    ips_share = ips_noise_weight / (ips_noise_weight + ips_relevant_weight)
+    assert share < 0.6 * ips_share  # noise clicks weigh far less than under pooled inverse propensity
+    assert relevant_weight > 0.8 * ips_relevant_weight  # while relevant clicks keep most of theirs
+
+
+def test_a_stray_deep_click_is_doubted_and_a_repeated_top_click_trusted():
+    model = ClickRelevanceModel()
+    model.examination = [1.0 / r for r in range(1, 101)]
+    model.priors = [0.5, 0.2, 0.1, 0.08, 0.06, 0.05, 0.04, 0.03, 0.03, 0.03] + [0.03] * 90
+    model.relevant_click, model.noise_click = 0.9, 0.05
+    results = [f"d{k}" for k in range(10)]
+    sessions = [_session("cats", results, ["d0"] if i < 9 else ["d0", "d9"]) for i in range(10)]
+    posterior = model.relevance(sessions)
+    assert posterior["d0"] > 0.99
+    assert posterior["d9"] < 0.5  # one click at rank 10 in ten sessions: likelier noise than not
+    assert posterior["d1"] < 0.05  # skipped in ten sessions at rank 2
+    per_session = model(sessions)
+    assert per_session[9]["d9"] == pytest.approx(posterior["d9"])  # a click: P(relevant)
+    assert per_session[0]["d1"] == pytest.approx(1 - posterior["d1"])  # a skip: P(not relevant)
+
+
+def test_the_extractor_weighs_positives_and_negatives_by_the_posterior(tiny_model_dir):
+    model = ClickRelevanceModel()
+    model.examination = [1.0 / r for r in range(1, 101)]
+    model.priors = [0.3] * 100
+    model.relevant_click, model.noise_click = 0.9, 0.05
+    results = [f"d{k}" for k in range(5)]
+    # d2 clicked in 3 of 4 sessions; d4 once (noise-like); d0, d1 skipped above the clicks
+    sessions = [_session("cats", results, ["d2"]), _session("cats", results, ["d2"]),
+                _session("cats", results, ["d2", "d4"]), _session("cats", results, [])]
+    extractor = FeaturesExtractor(load_model(tiny_model_dir), confidence_calculator=model)
+    features = extractor(sessions, ITEMS)
+    posterior = model.relevance(sessions)  # the no-click session counts as evidence too
+    weights = {features.item_ids[int(i)]: float(w) for i, w in zip(features.positive_item_index, features.positive_weights)}
+    assert weights == pytest.approx({"d2": posterior["d2"], "d4": posterior["d4"]})
+    assert weights["d2"] > 0.9 > weights["d4"]
+    for o in ("d0", "d1", "d3"):  # shown above the last click (d4 at rank 5), never clicked
+        assert float(features.negative_weights[0, features.item_ids.index(o)]) == pytest.approx(1 - posterior[o])
+
+
+def test_held_out_grades_clicks_by_the_posterior_and_drops_noise_only_queries(tiny_model_dir):
+    model = ClickRelevanceModel()
+    model.examination = [1.0 / r for r in range(1, 101)]
+    model.priors = [0.5] + [0.03] * 99
+    model.relevant_click, model.noise_click = 0.9, 0.05
+    results = [f"d{k}" for k in range(10)]
+    sessions = [_session("cats", results, ["d0"]) for _ in range(5)]
+    sessions += [_session("dogs", results[::-1], ["d0"] if i == 0 else []) for i in range(10)]  # d0 at rank 10, once
+    context = MetricContext(load_model(tiny_model_dir), ITEMS, TextQueryRetriever(), cosine, model)
+    per_query = evaluate_sessions_per_query(sessions, context, ks=(10,))
+    assert len(per_query["ndcg@10"]) == 1  # "dogs" has only a doubtful click: not a judge of ranking
+
+
+def test_click_relevance_is_a_settings_name():
+    assert isinstance(confidence_calculator("click_relevance"), ClickRelevanceModel)
+    with pytest.raises(ValueError):
+        ClickRelevanceModel(relevant_click=0.05, noise_click=0.1)
