@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--ours-lr", type=float, default=None,
                         help="learning rate of our fine-tuning (default: FineTuningParams' default)")
     parser.add_argument("--loss", default="click_infonce")
-    parser.add_argument("--confidence", default="position_bias")
+    parser.add_argument("--confidence", default=None, help="confidence calculator (default: the engine's)")
     parser.add_argument("--temperature", type=float, default=0.05)
     parser.add_argument("--negative-downsampling", type=float, default=1.0)
     parser.add_argument("--skip-weighting", default=None, choices=["position", "cascade"], help="default: the engine's")
@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> dict:
     lr = args.ours_lr if args.ours_lr is not None else FineTuningParams().query_lr
     params = FineTuningParams(query_lr=lr, items_lr=lr, temperature=args.temperature, negative_downsampling=args.negative_downsampling,
                               **({"skip_weighting": args.skip_weighting} if args.skip_weighting else {}))
-    settings = FineTuningSettings(loss_func=args.loss, confidence_calculator=args.confidence, batch_size=args.batch_size, num_epochs=args.epochs,
+    settings = FineTuningSettings(loss_func=args.loss, **({"confidence_calculator": args.confidence} if args.confidence else {}),
+                                  batch_size=args.batch_size, num_epochs=args.epochs,
                                   seed=args.seed, test_each_n_sessions=args.test_each, lr_decay=args.lr_decay)
     tracker = InMemoryTracker()
     callbacks = [LastWeightsScorer(lambda: evaluate(ours, dataset, test_ids, doc_ids, encode_corpus(ours, texts)))] if args.score_last else []
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
                         callbacks=callbacks, accelerator="auto", save_model=False)
     train_seconds = time.perf_counter() - started
     ours_metrics = evaluate(ours, dataset, test_ids, doc_ids, encode_corpus(ours, texts))
-    emit({"stage": "ours", **ours_metrics, "lr": lr, "skip_weighting": params.skip_weighting, "train_seconds": train_seconds, "steps": outcome.steps, "best_step": outcome.best_step, "selection": outcome.selection,
+    emit({"stage": "ours", **ours_metrics, "lr": lr, "confidence": settings.confidence_calculator, "skip_weighting": params.skip_weighting, "train_seconds": train_seconds, "steps": outcome.steps, "best_step": outcome.best_step, "selection": outcome.selection,
           "val_ndcg@10_before": outcome.metrics_before.get("val_ndcg@10"), "val_ndcg@10_after": outcome.metrics_after.get("val_ndcg@10"),
           "val_ndcg@10_curve": tracker.values("val_ndcg@10"), **({"last_weights": callbacks[0].scores} if callbacks else {}),
           "seconds": time.perf_counter() - started})

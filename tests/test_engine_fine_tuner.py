@@ -184,9 +184,10 @@ def test_fine_tune_learns_reports_progress_and_keeps_the_best(tiny_model_dir):
     from finetuning.metrics.held_out import evaluate_sessions
     from finetuning.rankers import cosine
 
-    from finetuning.confidences import PositionBiasConfidences
+    from finetuning import resolve
 
-    graded_by = PositionBiasConfidences().fit(train)  # the settings' default click model, fitted as fine_tune does
+    # the settings' default click model, fitted as fine_tune does
+    graded_by = resolve.confidence_calculator(FineTuningSettings().confidence_calculator).fit(train)
     now = evaluate_sessions(test, MetricContext(model, ItemsSet(items), TextQueryRetriever(), cosine, graded_by))["ndcg@10"]
     assert now == pytest.approx(after, abs=1e-4)
     assert any(r["stage"] == "validation" and "val_ndcg@10" in r for r in reports)
