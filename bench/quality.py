@@ -165,7 +165,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--confidence", default=None, help="confidence calculator (default: the engine's)")
     parser.add_argument("--temperature", type=float, default=0.05)
     parser.add_argument("--negative-downsampling", type=float, default=1.0)
-    parser.add_argument("--skip-weighting", default=None, choices=["position", "cascade"], help="default: the engine's")
     parser.add_argument("--validation-share", type=float, default=0.1)
     parser.add_argument("--test-each", type=float, default=0.25, help="validate every this share of an epoch (<=0: once per epoch)")
     parser.add_argument("--lr-decay", default="linear", choices=["linear", "none"])
@@ -207,8 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     ours = load_base(args.model, args.max_seq_length)
     lr = args.ours_lr if args.ours_lr is not None else FineTuningParams().query_lr
-    params = FineTuningParams(query_lr=lr, items_lr=lr, temperature=args.temperature, negative_downsampling=args.negative_downsampling,
-                              **({"skip_weighting": args.skip_weighting} if args.skip_weighting else {}))
+    params = FineTuningParams(query_lr=lr, items_lr=lr, temperature=args.temperature, negative_downsampling=args.negative_downsampling)
     settings = FineTuningSettings(loss_func=args.loss, **({"confidence_calculator": args.confidence} if args.confidence else {}),
                                   batch_size=args.batch_size, num_epochs=args.epochs,
                                   seed=args.seed, test_each_n_sessions=args.test_each, lr_decay=args.lr_decay)
@@ -218,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
                         callbacks=callbacks, accelerator="auto", save_model=False)
     train_seconds = time.perf_counter() - started
     ours_metrics = evaluate(ours, dataset, test_ids, doc_ids, encode_corpus(ours, texts))
-    emit({"stage": "ours", **ours_metrics, "lr": lr, "confidence": settings.confidence_calculator, "skip_weighting": params.skip_weighting, "train_seconds": train_seconds, "steps": outcome.steps, "best_step": outcome.best_step, "selection": outcome.selection,
+    emit({"stage": "ours", **ours_metrics, "lr": lr, "confidence": settings.confidence_calculator, "train_seconds": train_seconds, "steps": outcome.steps, "best_step": outcome.best_step, "selection": outcome.selection,
           "val_ndcg@10_before": outcome.metrics_before.get("val_ndcg@10"), "val_ndcg@10_after": outcome.metrics_after.get("val_ndcg@10"),
           "val_ndcg@10_curve": tracker.values("val_ndcg@10"), **({"last_weights": callbacks[0].scores} if callbacks else {}),
           "seconds": time.perf_counter() - started})

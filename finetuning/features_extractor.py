@@ -7,11 +7,15 @@ For a batch of sessions it
    (``_confidences``; a result clicked in some sessions and skipped in others gets the mean
    per-session click weight, clipped to 1: with inverse-propensity click weights that mean is the
    click model's estimate of the result's relevance, so a deep result clicked whenever it was
-   looked at counts fully and a stray click among many sessions counts little),
+   looked at counts fully and a stray click among many sessions counts little); when the
+   calculator is a relevance model (``relevance(sessions of one query)``, the default
+   :class:`~finetuning.click_relevance.ClickRelevanceModel`) the weight is its posterior
+   P(relevant) from every session of the query in the batch, clicked or not,
 3. takes shown-but-not-clicked results as hard negatives, by default only those ranked above the
    session's last click (the false-negative guard: a result below the last click may never have
    been looked at), downsampled by item group (``_downsample_not_events``: all parts of one object
-   are kept or dropped together), weighted by their examination confidence,
+   are kept or dropped together), weighted by their examination confidence (by
+   1 − P(relevant) with a relevance model),
 4. embeds every distinct query and every distinct item of the batch exactly once,
 5. returns :class:`FineTuningFeatures`: the embeddings, an in-batch negative-weight matrix
    (0 for a query's positives and for results it showed but never examined, the examination
@@ -115,14 +119,10 @@ class FeaturesExtractor(pl.LightningModule):
         negatives_above_last_click_only: bool = True,
         query_retriever: QueryRetriever | None = None,
         seed: int = 0,
-        skip_weighting: str = "position",
     ) -> None:
         super().__init__()
         if not 0 < negative_downsampling_factor <= 1:
             raise ValueError("negative_downsampling_factor must be in (0, 1]")
-        if skip_weighting not in ("position", "cascade"):
-            raise ValueError(f"skip_weighting must be 'position' or 'cascade', got {skip_weighting!r}")
-        self.skip_weighting = skip_weighting
         self.model = model
         self.ranker = ranker
         self.is_similarity = is_similarity
@@ -225,12 +225,11 @@ class FeaturesExtractor(pl.LightningModule):
                             click_weights[text][i].append(relevance[text][object_id] if object_id in clicked else 0.0)
                         else:
                             click_weights[text][i].append(conf.get(object_id, 1.0) if object_id in clicked else 0.0)
-            last = item.last_click_rank() if clicked else None
             for object_id in self._downsample_not_events(item):
                 if relevance is not None:
                     weight = 1.0 - relevance[text][object_id]
                 else:
-                    weight = 1.0 if item.is_irrelevant else self._skip_weight(item, object_id, conf, last)
+                    weight = 1.0 if item.is_irrelevant else conf.get(object_id, 1.0)
                 for i in self._item_ids_of(item, object_id, items_set):
                     hard[text][i] = max(hard[text].get(i, 0.0), weight)
 
@@ -318,14 +317,6 @@ class FeaturesExtractor(pl.LightningModule):
             query_texts=queries,
             item_ids=item_ids,
         )
-
-    def _skip_weight(self, item: FineTuningInput, object_id: str, conf: Mapping[str, float], last_click: int | None) -> float:
-        """How sure a skip makes us that ``object_id`` is not relevant: with ``skip_weighting="cascade"``
-        a result above the session's last click weighs 1 (it was passed over on the way down);
-        otherwise, and below the last click, its examination confidence."""
-        if self.skip_weighting == "cascade" and last_click is not None and item.rank(object_id) < last_click:
-            return 1.0
-        return conf.get(object_id, 1.0)
 
     @staticmethod
     def _rows(items_set: Mapping[str, Any], ids: list[str]) -> list[Any]:

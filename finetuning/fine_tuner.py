@@ -113,7 +113,6 @@ class EmbeddingsFineTuner(pl.LightningModule):
             max_abs_difference_threshold=fine_tuning_params.max_abs_difference_threshold,
             confidence_calculator=confidence_calculator,
             negatives_above_last_click_only=fine_tuning_params.negatives_above_last_click_only,
-            skip_weighting=fine_tuning_params.skip_weighting,
             query_retriever=query_retriever,
         )
         if fine_tuning_params.num_fixed_layers > 0:

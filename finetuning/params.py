@@ -67,10 +67,6 @@ class FineTuningParams(_MlflowRoundTrip):
     negatives_above_last_click_only: bool = Field(
         True, description="skipped results count as negatives only when ranked above the session's last click"
     )
-    skip_weighting: Literal["position", "cascade"] = Field(
-        "position", description="weight of a skipped result above the last click: position = its examination "
-        "probability by rank (position-based click model); cascade = 1 (users scan top-down, so it was seen)"
-    )
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> Self:

@@ -155,25 +155,6 @@ def test_click_weights_are_pooled_per_query_into_a_relevance_estimate(model):
     assert float(one_session.positive_weights.max()) == 1.0  # a single 2x click is clipped, not amplified
 
 
-def test_skips_above_the_last_click_weigh_their_examination_or_one_under_cascade(model):
-    calculator = PositionBiasConfidences()
-    calculator.examination = [1.0, 0.5, 0.25, 0.2] + [0.1] * 96
-    # clicked at rank 4: a, b, c skipped above it; with negatives_above_last_click_only=False, e
-    # (rank 5, below the click) is a negative too and keeps its examination weight either way
-    item = _input("red", "abcde", clicks=["d"])
-
-    def hard_weights(skip_weighting):
-        extractor = FeaturesExtractor(model, confidence_calculator=calculator, skip_weighting=skip_weighting,
-                                      negatives_above_last_click_only=False)
-        features = extractor([item], ITEMS)
-        return {o: float(features.negative_weights[0, features.item_ids.index(o)]) for o in "abce"}
-
-    assert hard_weights("position") == pytest.approx({"a": 1.0, "b": 0.5, "c": 0.25, "e": 0.1})
-    assert hard_weights("cascade") == pytest.approx({"a": 1.0, "b": 1.0, "c": 1.0, "e": 0.1})
-    with pytest.raises(ValueError, match="skip_weighting"):
-        FeaturesExtractor(model, skip_weighting="sometimes")
-
-
 def _features(model, confidence_calculator=dummy_confidences):
     extractor = FeaturesExtractor(model, confidence_calculator=confidence_calculator)
     return extractor([_input("red", "abcd", clicks=["c"]), _input("blue", "bcdef", clicks=["e"])], ITEMS)
