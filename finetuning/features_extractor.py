@@ -186,20 +186,25 @@ class FeaturesExtractor(pl.LightningModule):
                 return parts
         return [object_id]
 
-    def _relevance_by_query(self, inputs: Sequence[FineTuningInput]) -> dict[str, dict[str, float]] | None:
-        """``{query text: {object id: P(relevant)}}`` when the confidence calculator is a relevance
-        model (has ``relevance(sessions of one query)``, e.g. :class:`ClickRelevanceModel`); every
-        session of the batch is evidence, those without clicks included."""
+    def _relevance_by_input(self, inputs: Sequence[FineTuningInput]) -> dict[int, dict[str, float]] | None:
+        """``{id(input): {object id: P(relevant)}}`` when the confidence calculator is a relevance
+        model (has ``relevance(sessions of one query)``, e.g. :class:`ClickRelevanceModel`); the
+        evidence is every session of the batch with the same stored query, those without clicks
+        included (grouped by the stored query, so query augmentation cannot split a group)."""
         relevance = getattr(self.confidence_calculator, "relevance", None)
         if relevance is None:
             return None
         by_query: dict[str, list[FineTuningInput]] = defaultdict(list)
         for item in inputs:
-            by_query[self.query_retriever(item.query)].append(item)
-        return {text: relevance(sessions) for text, sessions in by_query.items()}
+            by_query[repr(item.query)].append(item)
+        out: dict[int, dict[str, float]] = {}
+        for sessions in by_query.values():
+            posterior = relevance(sessions)
+            out.update({id(item): posterior for item in sessions})
+        return out
 
     def _get_fine_tuning_features(self, inputs: Sequence[FineTuningInput], items_set: Mapping[str, Any]) -> FineTuningFeatures:
-        relevance = self._relevance_by_query(inputs)
+        relevance = self._relevance_by_input(inputs)
         if self.not_irrelevant_only:
             inputs = [i for i in inputs if not i.is_irrelevant]
         confidences = self._confidences(inputs)
@@ -222,12 +227,12 @@ class FeaturesExtractor(pl.LightningModule):
                 if not item.is_irrelevant and clicked:
                     for i in ids:
                         if relevance is not None:  # the relevance model's posterior, for clicked results
-                            click_weights[text][i].append(relevance[text][object_id] if object_id in clicked else 0.0)
+                            click_weights[text][i].append(relevance[id(item)][object_id] if object_id in clicked else 0.0)
                         else:
                             click_weights[text][i].append(conf.get(object_id, 1.0) if object_id in clicked else 0.0)
             for object_id in self._downsample_not_events(item):
                 if relevance is not None:
-                    weight = 1.0 - relevance[text][object_id]
+                    weight = 1.0 - relevance[id(item)][object_id]
                 else:
                     weight = 1.0 if item.is_irrelevant else conf.get(object_id, 1.0)
                 for i in self._item_ids_of(item, object_id, items_set):

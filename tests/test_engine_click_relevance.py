@@ -121,3 +121,15 @@ def test_click_relevance_is_a_settings_name():
     assert isinstance(confidence_calculator("click_relevance"), ClickRelevanceModel)
     with pytest.raises(ValueError):
         ClickRelevanceModel(relevant_click=0.05, noise_click=0.1)
+
+
+def test_query_augmentation_does_not_split_a_query_s_evidence(tiny_model_dir):
+    model = ClickRelevanceModel()
+    results = [f"d{k}" for k in range(5)]
+    sessions = [_session("cats", results, ["d2"]) for _ in range(3)]
+    retriever = TextQueryRetriever(augment=lambda text, rng: f"{text} {rng.random():.6f}")
+    retriever.training = True  # every call gives another text
+    extractor = FeaturesExtractor(load_model(tiny_model_dir), confidence_calculator=model, query_retriever=retriever)
+    features = extractor(sessions, ITEMS)
+    posterior = model.relevance(sessions)
+    assert {float(w) for w in features.positive_weights} == pytest.approx({posterior["d2"]})
