@@ -99,7 +99,9 @@ def test_scifact_clicks_through_worker_mlflow_and_the_quality_gate(scifact_dir, 
     if not result.deployed:
         assert result.quality_gate_passed is False and result.reindex_task_id is None
         assert "does not beat" in result.deploy_reason, result.deploy_reason
-        assert result.metrics_after[main] == pytest.approx(result.metrics_before[main])
+        # the kept weights are the start, or trained weights within the held-out noise of it
+        # (KeepBestWeights' rule); either way they did not beat it, and nothing was deployed
+        assert result.metrics_after[main] <= result.metrics_before[main]
         assert reindex_tasks == []
         pointer = BluePointers(mongo_db).get()
         assert pointer.collection == first.collection and pointer.model_ref == "base:all-MiniLM-L6-v2"
