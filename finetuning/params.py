@@ -90,8 +90,9 @@ class FineTuningSettings(_MlflowRoundTrip):
     ranker: str = "cosine"
     is_similarity: bool = True
     # click_relevance: P(relevant) from a two-class click model fitted by EM (finetuning/click_relevance.py).
-    # Measured on SciFact seed 1: +0.0315 test nDCG@10 against +0.0212 with position_bias (pooled
-    # inverse propensity), whose weights gave stray deep clicks as much weight as relevant results.
+    # Measured on SciFact (bench/quality.py, seeds 0/1/2): +0.0331/+0.0315/+0.0187 test nDCG@10 against
+    # +0.0174/+0.0212/+0.0122 with position_bias (pooled inverse propensity), whose weights gave
+    # stray deep clicks as much weight as relevant results (docs/engine.md).
     confidence_calculator: str = "click_relevance"
     step_size: int = Field(500, gt=0)
     gamma: float = Field(0.9, gt=0, lt=1)
