@@ -103,7 +103,6 @@ class ClickRelevanceModel:
         self.examination: list[float] = [1.0 / r for r in range(1, max_rank + 1)]
         # prior by the best rank a result was shown at: relevance falls with rank
         self.priors: list[float] = [prior] * max_rank
-        self.fitted = False
 
     # --- evidence ---------------------------------------------------------------------------
     def _rank_index(self, item: FineTuningInput, object_id: str) -> int:
@@ -161,6 +160,7 @@ class ClickRelevanceModel:
         shown_at = np.bincount(rank, minlength=R).astype(float)
         best = self._best_ranks(pair, rank, len(exposures))
         pairs_at = np.bincount(best, minlength=R).astype(float)
+        theta = np.asarray(self.examination)  # fixed during EM
         for _ in range(self.iterations):
             before = (*self.priors, self.relevant_click, self.noise_click)
             gamma = self._posterior(*self._log_likelihoods(pair, rank, click, len(exposures)), best)
@@ -170,7 +170,6 @@ class ClickRelevanceModel:
             c1 = np.bincount(rank, weights=g * click, minlength=R)
             e0 = shown_at - e1
             c0 = np.bincount(rank, weights=click, minlength=R) - c1
-            theta = np.asarray(self.examination)
             self.prior = float(np.clip(gamma.mean(), 1e-4, 1 - 1e-4))
             # per best rank, shrunk towards the overall prior (ranks with few results)
             by_rank = np.bincount(best, weights=gamma, minlength=R)
@@ -181,7 +180,6 @@ class ClickRelevanceModel:
             after = (*self.priors, self.relevant_click, self.noise_click)
             if max(abs(x - y) for x, y in zip(before, after)) < self.tolerance:
                 break
-        self.fitted = True
         return self
 
     def params(self) -> dict[str, Any]:
