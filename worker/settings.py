@@ -12,7 +12,7 @@ Other areas add their own fields here (with defaults) — keep one field per con
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -70,6 +70,29 @@ class Settings(BaseSettings):
     reindex_conflict_delay_ms: int = Field(30_000, ge=0, description="wait_on_conflict: re-send delay "
                                            "while a model is locked.")
     model_lock_lease_seconds: float = Field(60.0, gt=0, description="Lease of a model lock (renewed every third).")
+
+    # --- HTTP API (worker/api), scheduler (worker/scheduler.py), metrics (worker/metrics.py) ---
+    api_host: str = Field("127.0.0.1", description="Address `clicktune api` binds to.")
+    api_port: int = Field(8080, gt=0, lt=65536)
+    api_keys: list[dict[str, Any]] = Field(default_factory=list, description="API keys as JSON: "
+                                           '[{"name": ..., "sha256": <hex of the key>, "scopes": [...]}] '
+                                           "(hashes only; keys can also live in the api_keys collection).")
+    api_max_body_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Larger request bodies get 413.")
+    api_metrics_public: bool = Field(True, description="Serve /metrics without a key (else scope admin).")
+    schedule_model_line: str | None = Field(None, description="Model line the scheduler retrains "
+                                            "(unset = the scheduler does nothing).")
+    schedule_embedding_model_id: str | None = Field(None, description="Start model of scheduled tasks "
+                                                    "(e.g. models:/<line>@blue).")
+    schedule_min_sessions: int = Field(1000, ge=1, description="Fire when the open batch holds this many sessions.")
+    schedule_interval_s: float | None = Field(None, gt=0, description="Or fire when this long has passed "
+                                              "since the last firing (and the open batch is not empty).")
+    schedule_options: dict[str, Any] = Field(default_factory=dict, description="FineTuningOptions of scheduled tasks.")
+    schedule_deploy_as_blue: bool = True
+    schedule_tick_s: float = Field(60.0, gt=0, description="How often `clicktune schedule` checks the condition.")
+    worker_metrics_port: int | None = Field(None, gt=0, lt=65536, description="Set → workers export "
+                                            "Dramatiq's Prometheus metrics on this port.")
+    worker_metrics_dir: str | None = Field(None, description="Prometheus multiprocess directory of the workers.")
+    worker_heartbeat_s: float = Field(10.0, gt=0, description="How often a worker refreshes its Redis heartbeat.")
 
     def time_limit_s(self, kind: str) -> float:
         """The Dramatiq time limit of a task kind."""
