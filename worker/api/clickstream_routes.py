@@ -7,7 +7,10 @@ idempotency: a record already stored is a duplicate, not an error; a bad record 
 
 from __future__ import annotations
 
+from bson.errors import InvalidDocument
 from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
+
+from pymongo.errors import DocumentTooLarge
 
 from dao.clickstream_documents import ClickstreamBatch, ClickstreamSession, EventRecord, SessionRecord
 from worker.api.auth import Scope, require
@@ -19,15 +22,20 @@ router = APIRouter(prefix="/v1/clickstream", tags=["clickstream"], dependencies=
                    responses=ERROR_RESPONSES)
 
 SessionId = Path(min_length=1, max_length=512)
+ALREADY_STORED = {200: {"model": IngestResult, "description": "Already stored (an idempotent replay)."}}
 
 
 def _ingest(svc: Services, records: list) -> IngestResult:
-    report = svc.clickstream.ingest(records)
+    try:
+        report = svc.clickstream.ingest(records)
+    except (InvalidDocument, DocumentTooLarge, OverflowError) as exc:
+        # a value MongoDB cannot encode (an int over 64 bits, a NUL in a key …) that validation let through
+        raise HTTPException(422, f"a record cannot be stored in MongoDB ({type(exc).__name__}: {str(exc)[:200]})") from None
     svc.metrics.observe_ingest(report)
     return IngestResult.of(report)
 
 
-@router.post("/sessions", response_model=IngestResult, status_code=status.HTTP_201_CREATED)
+@router.post("/sessions", response_model=IngestResult, status_code=status.HTTP_201_CREATED, responses=ALREADY_STORED)
 def create_session(session: SessionRecord, response: Response, svc: Services = Depends(services)) -> IngestResult:
     """Store one search session with its shown results (and, optionally, nested events).
 
@@ -53,7 +61,7 @@ def get_session(session_id: str = SessionId, svc: Services = Depends(services)) 
 
 
 @router.post("/sessions/{session_id}/events", response_model=IngestResult, status_code=status.HTTP_201_CREATED,
-             responses=NOT_FOUND)
+             responses={**NOT_FOUND, **ALREADY_STORED})
 def add_event(event: EventRecord, response: Response, session_id: str = SessionId,
               svc: Services = Depends(services)) -> IngestResult:
     """Add one event to a stored session (idempotent per ``event_id``: 200 when already stored)."""
