@@ -14,7 +14,9 @@ Middleware, in order (explicit, not Dramatiq's implicit defaults):
   before ``Retries`` because Dramatiq runs ``after_*`` hooks in reverse order);
 * ``Retries(max_retries, min_backoff, max_backoff)`` — bounded exponential backoff for infrastructure errors;
 * ``CurrentMessage`` — lets ``run_task`` read the message's options (e.g. a per-message time limit);
-* ``LeaseReaper`` — takes back tasks whose worker died (ours).
+* ``LeaseReaper`` — takes back tasks whose worker died (ours);
+* ``WorkerHeartbeat`` (+ Dramatiq's ``Prometheus`` when ``worker_metrics_port`` is set) — see
+  :mod:`worker.monitoring`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from dramatiq.middleware import (
 )
 
 from worker.lifecycle.middleware import LeaseReaper, TaskOutcome
+from worker.monitoring import monitoring_middleware
 from worker.settings import Settings, get_settings
 
 
@@ -50,6 +53,8 @@ def build_middleware(settings: Settings) -> list[dramatiq.Middleware]:
                 max_backoff=settings.max_backoff_ms),
         CurrentMessage(),
         LeaseReaper(settings),
+        # consumption heartbeat in Redis, and Dramatiq's Prometheus metrics when configured
+        *monitoring_middleware(settings),
     ]
 
 

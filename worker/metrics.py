@@ -11,7 +11,7 @@ Two kinds of numbers, both exposed by ``GET /metrics`` of ``clicktune api``:
 
 Workers export Dramatiq's own metrics (messages processed, errors, retries, durations) with
 ``dramatiq.middleware.prometheus.Prometheus`` when ``CLICKTUNE_WORKER_METRICS_PORT`` is set (see
-:func:`worker_prometheus_middleware`).
+:mod:`worker.monitoring`).
 
 Each :class:`ApiMetrics` has its own :class:`~prometheus_client.CollectorRegistry`, so several
 apps in one process (tests) never clash on metric names.
@@ -20,8 +20,7 @@ apps in one process (tests) never clash on metric names.
 from __future__ import annotations
 
 import logging
-import os
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -154,24 +153,3 @@ class ApiMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
-
-
-def worker_prometheus_middleware(settings: Any) -> list[Any]:
-    """Dramatiq's Prometheus middleware when ``worker_metrics_port`` is set, else nothing.
-
-    The middleware module reads its port and multiprocess directory from the environment when it
-    is imported, so they are set first (and on the module, in case it was imported already).
-    """
-    port = getattr(settings, "worker_metrics_port", None)
-    if not port:
-        return []
-    directory = settings.worker_metrics_dir or os.path.join(
-        os.environ.get("TMPDIR", "/tmp"), f"clicktune-prometheus-{settings.redis_namespace}")
-    os.makedirs(directory, exist_ok=True)
-    os.environ["dramatiq_prom_port"] = str(port)
-    os.environ["dramatiq_prom_db"] = directory
-    from dramatiq.middleware import prometheus
-
-    prometheus.HTTP_PORT, prometheus.DB_PATH = int(port), directory
-    return [prometheus.Prometheus()]
-

@@ -35,13 +35,16 @@ def api(
         return
     import uvicorn
 
+    from worker.api.access_log import log_config
+
     host = host or settings.api_host
     port = port or settings.api_port
     if workers > 1:
         uvicorn.run("worker.api.app:create_app", factory=True, host=host, port=port, workers=workers,
-                    log_level=log_level, proxy_headers=True)
+                    log_level=log_level, proxy_headers=True, log_config=log_config())
     else:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, proxy_headers=True)
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, proxy_headers=True,
+                    log_config=log_config())
 
 
 def key_new(
