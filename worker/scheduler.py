@@ -36,7 +36,7 @@ from pydantic import BaseModel, Field
 from pymongo.database import Database
 
 from dao.clickstream import ClickstreamDAO
-from dao.clickstream_documents import ClickstreamBatch, utcnow
+from dao.clickstream_documents import ClickstreamBatch, UtcDatetime, utcnow
 from dao.mongo import mongo_database
 from dao.task_documents import as_utc
 from worker.settings import Settings, get_settings
@@ -74,7 +74,7 @@ class ScheduleState(BaseModel):
     model_line: str
     pending_window: str | None = None
     last_window: str | None = None
-    last_fired_at: datetime | None = None
+    last_fired_at: UtcDatetime | None = None
     last_batch_id: str | None = None
     last_task_id: str | None = None
     last_reason: str | None = None
@@ -139,8 +139,6 @@ class Scheduler:
         if doc is None:
             return None
         doc = {k: v for k, v in doc.items() if k != "_id"}
-        if isinstance(doc.get("last_fired_at"), datetime):
-            doc["last_fired_at"] = as_utc(doc["last_fired_at"])
         return ScheduleState(model_line=self.config.model_line, **doc)
 
     def due(self, batch: ClickstreamBatch | None, state: ScheduleState | None, now: datetime | None = None) -> str | None:

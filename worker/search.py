@@ -129,9 +129,10 @@ class Searcher:
     def search(self, request: SearchRequest) -> SearchResponse:
         pointer = self.pointer(request.deployment)
         model = self.model_for(pointer)
-        vector = model.encode_queries([request.query])
-        if hasattr(vector, "detach"):
-            vector = vector.detach().cpu().numpy()
+        import torch
+
+        with torch.inference_mode():
+            vector = model.encode_queries([request.query]).detach().cpu().numpy()
         found = self.store.query(pointer.collection, vector, k=request.k)
         metadatas = found.metadatas[0] if found.metadatas else [{} for _ in found.ids[0]]
         hits = [
