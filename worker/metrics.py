@@ -115,7 +115,7 @@ def _training_steps(db: Database) -> float:
     if spec is None:
         return 0.0
     total = 0.0
-    for doc in db[spec.collection].find({"progress.step": {"$exists": True}}, {"progress.step": 1}):
+    for doc in db[spec.collection].find({}, {"progress": 1}):  # plain projection: portable to nx-27017
         step = (doc.get("progress") or {}).get("step")
         if isinstance(step, (int, float)):
             total += step
