@@ -108,24 +108,33 @@ class WorkerHeartbeat(dramatiq.Middleware):
             self._stop.wait(self.interval_s)
 
 
+def worker_prometheus_env(settings: Any) -> dict[str, str]:
+    """Environment of Dramatiq's Prometheus middleware (port, multiprocess directory) for
+    ``settings``, or ``{}`` when ``worker_metrics_port`` is not set. ``clicktune worker`` exports it
+    before starting Dramatiq: the exposition server runs in a process forked from Dramatiq's main
+    process, which reads it from its environment."""
+    port = getattr(settings, "worker_metrics_port", None)
+    if not port:
+        return {}
+    directory = settings.worker_metrics_dir or os.path.join(
+        os.environ.get("TMPDIR", "/tmp"), f"clicktune-prometheus-{settings.redis_namespace}")
+    os.makedirs(directory, exist_ok=True)
+    return {"dramatiq_prom_port": str(port), "dramatiq_prom_db": directory, "PROMETHEUS_MULTIPROC_DIR": directory}
+
+
 def worker_prometheus_middleware(settings: Any) -> list[dramatiq.Middleware]:
     """Dramatiq's Prometheus middleware when ``worker_metrics_port`` is set, else nothing.
 
     Its module reads the port and multiprocess directory from the environment on import, so they
     are set first (and on the module, in case it was imported already).
     """
-    port = getattr(settings, "worker_metrics_port", None)
-    if not port:
+    env = worker_prometheus_env(settings)
+    if not env:
         return []
-    directory = settings.worker_metrics_dir or os.path.join(
-        os.environ.get("TMPDIR", "/tmp"), f"clicktune-prometheus-{settings.redis_namespace}")
-    os.makedirs(directory, exist_ok=True)
-    os.environ["dramatiq_prom_port"] = str(port)
-    os.environ["dramatiq_prom_db"] = directory
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", directory)
+    os.environ.update(env)
     from dramatiq.middleware import prometheus
 
-    prometheus.HTTP_PORT, prometheus.DB_PATH = int(port), directory
+    prometheus.HTTP_PORT, prometheus.DB_PATH = int(env["dramatiq_prom_port"]), env["dramatiq_prom_db"]
     return [prometheus.Prometheus()]
 
 

@@ -209,6 +209,10 @@ def worker(
            "--threads", str(threads)]
     if queues:
         cmd += ["--queues", *queues]
+    from worker.monitoring import worker_prometheus_env
+    from worker.settings import get_settings
+
+    os.environ.update(worker_prometheus_env(get_settings()))  # Dramatiq's metrics server reads it
     os.execv(sys.executable, cmd)
 
 
