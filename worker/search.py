@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +69,8 @@ class SearchResponse(BaseModel):
     model_ref: str
     version: int
     results: list[SearchHit]
+    timings_ms: dict[str, float] = Field(default_factory=dict, description="Where the time went: pointer "
+                                         "(blue look-up), model (load, when blue moved), encode, query (vector store).")
 
 
 @dataclass
@@ -86,6 +90,9 @@ class Searcher:
         self._store = store
         self._loaded: _Loaded | None = None
         self._load_lock = threading.Lock()
+        # every encode runs on this one thread: torch's OpenMP pool belongs to the calling thread,
+        # and a server's request threads would each start (and spin) their own
+        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clicktune-encode")
 
     @property
     def store(self) -> VectorStore:
@@ -127,20 +134,40 @@ class Searcher:
         return pointer
 
     def search(self, request: SearchRequest) -> SearchResponse:
+        clock = _Clock()
         pointer = self.pointer(request.deployment)
+        clock.lap("pointer")
         model = self.model_for(pointer)
-        import torch
-
-        with torch.inference_mode():
-            vector = model.encode_queries([request.query]).detach().cpu().numpy()
+        clock.lap("model")
+        vector = self._encoder.submit(_encode, model, request.query).result()
+        clock.lap("encode")
         found = self.store.query(pointer.collection, vector, k=request.k)
+        clock.lap("query")
         metadatas = found.metadatas[0] if found.metadatas else [{} for _ in found.ids[0]]
         hits = [
             SearchHit(object_id=object_id, distance=float(distance), rank=rank, meta=_item_meta(meta))
             for rank, (object_id, distance, meta) in enumerate(zip(found.ids[0], found.distances[0], metadatas), 1)
         ]
         return SearchResponse(deployment=pointer.name, collection=pointer.collection, model_ref=pointer.model_ref,
-                              version=pointer.version, results=hits)
+                              version=pointer.version, results=hits, timings_ms=clock.laps)
+
+
+def _encode(model: Any, query: str) -> Any:
+    import torch
+
+    with torch.inference_mode():
+        return model.encode_queries([query]).detach().cpu().numpy()
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round((now - self._last) * 1000, 3)
+        self._last = now
 
 
 def _item_meta(metadata: dict[str, Any] | None) -> dict[str, Any]:

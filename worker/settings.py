@@ -79,6 +79,8 @@ class Settings(BaseSettings):
                                            "(hashes only; keys can also live in the api_keys collection).")
     api_max_body_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Larger request bodies get 413.")
     api_metrics_public: bool = Field(True, description="Serve /metrics without a key (else scope admin).")
+    api_torch_threads: int = Field(1, ge=1, description="Torch intra-op threads of the API process: one query "
+                                   "at a time gains nothing from more, and idle-spinning OpenMP threads add latency.")
     schedule_model_line: str | None = Field(None, description="Model line the scheduler retrains "
                                             "(unset = the scheduler does nothing).")
     schedule_embedding_model_id: str | None = Field(None, description="Start model of scheduled tasks "

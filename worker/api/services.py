@@ -49,8 +49,11 @@ class Services:
 
     @cached_property
     def searcher(self):
+        import torch
+
         from worker.search import Searcher
 
+        torch.set_num_threads(self.settings.api_torch_threads)  # the API process encodes one query at a time
         return Searcher(self.settings, db=self.db)
 
     @cached_property
