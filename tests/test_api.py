@@ -170,8 +170,8 @@ def test_a_search_service_round_trip_over_http(api_env, start_worker, clicktune_
                         items=[ItemRef(object_id=i, meta={"path": f"{i}.txt"}) for i in items],
                         pointer_name=f"api-{uuid.uuid4().hex[:6]}")
     env["CLICKTUNE_BLUE_POINTER_NAME"] = first.pointer
-    start_worker({**env, "CLICKTUNE_WORKER_METRICS_PORT": str(worker_port),
-                  "CLICKTUNE_WORKER_METRICS_DIR": str(tmp_path / "prom")}, threads=1)
+    worker = start_worker({**env, "CLICKTUNE_WORKER_METRICS_PORT": str(worker_port),
+                           "CLICKTUNE_WORKER_METRICS_DIR": str(tmp_path / "prom")}, threads=1)
     api = start_api(env)
     ingest, tasks, search = ({"X-API-Key": k} for k in (keys.ingest, keys.tasks, keys.search))
     try:
@@ -263,6 +263,12 @@ def test_a_search_service_round_trip_over_http(api_env, start_worker, clicktune_
                 found = http.post("/v1/search", json={"query": record["search_query"], "k": 10}, headers=search).json()
                 direct = store.query(blue["collection"], tuned.encode_queries([record["search_query"]]), k=10)
                 assert [r["object_id"] for r in found["results"]] == direct.ids[0]
+            # `clicktune search` answers the same as the API (one search module)
+            cli = subprocess.run([CLICKTUNE, "search", query, "--k", "5", "--json"], capture_output=True, text=True,
+                                 env={**os.environ, **env, "PYTHONPATH": str(REPO)}, timeout=120)
+            assert cli.returncode == 0, cli.stderr
+            api_top = http.post("/v1/search", json={"query": query, "k": 5}, headers=search).json()["results"]
+            assert [hit["object_id"] for hit in json.loads(cli.stdout)["results"]] == [hit["object_id"] for hit in api_top]
             missing = http.post("/v1/search", json={"query": "x", "deployment": "nobody"}, headers=search)
             assert missing.status_code == 404
 
@@ -281,8 +287,8 @@ def test_a_search_service_round_trip_over_http(api_env, start_worker, clicktune_
             assert scraped[("clicktune_ingest_rejected_records_total", ())] == 5
             assert scraped[("clicktune_clickstream_sessions", (("batch_status", "released"),))] == len(records)
             search_ok = (("method", "POST"), ("route", "/v1/search"), ("status", "200"))
-            assert scraped[("clicktune_api_requests_total", search_ok)] == 12
-            assert scraped[("clicktune_api_request_duration_seconds_count", (("method", "POST"), ("route", "/v1/search")))] == 13
+            assert scraped[("clicktune_api_requests_total", search_ok)] == 13
+            assert scraped[("clicktune_api_request_duration_seconds_count", (("method", "POST"), ("route", "/v1/search")))] == 14
             worker_metrics = metrics(httpx.get(f"http://127.0.0.1:{worker_port}/metrics", timeout=10).text)
             processed = {labels: value for (name, labels), value in worker_metrics.items()
                          if name == "dramatiq_messages_total"}
@@ -296,6 +302,11 @@ def test_a_search_service_round_trip_over_http(api_env, start_worker, clicktune_
             assert health.returncode == 0, health.stdout + health.stderr
     finally:
         api.stop()
+    # a stopped worker no longer proves consumption: the compose healthcheck turns red
+    worker.stop(timeout=30)
+    health = subprocess.run([sys.executable, str(REPO / "docker" / "healthcheck.py"), "--worker"],
+                            env={**os.environ, **env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60)
+    assert health.returncode == 1 and "no worker process" in health.stdout
     log = api.log_tail(2_000_000)
     assert "POST /v1/search" in log and not any(key in log for key in keys.all())
 

@@ -64,6 +64,8 @@ class WorkerHeartbeat(dramatiq.Middleware):
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)  # so no last beat lands after the delete
         client = getattr(broker, "client", None)
         if client is not None:
             try:
