@@ -59,6 +59,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail
+        if exc.status_code == 404 and detail == "Not Found":  # no route matched
+            detail = f"no such path: {request.url.path} (endpoints are under /v1; see /openapi.json)"
+        elif exc.status_code == 405 and detail == "Method Not Allowed":
+            detail = f"{request.method} is not allowed on {request.url.path}"
         if isinstance(detail, dict):
             return error_response(exc.status_code, str(detail.get("message")), detail.get("details"),
                                   headers=getattr(exc, "headers", None))
