@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dao.blue_pointer import BluePointers
 from tests.fixtures.fine_tuning import clickstream_records, write_items
+from tests.polling import wait_for
 from worker.api.auth import hash_key, store_key
 from worker.indexing import ItemRef, build_index, resolve_model
 from worker.local_services import LocalProcess, free_port, start_process
@@ -302,8 +303,10 @@ def test_a_search_service_round_trip_over_http(api_env, start_worker, clicktune_
             assert health.returncode == 0, health.stdout + health.stderr
     finally:
         api.stop()
-    # a stopped worker no longer proves consumption: the compose healthcheck turns red
-    worker.stop(timeout=30)
+    # a killed worker stops proving consumption within three heartbeat periods: the healthcheck turns red
+    worker.kill()
+    prefix = heartbeat_key_prefix(worker_settings.redis_namespace)
+    wait_for(lambda: not list(clicktune_client.broker.client.scan_iter(prefix + "*")), timeout=15, what="heartbeat expiry")
     health = subprocess.run([sys.executable, str(REPO / "docker" / "healthcheck.py"), "--worker"],
                             env={**os.environ, **env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60)
     assert health.returncode == 1 and "no worker process" in health.stdout
