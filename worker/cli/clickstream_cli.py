@@ -20,6 +20,7 @@ from typing import Any, Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -43,60 +44,51 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-class _BadLine:
-    """Stands for a line that is not valid JSON, so the DAO rejects it at its own index."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-def _read_jsonl(path: Path, bad_lines: dict[int, str]) -> Iterator[Any]:
-    with path.open(encoding="utf-8") as handle:
-        index = 0
-        for line in handle:
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as error:
-                bad_lines[index] = f"invalid JSON: {error.msg} (column {error.colno})"
-                yield _BadLine(bad_lines[index])
-            index += 1
-
-
 def import_file(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL: one session (with events) or event a line."),
     chunk_size: int = typer.Option(1000, min=1, help="Records validated and written per round trip."),
 ) -> None:
-    """Validate and store sessions and events; prints accepted counts and the rejects."""
+    """Validate and store sessions and events; prints accepted counts and the rejects (by line).
+
+    The file is read as bytes, line by line: a line that is not UTF-8, not JSON, too long or too
+    deep is rejected on its own and the lines after it are still imported."""
+    from array import array
+
+    from dao.clickstream_validation import count_jsonl_records, iter_jsonl
+
     dao = _dao()
-    total = sum(1 for line in file.open(encoding="utf-8") if line.strip())
-    bad_lines: dict[int, str] = {}
+    with file.open("rb") as handle:
+        total = count_jsonl_records(handle)
+    line_numbers = array("Q")  # record index -> 1-based line number in the file (blank lines skipped)
+
+    def records() -> Iterator[Any]:
+        with file.open("rb") as handle:
+            for number, value in iter_jsonl(handle, dao.limits):
+                line_numbers.append(number)
+                yield value
+
     with Progress(
         TextColumn("[bold]importing[/bold]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as progress:
         task = progress.add_task("import", total=total)
-        report = dao.ingest(
-            _read_jsonl(file, bad_lines), chunk_size=chunk_size, on_progress=lambda n: progress.advance(task, n)
-        )
-    rejects = sorted(
-        [(index, bad_lines[index]) if index in bad_lines else (index, reason) for index, reason in report.rejects]
-    )
+        report = dao.ingest(records(), chunk_size=chunk_size, on_progress=lambda n: progress.advance(task, n))
+    rejected_records = len({index for index, _ in report.rejects})
     console.print(
         f"sessions: [green]{report.accepted_sessions} accepted[/green], {report.duplicate_sessions} already stored · "
         f"events: [green]{report.accepted_events} accepted[/green], {report.duplicate_events} already stored · "
-        f"[{'red' if rejects else 'green'}]{len(rejects)} rejected[/]",
+        f"[{'red' if report.rejects else 'green'}]{len(report.rejects)} rejected[/] "
+        f"(in {rejected_records} of {len(line_numbers)} records)",
         highlight=False,
     )
     if report.batch_ids:
         console.print(f"open batch: {', '.join(report.batch_ids)}", highlight=False)
-    if rejects:
+    if report.rejects:
         table = Table("line", "reason", title="rejected records")
-        for index, reason in rejects[:MAX_REJECTS_SHOWN]:
-            table.add_row(str(index + 1), reason)
+        for index, reason in report.rejects[:MAX_REJECTS_SHOWN]:
+            table.add_row(str(line_numbers[index]), escape(reason))
         console.print(table)
-        if len(rejects) > MAX_REJECTS_SHOWN:
-            console.print(f"… and {len(rejects) - MAX_REJECTS_SHOWN} more", highlight=False)
+        if len(report.rejects) > MAX_REJECTS_SHOWN:
+            console.print(f"… and {len(report.rejects) - MAX_REJECTS_SHOWN} more", highlight=False)
         raise typer.Exit(1)
 
 
