@@ -175,8 +175,9 @@ def short(name: Any, limit: int = 64) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _path(parts: tuple) -> str:
-    return ".".join(str(p) if isinstance(p, int) else short(p) for p in parts) or "record"
+def _path(parts: tuple, limit: int = 160) -> str:
+    text = ".".join(str(p) if isinstance(p, int) else short(p) for p in parts) or "record"
+    return text if len(text) <= limit else text[: limit // 2 - 1] + "…" + text[-(limit // 2):]
 
 
 def _string_problem(text: str) -> str | None:
