@@ -7,10 +7,13 @@
         session.search_query, session.search_results, session.events
 
 Contract:
-- **Validation**: every record goes through pydantic (``dao/clickstream_documents.py``); a bad
-  record is rejected with its input index and a reason, never silently dropped. An event whose
-  session is unknown, or whose object was not shown in that session, is rejected. A session or
-  event id already stored counts as a duplicate (idempotent re-import), not as an error.
+- **Validation**: every record goes through the hostile-input checks
+  (``dao/clickstream_validation.py``: depth, key names, Unicode, NUL, 64-bit integers, sizes, dates)
+  and pydantic (``dao/clickstream_documents.py``); a bad record is rejected with its input index and
+  a reason, never silently dropped, and ingest never raises for bad input. An event whose session is
+  unknown, or whose object was not shown in that session, is rejected; so is an event id repeated
+  inside one session. A session or event id already stored with the same content counts as a
+  duplicate (idempotent re-import); with other content it is rejected (``content_hash``).
 - **Batches**: exactly one batch is open at a time (a unique sparse index on ``open_marker``).
   A new session takes the next ``session_number`` of the open batch: numbers are reserved with
   one atomic ``find_one_and_update`` + ``$inc`` per ingest chunk, so concurrent writers never share
