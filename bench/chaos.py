@@ -27,6 +27,8 @@ waits (``--drain-s``) until every task is terminal. It prints one JSON object:
 - ``faults``: injected, per kind;
 - ``tasks``: enqueued, ``done`` / ``failed`` / ``refused`` / ``canceled``;
 - ``lost``: tasks still ``pending`` at the end (nobody will run them);
+  ``lost_with_message_held_by_a_dead_worker`` says how many of them have their broker message in
+  the unacknowledged set of a killed worker;
 - ``stuck``: tasks still ``processing`` at the end (a lease nobody takes back);
 - ``concurrent_duplicates``: tasks with two executions that certainly overlapped in time (a later
   execution started while an earlier one was still inside its ``seconds``-long body, which it then
@@ -368,6 +370,8 @@ class Campaign:
             "tasks": {"enqueued": len(self.enqueued), "in_store": len(tasks), **{s: statuses.get(s, 0) for s in
                                                                                    ("done", "failed", "refused", "canceled")}},
             "lost": statuses.get("pending", 0),
+            "lost_with_message_held_by_a_dead_worker": self._held_by_dead_workers(
+                {task_id for task_id, doc in tasks.items() if doc["status"] == "pending"}),
             "stuck": statuses.get("processing", 0),
             "concurrent_duplicates": len(duplicates),
             "duplicate_task_ids": duplicates[:10],
@@ -386,6 +390,33 @@ class Campaign:
                          "gap_s": self.args.gap_s, "kinds": self.args.kinds, "seed": self.args.seed,
                          "lease_s": self.lease_s},
         }
+
+    def _held_by_dead_workers(self, task_ids: set[str]) -> int:
+        """How many of ``task_ids`` have their broker message in the unacknowledged set of a worker
+        whose broker heartbeat stopped (a prefetched message of a killed worker: the Redis broker
+        gives it back only after its heartbeat timeout, by a randomly triggered maintenance pass)."""
+        if not task_ids:
+            return 0
+        import redis
+
+        namespace = self.env()["CLICKTUNE_REDIS_NAMESPACE"]
+        try:
+            conn = redis.Redis(port=self.redis_port, socket_timeout=5)
+            beats = {k.decode(): v for k, v in conn.zrange(f"{namespace}:__heartbeats__", 0, -1, withscores=True)}
+            stale_before = time.time() * 1000 - 2 * self.lease_s * 1000
+            held: set[str] = set()
+            for key in conn.scan_iter(f"{namespace}:__acks__.*"):
+                worker_id = key.decode().split("__acks__.", 1)[1].rsplit(".", 1)[0]
+                if beats.get(worker_id, 0) > stale_before:
+                    continue
+                for redis_id in conn.smembers(key):
+                    raw = conn.hget(f"{namespace}:probe.msgs", redis_id)
+                    if raw:
+                        held.update(str(arg) for arg in json.loads(raw).get("args", []))
+            conn.close()
+        except Exception:
+            return -1
+        return len(task_ids & held)
 
     def _count_in_logs(self, marker: bytes) -> int:
         return sum(path.read_bytes().count(marker) for path in self.root.glob("worker-*.log"))
