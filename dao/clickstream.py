@@ -64,6 +64,7 @@ from dao.clickstream_documents import (
 from dao.clickstream_validation import (
     ClickstreamLimits,
     RecordRejected,
+    RejectedRecord,
     check_created_at,
     short,
     validate_record,
@@ -80,7 +81,7 @@ DUPLICATE_KEY = 11000
 DEFAULT_PAGE_SIZE = 1000
 DEFAULT_CHUNK_SIZE = 1000
 
-Record = Mapping[str, Any] | SessionRecord | EventRecord
+Record = Mapping[str, Any] | SessionRecord | EventRecord | RejectedRecord
 
 
 def _conflict(identifier: str, what: str = "session") -> str:

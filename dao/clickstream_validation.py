@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime, timezone
-from typing import IO, Any, Iterable, Iterator, NamedTuple
+from typing import IO, Any, Iterable, Iterator, Mapping, NamedTuple
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -298,6 +298,8 @@ def validate_record(raw: Any, limits: ClickstreamLimits | None = None) -> Sessio
         raise RecordRejected(raw.reason)
     if isinstance(raw, (SessionRecord, EventRecord)):
         raw = raw.model_dump(mode="json", exclude_none=False)
+    elif isinstance(raw, Mapping) and not isinstance(raw, dict):
+        raw = dict(raw)
     if not isinstance(raw, dict):
         raise RecordRejected(f"not a JSON object but {type(raw).__name__}")
     check_value(raw, limits)
