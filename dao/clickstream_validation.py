@@ -71,6 +71,9 @@ class ClickstreamLimits(BaseSettings):
     max_future_s: float = Field(86400.0, ge=0)
 
 
+_UNBOUNDED = ClickstreamLimits.model_construct(max_depth=10**6, max_key_bytes=10**9)  # sizes of checked values
+
+
 class RecordRejected(ValueError):
     """A record (or line) that cannot be stored; ``str()`` is the reason."""
 
@@ -175,8 +178,13 @@ def short(name: Any, limit: int = 64) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _path(parts: tuple, limit: int = 160) -> str:
-    text = ".".join(str(p) if isinstance(p, int) else short(p) for p in parts) or "record"
+def _path(node: tuple | None, limit: int = 160) -> str:
+    """The dotted path of a walk node (``(key, parent_node)`` links, root = None)."""
+    parts: list[Any] = []
+    while node is not None:
+        parts.append(node[0])
+        node = node[1]
+    text = ".".join(str(p) if isinstance(p, int) else short(p) for p in reversed(parts)) or "record"
     return text if len(text) <= limit else text[: limit // 2 - 1] + "…" + text[-(limit // 2):]
 
 
@@ -191,43 +199,87 @@ def _string_problem(text: str) -> str | None:
     return None
 
 
-def check_value(value: Any, limits: ClickstreamLimits | None = None) -> None:
+def _text_bytes(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+def check_value(value: Any, limits: ClickstreamLimits | None = None) -> int:
     """Raise :class:`RecordRejected` when ``value`` holds anything MongoDB or the engine cannot take
-    (see the module docstring). Iterative, so hostile depth cannot exhaust the Python stack."""
+    (see the module docstring); else return its size as compact JSON in bytes (string escapes not
+    counted). Iterative, so hostile depth cannot exhaust the Python stack; paths for reasons are
+    built only when something is wrong."""
     limits = limits or ClickstreamLimits()
-    stack: list[tuple[Any, tuple, int]] = [(value, (), 1)]
+    if not isinstance(value, (dict, list)):
+        return _check_other(value, None, [], 0)
+    max_depth, max_key = limits.max_depth, limits.max_key_bytes
+    size = 0
+    stack: list[tuple[Any, tuple | None, int]] = [(value, None, 1)]
     while stack:
-        item, where, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            if depth > limits.max_depth:
-                raise RecordRejected(f"{_path(where)}: nested deeper than {limits.max_depth} levels")
-            if isinstance(item, dict):
-                for key, child in item.items():
-                    if not isinstance(key, str):
-                        raise RecordRejected(f"{_path(where)}: key '{short(key)}' is not a string")
+        container, node, depth = stack.pop()
+        if depth > max_depth:
+            raise RecordRejected(f"{_path(node)}: nested deeper than {max_depth} levels")
+        is_dict = isinstance(container, dict)
+        size += 2 + max(len(container) - 1, 0)
+        items: Iterable[tuple[Any, Any]] = container.items() if is_dict else enumerate(container)
+        for key, child in items:
+            if is_dict:
+                if key.__class__ is not str and not isinstance(key, str):
+                    raise RecordRejected(f"{_path(node)}: key '{short(key)}' is not a string")
+                if not (key.isascii() and len(key) <= max_key and "\x00" not in key and "." not in key
+                        and not key.startswith("$")):
                     problem = _key_problem(key, limits)
                     if problem:
-                        raise RecordRejected(f"{_path(where)}: key '{short(key)}' {problem}")
-                    stack.append((child, where + (key,), depth + 1))
+                        raise RecordRejected(f"{_path(node)}: key '{short(key)}' {problem}")
+                size += _text_bytes(key) + 3
+            kind = child.__class__
+            if kind is str:
+                if "\x00" in child or not child.isascii():
+                    problem = _string_problem(child)
+                    if problem:
+                        raise RecordRejected(f"{_path((key, node))}: string {problem}")
+                    size += len(child.encode("utf-8")) + 2
+                else:
+                    size += len(child) + 2
+            elif kind is dict or kind is list:
+                stack.append((child, (key, node), depth + 1))
+            elif kind is bool or child is None:
+                size += 5
+            elif kind is int:
+                if not INT64_MIN <= child <= INT64_MAX:
+                    raise RecordRejected(f"{_path((key, node))}: integer outside the signed 64-bit range")
+                size += len(repr(child))
+            elif kind is float:
+                if not math.isfinite(child):
+                    raise RecordRejected(f"{_path((key, node))}: number is not finite")
+                size += len(repr(child))
             else:
-                for position, child in enumerate(item):
-                    stack.append((child, where + (position,), depth + 1))
-        elif isinstance(item, str):
-            problem = _string_problem(item)
-            if problem:
-                raise RecordRejected(f"{_path(where)}: string {problem}")
-        elif isinstance(item, bool) or item is None:
-            continue
-        elif isinstance(item, int):
-            if not INT64_MIN <= item <= INT64_MAX:
-                raise RecordRejected(f"{_path(where)}: integer outside the signed 64-bit range")
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                raise RecordRejected(f"{_path(where)}: number is not finite")
-        elif isinstance(item, datetime):
-            continue
-        else:
-            raise RecordRejected(f"{_path(where)}: {type(item).__name__} is not a JSON value")
+                size += _check_other(child, (key, node), stack, depth)
+    return size
+
+
+def _check_other(child: Any, node: tuple, stack: list, depth: int) -> int:
+    """Subclasses of the JSON types and datetimes (Python callers); anything else is refused."""
+    if isinstance(child, bool):
+        return 5
+    if isinstance(child, str):
+        problem = _string_problem(child)
+        if problem:
+            raise RecordRejected(f"{_path(node)}: string {problem}")
+        return _text_bytes(child) + 2
+    if isinstance(child, (dict, list)):
+        stack.append((child, node, depth + 1))
+        return 0
+    if isinstance(child, int):
+        if not INT64_MIN <= child <= INT64_MAX:
+            raise RecordRejected(f"{_path(node)}: integer outside the signed 64-bit range")
+        return len(repr(int(child)))
+    if isinstance(child, float):
+        if not math.isfinite(child):
+            raise RecordRejected(f"{_path(node)}: number is not finite")
+        return len(repr(float(child)))
+    if isinstance(child, datetime):
+        return 32
+    raise RecordRejected(f"{_path(node)}: {type(child).__name__} is not a JSON value")
 
 
 def _key_problem(key: str, limits: ClickstreamLimits) -> str | None:
@@ -244,17 +296,21 @@ def _key_problem(key: str, limits: ClickstreamLimits) -> str | None:
 
 
 def json_size(value: Any) -> int:
-    """Bytes of ``value`` as compact UTF-8 JSON (call after :func:`check_value` passed)."""
-    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8"))
+    """Bytes of ``value`` as compact JSON, as :func:`check_value` counts them (string escapes not
+    counted); ``value`` must have passed :func:`check_value`."""
+    if isinstance(value, str):
+        return _text_bytes(value) + 2
+    if isinstance(value, (dict, list)):
+        return check_value(value, _UNBOUNDED)
+    return _check_other(value, None, [], 0)
 
 
-def _check_sizes(record: dict, limits: ClickstreamLimits) -> None:
-    size = json_size(record)
+def _check_sizes(record: dict, size: int, limits: ClickstreamLimits) -> None:
     if size > limits.max_record_bytes:
         raise RecordRejected(f"record is {size} bytes as JSON, over the limit of {limits.max_record_bytes}")
     query = record.get("search_query")
     if query is not None:
-        query_size = len(query.encode("utf-8")) if isinstance(query, str) else json_size(query)
+        query_size = _text_bytes(query) if isinstance(query, str) else json_size(query)
         if query_size > limits.max_query_bytes:
             raise RecordRejected(f"search_query is {query_size} bytes, over the limit of {limits.max_query_bytes}")
     metas: list[tuple[str, Any]] = [("search_meta", record.get("search_meta")), ("meta", record.get("meta"))]
@@ -265,7 +321,7 @@ def _check_sizes(record: dict, limits: ClickstreamLimits) -> None:
                 (f"{field}.{i}.meta", child.get("meta")) for i, child in enumerate(children) if isinstance(child, dict)
             )
     for where, meta in metas:
-        if meta is not None and json_size(meta) > limits.max_meta_bytes:
+        if meta and json_size(meta) > limits.max_meta_bytes:
             raise RecordRejected(f"{where} is over the limit of {limits.max_meta_bytes} bytes")
 
 
@@ -302,8 +358,7 @@ def validate_record(raw: Any, limits: ClickstreamLimits | None = None) -> Sessio
         raw = dict(raw)
     if not isinstance(raw, dict):
         raise RecordRejected(f"not a JSON object but {type(raw).__name__}")
-    check_value(raw, limits)
-    _check_sizes(raw, limits)
+    _check_sizes(raw, check_value(raw, limits), limits)
     try:
         if "search_query" in raw or "search_results" in raw:
             record: SessionRecord | EventRecord = SessionRecord.model_validate(raw)
