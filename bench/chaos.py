@@ -38,7 +38,8 @@ waits (``--drain-s``) until every task is terminal. It prints one JSON object:
   not be recorded and the lease expired (``results_dropped_after_lease_loss`` counts the worker log
   lines that say so). Jobs are idempotent for this reason;
 - ``recovery_s``: per fault, the time from the fault until every task that was unfinished at that
-  moment had finished (p50 / p99 / max), and how many faults had no such task;
+  moment had finished (p50 / p99 / max; tasks that never finished are left out — they are counted
+  as lost or stuck), and how many faults had no such task;
 - ``seconds``: wall time; ``worker_restarts``; ``enqueue_retries``.
 
 Exit code 0 when lost = stuck = concurrent_duplicates = 0, else 1.
@@ -448,8 +449,8 @@ def _concurrent_duplicate(runs: list[dict], seconds: float) -> bool:
 
 
 def _recovery(faults: list[tuple[str, datetime]], tasks) -> tuple[list[float], int]:
-    """Per fault: seconds until every task unfinished at the fault had finished (None when one never
-    did: left out, counted by ``lost``/``stuck``)."""
+    """Per fault: seconds until every task unfinished at the fault had finished (tasks that never
+    finished are left out: ``lost`` / ``stuck`` count them)."""
     docs = [doc for doc in tasks if doc.get("created_at") is not None]
     times: list[float] = []
     untouched = 0
@@ -459,7 +460,8 @@ def _recovery(faults: list[tuple[str, datetime]], tasks) -> tuple[list[float], i
         if not open_then:
             untouched += 1
             continue
-        if any(doc.get("finished_at") is None for doc in open_then):
+        open_then = [doc for doc in open_then if doc.get("finished_at") is not None]  # the rest: lost / stuck
+        if not open_then:
             continue
         times.append(max((_aware(doc["finished_at"]) - moment).total_seconds() for doc in open_then))
     return times, untouched
