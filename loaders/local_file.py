@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import os
-from pathlib import Path
 from typing import Any
 
 from loaders.cache import ItemsCache
