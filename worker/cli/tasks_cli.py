@@ -205,7 +205,8 @@ def worker(
     queues: Optional[list[str]] = typer.Option(None, "--queue", help="Only these queues (repeatable)."),
 ) -> None:
     """Run the Dramatiq worker (``dramatiq worker.actors``) with the CLICKTUNE_* broker settings."""
-    cmd = [sys.executable, "-m", "dramatiq", "worker.actors", "--processes", str(processes),
+    # --skip-logging: worker.actors configures logging itself (worker/logs.py: task ids, JSON, redaction)
+    cmd = [sys.executable, "-m", "dramatiq", "--skip-logging", "worker.actors", "--processes", str(processes),
            "--threads", str(threads)]
     if queues:
         cmd += ["--queues", *queues]
