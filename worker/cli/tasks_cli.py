@@ -245,6 +245,10 @@ def probe(
         status(task_id, kind="probe", watch=True, as_json=False, interval=0.25)
 
 
+_DRAMATIQ_MAIN = ("import sys; from worker.logs import configure_logging; configure_logging(wrap_streams=False); "
+                  "from dramatiq.cli import main; sys.exit(main())")
+
+
 def worker(
     processes: int = typer.Option(1, help="Worker processes."),
     threads: int = typer.Option(2, help="Threads per process (concurrent tasks per process)."),
@@ -253,8 +257,9 @@ def worker(
     """Run a worker: Dramatiq processes serving every task kind, with the CLICKTUNE_* settings.
 
     Log lines name the task they belong to; CLICKTUNE_LOG_FORMAT=json writes one JSON object a line."""
-    # --skip-logging: worker.actors configures logging itself (worker/logs.py: task ids, JSON, redaction)
-    cmd = [sys.executable, "-m", "dramatiq", "--skip-logging", "worker.actors", "--processes", str(processes),
+    # Dramatiq's own logging setup is skipped: the main process configures ours (worker/logs.py: text or
+    # JSON, redaction) before Dramatiq starts, the worker processes inherit it and worker.actors adds the rest.
+    cmd = [sys.executable, "-c", _DRAMATIQ_MAIN, "--skip-logging", "worker.actors", "--processes", str(processes),
            "--threads", str(threads)]
     if queues:
         cmd += ["--queues", *queues]
