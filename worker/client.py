@@ -38,7 +38,7 @@ from dao.task_documents import (
     get_task_kind,
     utcnow,
 )
-from dao.tasks import TasksDAO
+from dao.tasks import CreateResult, TasksDAO
 from worker.settings import Settings, get_settings
 
 
@@ -126,7 +126,8 @@ class ClicktuneClient:
         self._send_or_roll_back(kind, created, message_options)
         return created.task.id
 
-    def _send_or_roll_back(self, kind: str, created: Any, message_options: dict[str, Any] | None = None) -> None:
+    def _send_or_roll_back(self, kind: str, created: CreateResult,
+                           message_options: dict[str, Any] | None = None) -> None:
         """Send the message of a task just created (or left unsent); if sending fails, delete the
         document this call created (still ``pending`` without a message id) and re-raise."""
         task = created.task
