@@ -62,6 +62,8 @@ def test_unreachable_mongo_is_one_line_naming_the_setting(cli_env):
     text = assert_one_line(invoke("tasks"), "cannot reach MongoDB at CLICKTUNE_MONGO_URL (mongodb://***@127.0.0.1:",
                            "connection refused", secret=secret)
     assert text.startswith("error: ")
+    # the same one place covers the commands of a sub-app
+    assert_one_line(invoke("clickstream", "batches"), "cannot reach MongoDB at CLICKTUNE_MONGO_URL", secret=secret)
 
 
 def test_unreachable_redis_leaves_no_task_behind_and_the_same_call_works_once_redis_is_back(cli_env, worker_env,
