@@ -208,3 +208,21 @@ def test_ir_image_dataset_and_image_conversion() -> None:
     stacked = IRImageDataset(images[1:], class_to_idx={"ant": 0, "cat": 1}).to_labelled_images()
     assert stacked.images.shape == (1, 1, 4, 4) and stacked.classes.names == ("ant", "cat")
     assert expected_calibration_error(np.array([1.0]), np.array([1.0])) == 0.0
+
+
+def test_quick_fixes_command_on_an_embedded_database(tmp_path: Path, tiny_backbone: Path, digits_records) -> None:
+    from typer.testing import CliRunner
+
+    from worker.cli.main import app
+
+    extractor = EmbeddingExtractor()
+    extractor.load_model(tiny_backbone)
+    SimilaritySearcher.build(tmp_path / "db", extractor, digits_records["val"], space="ip")
+    result = CliRunner().invoke(app, ["images-quick-fixes", "--database", str(tmp_path / "db"),
+                                      "--output-dir", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    fixes = json.loads(result.output[result.output.index("{"):])
+    assert {"embedding_normalization", "similarity_metric", "confidence_calibration", "ece_before", "ece_after"} <= set(fixes)
+    assert (tmp_path / "report" / "optimization_report.png").exists()
+    missing = CliRunner().invoke(app, ["images-quick-fixes", "--database", str(tmp_path / "db"), "--collection-name", "nope"])
+    assert missing.exit_code == 2

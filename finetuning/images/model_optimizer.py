@@ -507,8 +507,8 @@ class ModelOptimizer:
 
     # --- static methods -----------------------------------------------------------------------
     @staticmethod
-    def create_optimizer(database_path: str, model_path: str | None = None,
-                         collection_name: str = "ir_embeddings") -> "ModelOptimizer":
+    def create_optimizer(database_path: str, model_path: str | None = None, collection_name: str = "ir_embeddings",
+                         config: dict[str, Any] | None = None) -> "ModelOptimizer":
         """Open the persistent Chroma database at ``database_path`` and its collection; load the
         backbone from ``model_path``, else from the path recorded in the collection."""
         searcher = SimilaritySearcher(database_path, collection_name)
@@ -518,7 +518,7 @@ class ModelOptimizer:
             raise ValueError(f"collection {collection_name!r} records no model_path: pass model_path")
         extractor = EmbeddingExtractor(normalize=searcher.normalized)
         extractor.load_model(path)
-        return ModelOptimizer(extractor, searcher)
+        return ModelOptimizer(extractor, searcher, config)
 
     @staticmethod
     def improved_confidence_calculation(similarity_score: float, rank: int, total_results: int) -> float:
