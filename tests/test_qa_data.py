@@ -124,3 +124,12 @@ def test_documented_key_names_are_accepted_beside_clicktunes(tmp_path: Path) -> 
         QATrainingConfig.from_json(both)
     with pytest.raises(ValidationError):
         QATrainingConfig.model_validate({"nmu_epochs": 2})  # a misspelt key is still refused
+
+
+def test_the_shipped_example_configs_are_valid() -> None:
+    root = Path(__file__).resolve().parents[1]
+    documented = QATrainingConfig.from_json(root / "examples" / "embedding_finetuner.json")
+    assert (documented.epochs, documented.loss, documented.base_model) == (3, "MultipleNegativesRankingLoss",
+                                                                          "sentence-transformers/all-MiniLM-L6-v2")
+    assert read_qa_jsonl(root / documented.input_jsonl).counts["invalid"] == 0  # type: ignore[operator]
+    assert QATrainingConfig.from_json(root / "examples" / "qa_config.json").eval_steps == 50
