@@ -139,7 +139,7 @@ def test_the_documented_config_file_trains_minilm_and_writes_the_documented_file
         assert {"timestamp", "epoch", "step", "loss"} <= set(line) and line["loss"] > 0
     assert [round(line["epoch"]) for line in losses] == [1, 2, 3]
     log = (out / "logs" / "embedding_finetuning.log").read_text()
-    assert "Loaded 18 Q&A pairs" not in log and "Loaded 20 Q&A pairs" in log and "Training examples: 18" in log
+    assert "Loaded 20 Q&A pairs" in log and "Training examples: 18" in log and "Validation examples: 2" in log
 
 
 def _cli(*args: str) -> list[str]:

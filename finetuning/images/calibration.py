@@ -4,7 +4,8 @@
 ``k`` results (``k = 1`` by default: the issue's "similarity → top-1 correctness" curve), the
 target being "this result has the query's label".
 
-- ``isotonic`` (default): a monotone, non-parametric curve over the similarity
+- ``isotonic`` (the default of :meth:`SimilarityCalibrator.fit`; both optimizers default to
+  ``logistic``): a monotone, non-parametric curve over the similarity
   (``sklearn.isotonic.IsotonicRegression``); rank and total do not enter it.
 - ``logistic``: ``sklearn.linear_model.LogisticRegression`` on ``[similarity, log(rank),
   rank / total]`` (Platt-style), so with ``k > 1`` the confidence also falls with the rank.

@@ -469,6 +469,8 @@ class ModelOptimizer:
         bins = self.settings.ece_bins
         baseline, final, held_out = self._baseline, self._final, self._held_out
         space = self.searcher.space
+        if not held_out and not self._last_evaluation:  # nothing evaluated yet: the gallery, leave-one-out
+            self._evaluate_current_performance(None)
         points = held_out or {key: value.tolist() for key, value in self._last_evaluation.items()}
         calibration: dict[str, Any] = {"method": self.searcher.calibrator.method if self.searcher.calibrator else None,
                                        "evaluated_on": "held-out images" if held_out else "validation images"}
