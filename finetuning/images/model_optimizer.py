@@ -198,22 +198,21 @@ class ModelOptimizer:
         """Embeddings, classes and ids of ``data``'s images; ``None``: the stored gallery itself
         (leave-one-out: a query's own entry is excluded from its hits)."""
         normalize = self.extractor.normalize if normalize is None else normalize
+        if data is None:  # read afresh: the collection may change outside this optimizer
+            ids, vectors, classes = self.searcher.labelled_embeddings()
+            return (l2_normalize(vectors) if normalize else vectors), classes, ids
         key = (id(data), self._state_version, normalize)
         cached = self._embedding_cache.get(key)
-        if cached is None or cached[0] is not data:
-            if data is None:
-                ids, vectors, classes = self.searcher.labelled_embeddings()
-                vectors = l2_normalize(vectors) if normalize else vectors
-            else:
-                records = self._records(data)
-                self._seen_classes |= {record.object_class for record in records}
-                was = self.extractor.normalize
-                self.extractor.normalize = normalize
-                try:
-                    vectors = self.extractor.extract_embeddings([record.image_data for record in records])
-                finally:
-                    self.extractor.normalize = was
-                ids, classes = [record.id for record in records], [record.object_class for record in records]
+        if cached is None or cached[0] is not data:  # the identity check guards against a reused id()
+            records = self._records(data)
+            self._seen_classes |= {record.object_class for record in records}
+            was = self.extractor.normalize
+            self.extractor.normalize = normalize
+            try:
+                vectors = self.extractor.extract_embeddings([record.image_data for record in records])
+            finally:
+                self.extractor.normalize = was
+            ids, classes = [record.id for record in records], [record.object_class for record in records]
             self._embedding_cache[key] = (data, vectors, classes, ids)
         return self._embedding_cache[key][1:]  # type: ignore[return-value]
 
