@@ -255,3 +255,28 @@ def test_registry_names_and_parameters():
     assert parse_params(["gamma=0.7", "examination=[1, 0.5]", "label=x"]) == {"gamma": 0.7, "examination": [1, 0.5], "label": "x"}
     with pytest.raises(ValueError):
         parse_params(["gamma"])
+
+
+def test_simulate_clicks_command_takes_a_click_model_and_a_popularity(tmp_path):
+    from typer.testing import CliRunner
+
+    from worker.cli.main import app
+
+    out = tmp_path / "s.jsonl"
+    args = ["simulate-clicks", "--dataset", str(REPO / "examples" / "scifact-slice"), "--out", str(out), "--top-k", "5", "--seed", "3"]
+    result = CliRunner().invoke(app, [*args, "--click-model", "dbn", "--click-param", "gamma=0.6", "--popularity", "zipf"])
+    assert result.exit_code == 0, result.output
+    sessions = [json.loads(line) for line in out.read_text().splitlines()]
+    meta = sessions[0]["search_meta"]
+    assert meta["click_model"]["name"] == "dbn" and meta["click_model"]["gamma"] == 0.6
+    assert meta["popularity"]["name"] == "zipf" and "seen once" in result.output
+    per_query = Counter(s["search_meta"]["query_id"] for s in sessions)
+    assert len(per_query) == 120 and min(per_query.values()) == 1 and max(per_query.values()) > 5
+    default = CliRunner().invoke(app, [*args, "--sessions-per-query", "2"])
+    assert default.exit_code == 0, default.output
+    plain = [json.loads(line) for line in out.read_text().splitlines()]
+    assert "popularity" not in plain[0]["search_meta"] and plain[0]["search_meta"]["click_model"] == PositionBasedClickModel().params()
+    assert len(plain) == 240
+    for bad in (["--click-model", "nope"], ["--click-model", "cascade", "--click-param", "gamma=1"], ["--popularity", "zipf", "--sessions-per-query", "3"]):
+        refused = CliRunner().invoke(app, [*args, *bad])
+        assert refused.exit_code == 2, (bad, refused.output)
