@@ -16,7 +16,9 @@ does not depend on the simulated user: it is computed once per data set and seed
 cell of that data set and seed — cached under ``bench/.cache/gold/`` and shared by all its cells
 (later cells run with ``--skip-gold``). The cache key holds the data set files (size, mtime), the
 options that change gold (model, max length, sizes, epochs, batch size, lr, seed) and the source
-of ``train_gold_mnrl`` and ``evaluate`` in ``bench/quality.py``. ``bench/quality.py`` caches the
+of ``train_gold_mnrl``, ``evaluate``, ``encode_corpus`` and ``load_base`` in ``bench/quality.py``;
+each cell checks that its base run (nDCG@10, train/test query and document counts) matches the
+one the cached gold was made beside, and flags ``gold_mismatch`` otherwise. ``bench/quality.py`` caches the
 base model's corpus embeddings per data set and model.
 
 Train-query subsampling (one rule, the same for ours and gold, since both train in the same
@@ -65,6 +67,7 @@ SECONDS_PER_DOC = 0.07
 SECONDS_PER_SESSION = 0.27
 SECONDS_PER_GOLD_PAIR = 0.52
 SECONDS_PER_CELL = 60.0
+GOLD_CHECKED = ("ndcg@10", "train_queries", "test_queries", "docs")  # a cached gold must match the cell's base
 ZIPF_MEAN_SESSIONS = 7.7  # ZipfPopularity() defaults: exponent 1.5, at most 100 sessions
 
 
@@ -144,7 +147,7 @@ def gold_key(dataset: Path, seed: int, args: argparse.Namespace) -> str:
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "lr": args.lr,
-        "code": hashlib.sha256(_quality_source("train_gold_mnrl", "evaluate", "encode_corpus", "main").encode()).hexdigest(),
+        "code": hashlib.sha256(_quality_source("train_gold_mnrl", "evaluate", "encode_corpus", "load_base").encode()).hexdigest(),
         "sentence_transformers": st_version,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -378,9 +381,13 @@ def main(argv: list[str] | None = None) -> dict:
             timeout = args.cell_timeout_minutes * 60 if args.cell_timeout_minutes else None
             stages = run_quality(quality_command(cell, args, extra, skip_gold=gold is not None), logs / f"{cell.label}.log", timeout)
             if gold is None and "gold" in stages and "base" in stages:
-                gold = {**stages["gold"], "base_ndcg@10": stages["base"]["ndcg@10"]}
+                gold = {**stages["gold"], "base": {k: stages["base"].get(k) for k in GOLD_CHECKED}}
                 gold_file.write_text(json.dumps(gold, default=float), encoding="utf-8")
             record = cell_record(cell, stages, gold, (time.perf_counter() - cell_started) / 60, key)
+            if gold is not None and "base" in stages and gold.get("base") != {k: stages["base"].get(k) for k in GOLD_CHECKED}:
+                record["gold_mismatch"] = True  # the cached gold saw other train/test queries or base scores
+                log(f"  warning: the cached gold baseline {gold_file} was made with {gold.get('base')}; "
+                    "this cell's base differs — remove the file to recompute it")
             with jsonl.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record, default=float) + "\n")
         records.append(record)

@@ -94,7 +94,15 @@ def test_grid_runs_every_cell_and_gold_once_per_dataset_and_seed(suite, beir, tm
     suite.calls.unlink()
     suite.main(["--datasets", str(beir), "--seeds", "0", "--click-models", "pbm", "dbn", "--out", str(out), "--resume"])
     assert not suite.calls.exists()
+    assert not any(c.get("gold_mismatch") for c in cells)
+
+    # a cached gold made beside another base run is flagged
+    for gold_file in (tmp_path / "cache" / "gold").glob("*.json"):
+        gold = json.loads(gold_file.read_text())
+        gold_file.write_text(json.dumps({**gold, "base": {**gold["base"], "train_queries": 99}}))
     capsys.readouterr()
+    suite.main(["--datasets", str(beir), "--seeds", "0", "--click-models", "pbm", "--popularity", "zipf", "--out", str(out)])
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["gold_mismatch"] is True
 
 
 def test_a_failing_cell_is_reported_not_fatal(suite, beir, tmp_path, capsys):
