@@ -194,7 +194,8 @@ def run_quality(command: list[str], log_file: Path, timeout: float | None) -> di
                 continue
             if isinstance(record, dict) and "stage" in record:
                 stages[record["stage"]] = record
-                log(f"  {record['stage']}: " + ", ".join(f"{k}={record[k]:.4f}" for k in ("ndcg@10",) if isinstance(record.get(k), float)))
+                shown = {k: record[k] for k in ("ndcg@10", "sessions", "clicks", "steps", "selection", "seconds") if k in record}
+                log(f"  {record['stage']}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
             if timeout is not None and time.monotonic() - started > timeout:
                 process.kill()
                 break
