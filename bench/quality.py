@@ -7,8 +7,9 @@ Works on any BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/train.tsv, q
 1. Encode the corpus with the base model (cached under bench/.cache/, keyed by data set, corpus
    ids, model and max length) and score the **test** queries: nDCG@10, Recall@100, MRR@10.
 2. Simulate search sessions for **train** queries only: the base model is the search engine, the
-   top 10 are shown, a position-based click model clicks (``finetuning.simulation``), 10 sessions
-   per query by default (a click log sees a popular query many times).
+   top 10 are shown, a position-based click model clicks (``finetuning.simulation``; another
+   simulated user with ``--click-model``), 10 sessions per query by default (a click log sees a
+   popular query many times; ``--popularity zipf`` for a long tail of queries seen once).
 3. Fine-tune the base model with ``finetuning.train.fine_tune`` on those sessions (10 % of the
    train queries' sessions held out for validation / best-weights selection, validated four times
    per epoch) with the engine's default learning rate (``--ours-lr`` to change it); re-encode the
@@ -49,6 +50,7 @@ from finetuning.models.registry import base_model_path  # noqa: E402
 from finetuning.models.text import TextEmbeddingsModel  # noqa: E402
 from finetuning.params import FineTuningParams, FineTuningSettings  # noqa: E402
 from finetuning.simulation.click_simulator import simulate_sessions  # noqa: E402
+from finetuning.simulation.registry import CLICK_MODELS, make_click_model, make_popularity  # noqa: E402
 from finetuning.simulation.rankers import EmbeddingRanker  # noqa: E402
 from finetuning.tracking.in_memory import InMemoryTracker  # noqa: E402
 from finetuning.train import fine_tune  # noqa: E402
@@ -156,6 +158,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sessions-per-query", type=int, default=10,
                         help="simulated sessions per train query (a click log sees popular queries many times)")
     parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--click-model", default="pbm", choices=sorted(CLICK_MODELS), help="simulated user (finetuning/simulation/registry.py)")
+    parser.add_argument("--popularity", default="uniform", choices=["uniform", "zipf"],
+                        help="sessions per train query: uniform (--sessions-per-query each) or zipf (ZipfPopularity's defaults)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-5, help="learning rate of the gold-pairs baseline")
@@ -196,7 +201,9 @@ def main(argv: list[str] | None = None) -> dict:
     # 2. simulated sessions for train queries only, the base model as the search engine
     started = time.perf_counter()
     engine = EmbeddingRanker(base, doc_ids=doc_ids, doc_embeddings=base_docs, name=f"{args.model}-base")
-    sessions = simulate_sessions(dataset, split="train", ranker=engine, top_k=args.top_k, sessions_per_query=args.sessions_per_query, seed=args.seed, query_ids=train_ids)
+    popularity = make_popularity("zipf") if args.popularity == "zipf" else None
+    sessions = simulate_sessions(dataset, split="train", ranker=engine, top_k=args.top_k, sessions_per_query=1 if popularity else args.sessions_per_query, seed=args.seed, query_ids=train_ids,
+                                 click_model=make_click_model(args.click_model, seed=args.seed), popularity=popularity)
     inputs = sessions_to_inputs(sessions)
     train_inputs, val_inputs = TrainTestSplitter(test_size=args.validation_share, random_state=args.seed)(inputs)
     clicks = sum(len(i.clicked_ids) for i in inputs)

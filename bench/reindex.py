@@ -69,6 +69,7 @@ def main() -> None:
     docs = _docs(args.dataset, args.docs)
     items = root / "items"
     items.mkdir()
+    os.environ["CLICKTUNE_LOADER_ALLOWED_ROOTS"] = str(items)  # the operator's allow-list: this run's items
     for doc_id, doc in docs.items():
         (items / f"{doc_id}.json").write_text(json.dumps(doc))
     if args.model == "tiny":

@@ -7,10 +7,13 @@
         session.search_query, session.search_results, session.events
 
 Contract:
-- **Validation**: every record goes through pydantic (``dao/clickstream_documents.py``); a bad
-  record is rejected with its input index and a reason, never silently dropped. An event whose
-  session is unknown, or whose object was not shown in that session, is rejected. A session or
-  event id already stored counts as a duplicate (idempotent re-import), not as an error.
+- **Validation**: every record goes through the hostile-input checks
+  (``dao/clickstream_validation.py``: depth, key names, Unicode, NUL, 64-bit integers, sizes, dates)
+  and pydantic (``dao/clickstream_documents.py``); a bad record is rejected with its input index and
+  a reason, never silently dropped, and ingest never raises for bad input. An event whose session is
+  unknown, or whose object was not shown in that session, is rejected; so is an event id repeated
+  inside one session. A session or event id already stored with the same content counts as a
+  duplicate (idempotent re-import); with other content it is rejected (``content_hash``).
 - **Batches**: exactly one batch is open at a time (a unique sparse index on ``open_marker``).
   A new session takes the next ``session_number`` of the open batch: numbers are reserved with
   one atomic ``find_one_and_update`` + ``$inc`` per ingest chunk, so concurrent writers never share
@@ -44,7 +47,8 @@ from bson import ObjectId
 from pydantic import ValidationError
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from bson.errors import InvalidDocument
+from pymongo.errors import BulkWriteError, DocumentTooLarge, DuplicateKeyError, OperationFailure
 
 from dao.clickstream_documents import (
     BatchStatus,
@@ -57,6 +61,15 @@ from dao.clickstream_documents import (
     StoredEvent,
     utcnow,
 )
+from dao.clickstream_validation import (
+    ClickstreamLimits,
+    RecordRejected,
+    RejectedRecord,
+    check_created_at,
+    short,
+    validate_record,
+    validation_reason,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,23 +81,23 @@ DUPLICATE_KEY = 11000
 DEFAULT_PAGE_SIZE = 1000
 DEFAULT_CHUNK_SIZE = 1000
 
-Record = Mapping[str, Any] | SessionRecord | EventRecord
+Record = Mapping[str, Any] | SessionRecord | EventRecord | RejectedRecord
 
 
-def _reason(error: ValidationError, prefix: str = "") -> str:
-    parts = []
-    for item in error.errors()[:3]:
-        where = ".".join(str(part) for part in item["loc"]) or "record"
-        parts.append(f"{where}: {item['msg']}")
-    more = f" (+{error.error_count() - 3} more)" if error.error_count() > 3 else ""
-    return prefix + "; ".join(parts) + more
+def _conflict(identifier: str, what: str = "session") -> str:
+    return f"{what} {short(identifier)} is already stored with different content ({what} ids are unique)"
+
+
+def _bounded(message: Any, limit: int = 200) -> str:
+    text = " ".join(str(message).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class _KnownSession:
-    __slots__ = ("batch_id", "shown")
+    __slots__ = ("batch_id", "shown", "content_hash")
 
-    def __init__(self, batch_id: str, shown: set[str]) -> None:
-        self.batch_id, self.shown = batch_id, shown
+    def __init__(self, batch_id: str, shown: set[str], content_hash: str | None = None) -> None:
+        self.batch_id, self.shown, self.content_hash = batch_id, shown, content_hash
 
 
 class ClickstreamDAO:
@@ -97,6 +110,8 @@ class ClickstreamDAO:
         release_drain_timeout_s: how long :meth:`release` waits for in-flight ingest calls into
             the batch to finish (default 30 s; a crashed writer cannot block a release forever).
         ensure_indexes: create the indexes on construction (default True; idempotent).
+        limits: size, depth and date bounds of a record (default :class:`ClickstreamLimits` from
+            the ``CLICKTUNE_CLICKSTREAM_*`` environment).
     """
 
     def __init__(
@@ -106,6 +121,7 @@ class ClickstreamDAO:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         release_drain_timeout_s: float = 30.0,
         ensure_indexes: bool = True,
+        limits: ClickstreamLimits | None = None,
     ) -> None:
         self.db = db
         self.sessions = db[SESSIONS]
@@ -113,6 +129,7 @@ class ClickstreamDAO:
         self.batches = db[BATCHES]
         self.chunk_size = chunk_size
         self.release_drain_timeout_s = release_drain_timeout_s
+        self.limits = limits or ClickstreamLimits()
         if ensure_indexes:
             self.ensure_indexes()
 
@@ -138,7 +155,12 @@ class ClickstreamDAO:
         """Validate and store ``records`` (sessions with nested ``events``, or bare events with a
         ``session_id``), ``chunk_size`` at a time. ``on_progress(n)`` is called with the number of
         records of each finished chunk. Reject indexes are 0-based positions in ``records``.
-        Events must come after their session (the same chunk or a later one)."""
+        Events must come after their session (the same chunk or a later one).
+
+        Never raises for bad input: every record MongoDB or the engine cannot take (see
+        ``dao/clickstream_validation.py``) is rejected with its index and reason; a
+        :class:`~dao.clickstream_validation.RejectedRecord` in ``records`` (a line that did not
+        parse) is rejected with its own reason."""
         size = chunk_size or self.chunk_size
         report = IngestReport()
         iterator = iter(enumerate(records))
@@ -151,7 +173,8 @@ class ClickstreamDAO:
 
     def register_session(self, session: Record) -> ClickstreamSession:
         """Store one session (and its nested events); returns it as stored. A session id already
-        stored returns the stored session. Raises ``ValueError`` when the session is rejected."""
+        stored with the same content returns the stored session. Raises ``ValueError`` when the
+        session is rejected."""
         report = self.ingest([session])
         session_rejects = [r for r in report.rejects if not r.reason.startswith("event ")]
         if session_rejects:
@@ -171,49 +194,56 @@ class ClickstreamDAO:
         loose_events: list[tuple[int, EventRecord]] = []
         for index, raw in chunk:
             try:
-                if isinstance(raw, SessionRecord):
-                    sessions.append((index, raw))
-                elif isinstance(raw, EventRecord):
-                    loose_events.append((index, raw))
-                elif not isinstance(raw, Mapping):
-                    report.rejects.append(Reject(index, f"not a JSON object but {type(raw).__name__}"))
-                elif "search_query" in raw or "search_results" in raw:
-                    sessions.append((index, SessionRecord.model_validate(raw)))
-                elif "event_id" in raw:
-                    loose_events.append((index, EventRecord.model_validate(raw)))
-                else:
-                    report.rejects.append(Reject(index, "neither a session (search_query) nor an event (event_id)"))
-            except ValidationError as error:
-                report.rejects.append(Reject(index, _reason(error)))
+                record = validate_record(raw, self.limits)
+            except RecordRejected as error:
+                report.rejects.append(Reject(index, str(error)))
+                continue
+            if isinstance(record, SessionRecord):
+                sessions.append((index, record))
+            else:
+                loose_events.append((index, record))
 
         referenced = {record.session_id for _, record in sessions}
         referenced |= {event.session_id for _, event in loose_events if event.session_id}
         known = self._known_sessions(referenced)
 
-        # new sessions: first occurrence of an id not stored yet
+        # new sessions: first occurrence of an id not stored yet; a repeat must have the same content
         new: list[tuple[int, SessionRecord]] = []
-        new_ids: set[str] = set()
+        first_hash: dict[str, str] = {}
+        conflicting: set[int] = set()
         for index, record in sessions:
-            if record.session_id in known or record.session_id in new_ids:
+            digest = record.content_hash()
+            stored = known.get(record.session_id)
+            earlier = stored.content_hash if stored is not None else first_hash.get(record.session_id)
+            if stored is None and record.session_id not in first_hash:
+                new.append((index, record))
+                first_hash[record.session_id] = digest
+            elif earlier is None or earlier == digest:
                 report.duplicate_sessions += 1
             else:
-                new.append((index, record))
-                new_ids.add(record.session_id)
+                conflicting.add(index)
+                report.rejects.append(Reject(index, _conflict(record.session_id)))
         if new:
-            self._insert_sessions(new, known, report)
+            conflicting |= self._insert_sessions(new, known, report)
 
         # events: nested ones take their session's id; all are checked against the shown results
         to_insert: list[tuple[int, StoredEvent]] = []
         for index, record in sessions:
-            if record.session_id not in known:
+            if index in conflicting or record.session_id not in known:
                 continue  # the session itself was rejected: its reject covers the events
+            nested_ids: set[str] = set()
             for position, raw_event in enumerate(record.events):
                 event = self._nested_event(index, position, record, raw_event, report)
-                if event is not None:
-                    to_insert.append((index, event))
+                if event is None:
+                    continue
+                if event.event_id in nested_ids:
+                    report.rejects.append(Reject(index, f"event {short(event.event_id)}: event_id repeats within its session"))
+                    continue
+                nested_ids.add(event.event_id)
+                to_insert.append((index, event))
         for index, event in loose_events:
             if not event.session_id:
-                report.rejects.append(Reject(index, f"event {event.event_id}: no session_id"))
+                report.rejects.append(Reject(index, f"event {short(event.event_id)}: no session_id"))
                 continue
             to_insert.append((index, StoredEvent.model_validate(event.model_dump())))
         self._insert_events(to_insert, known, report)
@@ -225,14 +255,18 @@ class ClickstreamDAO:
         if not isinstance(raw, Mapping):
             report.rejects.append(Reject(index, f"event #{position}: not a JSON object"))
             return None
+        label = short(raw["event_id"]) if isinstance(raw.get("event_id"), str) else f"#{position}"
         try:
             event = EventRecord.model_validate(raw)
+            check_created_at(event.created_at, self.limits)
         except ValidationError as error:
-            label = raw.get("event_id") or f"#{position}"
-            report.rejects.append(Reject(index, _reason(error, prefix=f"event {label}: ")))
+            report.rejects.append(Reject(index, validation_reason(error, prefix=f"event {label}: ")))
+            return None
+        except RecordRejected as error:
+            report.rejects.append(Reject(index, f"event {label}: {error}"))
             return None
         if event.session_id is not None and event.session_id != record.session_id:
-            report.rejects.append(Reject(index, f"event {event.event_id}: session_id {event.session_id!r} is not its session's"))
+            report.rejects.append(Reject(index, f"event {label}: session_id {short(event.session_id)} is not its session's"))
             return None
         return StoredEvent.model_validate({**event.model_dump(), "session_id": record.session_id})
 
@@ -241,75 +275,118 @@ class ClickstreamDAO:
             return {}
         cursor = self.sessions.find(
             {"session_id": {"$in": sorted(session_ids)}},
-            {"_id": 0, "session_id": 1, "batch_id": 1, "search_results": 1},
+            {"_id": 0, "session_id": 1, "batch_id": 1, "search_results": 1, "content_hash": 1},
         ).batch_size(max(len(session_ids), 1))
         return {
-            doc["session_id"]: _KnownSession(doc["batch_id"], {r["object_id"] for r in doc.get("search_results", [])})
+            doc["session_id"]: _KnownSession(
+                doc["batch_id"], {r["object_id"] for r in doc.get("search_results", [])}, doc.get("content_hash")
+            )
             for doc in cursor
         }
 
-    def _insert_sessions(self, new: list[tuple[int, SessionRecord]], known: dict[str, _KnownSession], report: IngestReport) -> None:
+    def _insert_many(self, collection, docs: list[dict]) -> dict[int, dict]:
+        """``insert_many(ordered=False)``; returns the write errors by position. A driver-side error
+        (a document the driver cannot encode: validation should have refused it) falls back to one
+        insert per document, so one bad document costs only itself."""
+        try:
+            collection.insert_many(docs, ordered=False)
+            return {}
+        except BulkWriteError as error:
+            return {item["index"]: item for item in error.details.get("writeErrors", [])}
+        except (InvalidDocument, DocumentTooLarge, OverflowError, UnicodeEncodeError, ValueError):
+            pass
+        failed: dict[int, dict] = {}
+        for position, doc in enumerate(docs):
+            try:
+                collection.insert_one(doc)
+            except DuplicateKeyError:
+                failed[position] = {"code": DUPLICATE_KEY}
+            except (InvalidDocument, DocumentTooLarge, OverflowError, UnicodeEncodeError, ValueError) as error:
+                failed[position] = {"code": -1, "errmsg": f"the driver cannot encode it ({type(error).__name__})"}
+            except OperationFailure as error:
+                failed[position] = {"code": error.code, "errmsg": f"the server refused it (code {error.code})"}
+        return failed
+
+    def _insert_sessions(
+        self, new: list[tuple[int, SessionRecord]], known: dict[str, _KnownSession], report: IngestReport
+    ) -> set[int]:
+        """Insert the new sessions; returns the indexes of those that lost a race to a session with
+        the same id but other content (rejected)."""
         batch_id, first_number = self._reserve_numbers(len(new))
         inserted = 0
+        conflicting: set[int] = set()
         try:
             docs = []
             for offset, (_, record) in enumerate(new):
                 doc = record.model_dump(exclude={"events", "batch_id", "session_number"})
                 doc["search_results"] = [r.model_dump() for r in record.search_results]
-                doc.update(batch_id=batch_id, session_number=first_number + offset)
+                doc.update(batch_id=batch_id, session_number=first_number + offset, content_hash=record.content_hash())
                 docs.append(doc)
-            failed: dict[int, dict] = {}
-            try:
-                self.sessions.insert_many(docs, ordered=False)
-            except BulkWriteError as error:
-                failed = {item["index"]: item for item in error.details.get("writeErrors", [])}
-            raced: list[str] = []
+            failed = self._insert_many(self.sessions, docs)
+            raced: list[tuple[int, SessionRecord]] = []
             for position, (index, record) in enumerate(new):
                 problem = failed.get(position)
                 if problem is None:
                     inserted += 1
-                    known[record.session_id] = _KnownSession(batch_id, record.shown_object_ids())
+                    known[record.session_id] = _KnownSession(batch_id, record.shown_object_ids(), docs[position]["content_hash"])
                 elif problem.get("code") == DUPLICATE_KEY:
-                    report.duplicate_sessions += 1  # stored meanwhile by a concurrent ingest
-                    raced.append(record.session_id)
+                    raced.append((index, record))  # stored meanwhile by a concurrent ingest
                 else:
-                    report.rejects.append(Reject(index, f"session not stored: {problem.get('errmsg', 'write error')}"))
-            known.update(self._known_sessions(set(raced)))
+                    report.rejects.append(Reject(index, f"session not stored: {_bounded(problem.get('errmsg', 'write error'))}"))
+            if raced:
+                known.update(self._known_sessions({record.session_id for _, record in raced}))
+                for index, record in raced:
+                    stored = known.get(record.session_id)
+                    if stored is None or stored.content_hash in (None, record.content_hash()):
+                        report.duplicate_sessions += 1
+                    else:
+                        conflicting.add(index)
+                        report.rejects.append(Reject(index, _conflict(record.session_id)))
             report.accepted_sessions += inserted
             if batch_id not in report.batch_ids:
                 report.batch_ids.append(batch_id)
         finally:
             self.batches.update_one({"_id": batch_id}, {"$inc": {"writers": -1, "session_count": inserted}})
+        return conflicting
 
     def _insert_events(self, items: list[tuple[int, StoredEvent]], known: dict[str, _KnownSession], report: IngestReport) -> None:
         docs: list[dict] = []
         origins: list[int] = []
-        seen: set[str] = set()
+        seen: dict[str, str] = {}
         batches_of: list[str] = []
         for index, event in items:
             session = known.get(event.session_id)
             if session is None:
-                report.rejects.append(Reject(index, f"event {event.event_id}: unknown session {event.session_id}"))
+                report.rejects.append(Reject(index, f"event {short(event.event_id)}: unknown session {short(event.session_id)}"))
                 continue
             if event.object_id not in session.shown:
-                report.rejects.append(
-                    Reject(index, f"event {event.event_id}: object {event.object_id} was not shown in session {event.session_id}")
-                )
+                report.rejects.append(Reject(
+                    index,
+                    f"event {short(event.event_id)}: object {short(event.object_id)} was not shown in session {short(event.session_id)}",
+                ))
                 continue
+            digest = event.content_hash()
             if event.event_id in seen:
-                report.duplicate_events += 1
+                if seen[event.event_id] == digest:
+                    report.duplicate_events += 1
+                else:
+                    report.rejects.append(Reject(index, _conflict(event.event_id, "event")))
                 continue
-            seen.add(event.event_id)
-            docs.append(event.model_dump())
+            seen[event.event_id] = digest
+            docs.append({**event.model_dump(), "content_hash": digest})
             origins.append(index)
             batches_of.append(session.batch_id)
         if not docs:
             return
-        failed: dict[int, dict] = {}
-        try:
-            self.events.insert_many(docs, ordered=False)
-        except BulkWriteError as error:
-            failed = {item["index"]: item for item in error.details.get("writeErrors", [])}
+        failed = self._insert_many(self.events, docs)
+        duplicates = [position for position, problem in failed.items() if problem.get("code") == DUPLICATE_KEY]
+        stored_hash: dict[str, str | None] = {}
+        if duplicates:
+            ids = sorted({docs[position]["event_id"] for position in duplicates})
+            stored_hash = {
+                doc["event_id"]: doc.get("content_hash")
+                for doc in self.events.find({"event_id": {"$in": ids}}, {"_id": 0, "event_id": 1, "content_hash": 1})
+            }
         per_batch: dict[str, int] = defaultdict(int)
         for position, (index, batch_id) in enumerate(zip(origins, batches_of)):
             problem = failed.get(position)
@@ -317,9 +394,15 @@ class ClickstreamDAO:
                 report.accepted_events += 1
                 per_batch[batch_id] += 1
             elif problem.get("code") == DUPLICATE_KEY:
-                report.duplicate_events += 1
+                earlier = stored_hash.get(docs[position]["event_id"])
+                if earlier is None or earlier == docs[position]["content_hash"]:
+                    report.duplicate_events += 1
+                else:
+                    report.rejects.append(Reject(index, _conflict(docs[position]["event_id"], "event")))
             else:
-                report.rejects.append(Reject(index, f"event {docs[position]['event_id']} not stored: {problem.get('errmsg', 'write error')}"))
+                report.rejects.append(Reject(
+                    index, f"event {short(docs[position]['event_id'])} not stored: {_bounded(problem.get('errmsg', 'write error'))}"
+                ))
         for batch_id, count in per_batch.items():
             self.batches.update_one({"_id": batch_id}, {"$inc": {"event_count": count}})
 

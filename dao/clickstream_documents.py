@@ -18,19 +18,32 @@ Timestamps are ISO 8601 strings on the wire and UTC-aware datetimes here (naive 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Annotated, Any, NamedTuple
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, field_validator, model_validator
 
 MAX_ID_CHARS = 512
 
 
 def _utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+    """UTC-aware, truncated to milliseconds (what MongoDB stores, so a stored value reads back equal)."""
+    try:
+        value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("datetime is out of range once converted to UTC") from None
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def _timestamp_text(value: Any) -> Any:
+    """Timestamps are ISO 8601 strings on the wire (or datetimes from Python): a bare number is
+    ambiguous (seconds? milliseconds?) and refused."""
+    if isinstance(value, (str, datetime)):
+        return value
+    raise ValueError("must be an ISO 8601 string")
 
 
 def utcnow() -> datetime:
@@ -38,7 +51,10 @@ def utcnow() -> datetime:
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
-"""A datetime normalised to UTC (a naive one is taken as UTC, as Mongo returns them)."""
+"""A datetime normalised to UTC (a naive one is taken as UTC, as Mongo returns them), to the millisecond."""
+
+WireDatetime = Annotated[datetime, BeforeValidator(_timestamp_text), AfterValidator(_utc)]
+"""An imported timestamp: an ISO 8601 string (or a datetime), normalised like :data:`UtcDatetime`."""
 
 
 class SearchResult(BaseModel):
@@ -47,7 +63,7 @@ class SearchResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     object_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
-    rank: int = Field(ge=1)
+    rank: Annotated[int, Strict()] = Field(ge=1)
     meta: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -60,7 +76,7 @@ class EventRecord(BaseModel):
     session_id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS)
     object_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
     event_type: str = Field("click", min_length=1, max_length=64)
-    created_at: UtcDatetime
+    created_at: WireDatetime
     meta: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -70,6 +86,12 @@ class StoredEvent(EventRecord):
     model_config = ConfigDict(extra="ignore")
 
     session_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    created_at: UtcDatetime
+
+    def content_hash(self) -> str:
+        """Digest of the event's content: the same ``event_id`` imported again with another digest
+        is a conflict (rejected), with the same digest a duplicate (idempotent)."""
+        return content_hash(self.model_dump(mode="json"))
 
 
 class SessionRecord(BaseModel):
@@ -85,8 +107,8 @@ class SessionRecord(BaseModel):
     search_query: str | dict[str, Any]
     search_results: list[SearchResult] = Field(default_factory=list)
     search_meta: dict[str, Any] = Field(default_factory=dict)
-    user_id: str | None = None
-    created_at: UtcDatetime
+    user_id: str | None = Field(None, max_length=MAX_ID_CHARS)
+    created_at: WireDatetime
     is_irrelevant: bool = False
     events: list[dict[str, Any]] = Field(default_factory=list)
     batch_id: str | None = None
@@ -95,7 +117,7 @@ class SessionRecord(BaseModel):
     @field_validator("search_query")
     @classmethod
     def _query_not_empty(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
-        if not value:
+        if not value or (isinstance(value, str) and not value.strip()):
             raise ValueError("search_query is empty")
         return value
 
@@ -111,6 +133,18 @@ class SessionRecord(BaseModel):
 
     def shown_object_ids(self) -> set[str]:
         return {result.object_id for result in self.search_results}
+
+    def content_hash(self) -> str:
+        """Digest of what is stored of the session (its events, batch and number excluded): the same
+        ``session_id`` imported again with another digest is a conflict (rejected), with the same
+        digest a duplicate (idempotent)."""
+        return content_hash(self.model_dump(mode="json", exclude={"events", "batch_id", "session_number"}))
+
+
+def content_hash(document: dict[str, Any]) -> str:
+    """SHA-256 of ``document`` as canonical JSON (sorted keys, compact)."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
 class StoredSession(BaseModel):

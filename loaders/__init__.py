@@ -22,7 +22,7 @@ from loaders.config import (
     parse_loader_config,
 )
 from loaders.downloaded_item import DownloadedItem, LoadFailure, LoadResult
-from loaders.errors import ItemLoadError, LoaderError, SourceUnavailableError
+from loaders.errors import ItemLoadError, LoaderError, SourceConfigError, SourceUnavailableError
 from loaders.factory import create_loader, loader_class
 from loaders.item_meta import ItemMeta
 from loaders.retry import RetryPolicy
@@ -55,6 +55,6 @@ __all__ = [
     "LoadResult", "LoadStats", "LoaderConfig", "LoaderError", "LoaderSettings", "LocalFileLoader",
     "LocalFileLoaderConfig", "MemoryItemsCache", "PgMultiTextLoaderConfig", "PgTextLoaderConfig",
     "PgsqlMultiTextColumnLoader", "PgsqlTextLoader", "RetryPolicy", "S3ImageLoaderConfig", "S3JsonLoaderConfig",
-    "S3TextLoaderConfig", "SourceUnavailableError", "create_loader", "item_to_text", "loader_class",
+    "S3TextLoaderConfig", "SourceConfigError", "SourceUnavailableError", "create_loader", "item_to_text", "loader_class",
     "loader_config_to_dict", "parse_loader_config", "shared_cache",
 ]

@@ -39,6 +39,10 @@ def decode_json(data: bytes, encoding: str = "utf-8") -> Any:
         return json.loads(decode_text(data, encoding))
     except json.JSONDecodeError as exc:
         raise ItemProblem(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise ItemProblem("not valid JSON: nested too deeply for the decoder") from None
+    except ValueError as exc:  # e.g. an integer literal past the interpreter's digit limit
+        raise ItemProblem(f"not valid JSON: {str(exc)[:120]}") from None
 
 
 def decode_image(data: bytes, mode: str | None = None):
@@ -48,7 +52,7 @@ def decode_image(data: bytes, mode: str | None = None):
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ItemProblem(f"not a decodable image: {exc}") from None
     return image.convert(mode) if mode and image.mode != mode else image
 

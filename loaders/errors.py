@@ -8,7 +8,9 @@ Every exception a source raises is sorted into one :class:`ErrorKind`:
   Retried like a transient error; if retries run out the whole load raises
   :class:`SourceUnavailableError` — every other item would fail the same way.
 - ``ITEM``: permanent for this item only (missing object, undecodable bytes). Reported, not retried.
-- ``SOURCE``: the source is unusable (bad credentials, missing bucket/table/column). Raised at once.
+- ``SOURCE``: the source is unusable (bad credentials, missing bucket/table/column). Raised at once as
+  :class:`SourceConfigError` (``permanent = True``); an unreachable source after its retries raises
+  :class:`SourceUnavailableError` (``permanent = False``).
 """
 
 from __future__ import annotations
@@ -52,8 +54,23 @@ class LoaderError(Exception):
 class SourceUnavailableError(LoaderError):
     """The source cannot be used at all (credentials, missing bucket/table, unreachable after retries).
 
-    The message names the source and the cause, never a secret.
+    The message names the source and the cause, never a secret. ``permanent`` says whether trying
+    again later can help: ``False`` here (the source was unreachable or kept failing transiently —
+    a later attempt may find it back), ``True`` for :class:`SourceConfigError`. Whoever runs the
+    load (the worker's retry rule) reads the attribute; it never has to parse the message.
     """
+
+    permanent: bool = False
+
+
+class SourceConfigError(SourceUnavailableError):
+    """The task or the deployment names a source that cannot work, whatever the retries: a table or
+    column that does not exist, a bucket that does not exist, a ``root_dir`` that is not a
+    directory, a root, bucket or table outside the operator's allow-list (``CLICKTUNE_LOADER_ALLOWED_*``),
+    credentials the source rejects, no database configured. Permanent: refuse at once with the reason.
+    """
+
+    permanent: bool = True
 
 
 class ItemLoadError(LoaderError):

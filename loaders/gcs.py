@@ -78,6 +78,8 @@ class GCPTextLoader(ConcurrentObjectLoader):
         )
         self.config = config
         self.settings = settings
+        if config.bucket:
+            settings.check_bucket(config.bucket, config.source)
         self._client = None
         self._client_lock = threading.Lock()
         self._bucket_exists: dict[str, bool] = {}

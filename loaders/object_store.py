@@ -26,7 +26,7 @@ from typing import Any, Sequence
 from loaders.base import ItemsLoader, LoadStats, unique_metas
 from loaders.cache import ItemsCache
 from loaders.downloaded_item import DownloadedItem, LoadFailure, LoadResult
-from loaders.errors import ErrorKind, ItemProblem, Redactor, SourceUnavailableError
+from loaders.errors import ErrorKind, ItemProblem, Redactor, SourceConfigError, SourceUnavailableError
 from loaders.item_meta import ItemMeta
 from loaders.retry import RetryPolicy, call_with_retries
 
@@ -39,6 +39,24 @@ class Fetched:
 
     data: bytes | None
     version: str | None
+
+
+MAX_LOCATION_BYTES = 4096
+
+
+def _checked_location(location: object) -> str:
+    """A location every client library can send: text, no NUL, valid Unicode, bounded."""
+    if not isinstance(location, str):
+        raise ItemProblem(f"item location is a {type(location).__name__}, not a string")
+    if "\x00" in location:
+        raise ItemProblem("item location contains a NUL byte")
+    try:
+        size = len(location.encode("utf-8"))
+    except UnicodeError:
+        raise ItemProblem("item location is not valid Unicode") from None
+    if size > MAX_LOCATION_BYTES:
+        raise ItemProblem(f"item location is {size} bytes, over the limit of {MAX_LOCATION_BYTES}")
+    return location
 
 
 class _Aborted:
@@ -79,14 +97,21 @@ class ConcurrentObjectLoader(ItemsLoader):
     @abstractmethod
     def _locate(self, meta: ItemMeta) -> str: ...
 
-    @staticmethod
-    def _bucket_of(meta: ItemMeta, configured: str | None) -> str:
-        """The item's bucket: its meta's ``bucket``, else the loader's; a different one is refused."""
+    def _bucket_of(self, meta: ItemMeta, configured: str | None) -> str:
+        """The item's bucket: its meta's ``bucket``, else the loader's; a different one is refused, and
+        so is one outside the operator's ``CLICKTUNE_LOADER_ALLOWED_BUCKETS`` (per item)."""
         bucket = meta.get("bucket") or configured
         if not bucket:
             raise ItemProblem("no bucket: neither the item's meta nor the loader config names one")
+        if not isinstance(bucket, str):
+            raise ItemProblem(f"bucket is a {type(bucket).__name__}, not a string")
         if configured and bucket != configured:
-            raise ItemProblem(f"bucket {bucket!r} is not the loader's bucket {configured!r}")
+            raise ItemProblem(f"bucket {ascii(bucket)[:80]} is not the loader's bucket {configured!r}")
+        settings = getattr(self, "settings", None)
+        if settings is not None and not settings.bucket_allowed(bucket):
+            from loaders.settings import bucket_refusal
+
+            raise ItemProblem(bucket_refusal(bucket, settings.loader_allowed_buckets))
         return bucket
 
     @abstractmethod
@@ -144,9 +169,11 @@ class ConcurrentObjectLoader(ItemsLoader):
         if stop.is_set():
             return _Aborted()
         try:
-            location = self._locate(meta)
+            location = _checked_location(self._locate(meta))
         except ItemProblem as exc:
-            return LoadFailure(meta.object_id, str(exc), transient=False)
+            return LoadFailure(meta.object_id, self.redact(str(exc)), transient=False)
+        except (ValueError, TypeError, UnicodeError, OSError) as exc:  # meta that cannot name an object
+            return LoadFailure(meta.object_id, f"item location is malformed: {self.redact.describe(exc)}", transient=False)
 
         entry = self.cache.get(self.cache_source, location) if self.cache is not None else None
         if entry is not None and not self.cache_revalidate:
@@ -188,7 +215,7 @@ class ConcurrentObjectLoader(ItemsLoader):
         described = self.redact.describe(exc)
         if kind is ErrorKind.SOURCE:
             stop.set()
-            raise SourceUnavailableError(f"{self.source} source is unusable: {described}") from None
+            raise SourceConfigError(f"{self.source} source is unusable: {described}") from None
         if kind is ErrorKind.UNREACHABLE:
             stop.set()
             raise SourceUnavailableError(

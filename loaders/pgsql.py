@@ -27,7 +27,7 @@ from typing import Any, Sequence
 from loaders.base import ItemsLoader, LoadStats, unique_metas
 from loaders.config import PgMultiTextLoaderConfig, PgTextLoaderConfig, _PgConfigBase
 from loaders.downloaded_item import DownloadedItem, LoadFailure, LoadResult
-from loaders.errors import ErrorKind, ItemProblem, Redactor, SourceUnavailableError
+from loaders.errors import ErrorKind, ItemProblem, Redactor, SourceConfigError, SourceUnavailableError
 from loaders.item_meta import ItemMeta
 from loaders.retry import call_with_retries
 from loaders.settings import LoaderSettings
@@ -47,6 +47,22 @@ _CONNECT_SOURCE_MARKERS = (
     "authentication failed", "does not exist", "no pg_hba.conf entry", "permission denied",
     "password must be", "invalid dsn", "invalid connection option", "missing \"=\"",
 )
+
+
+MAX_ID_BYTES = 1024
+
+
+def _id_problem(row_id: str) -> str | None:
+    """Why ``row_id`` cannot be sent as a query parameter at all (a per-item failure), or None."""
+    if "\x00" in row_id:
+        return "id contains a NUL byte (PostgreSQL text cannot hold one)"
+    try:
+        size = len(row_id.encode("utf-8"))
+    except UnicodeError:
+        return "id is not valid Unicode"
+    if size > MAX_ID_BYTES:
+        return f"id is {size} bytes, over the limit of {MAX_ID_BYTES}"
+    return None
 
 
 class PgConnectError(Exception):
@@ -79,7 +95,8 @@ class _PgsqlLoaderBase(ItemsLoader):
         super().__init__()
         settings = settings or LoaderSettings()
         if settings.pg_dsn is None:
-            raise SourceUnavailableError(f"{config.source}: no database configured (set CLICKTUNE_PG_DSN)")
+            raise SourceConfigError(f"{config.source}: no database configured (set CLICKTUNE_PG_DSN)")
+        settings.check_table(config.db_schema, config.table, config.source)
         self.source = config.source
         self.config = config
         self._dsn = settings.pg_dsn
@@ -202,7 +219,7 @@ class _PgsqlLoaderBase(ItemsLoader):
                 return
             self._drop_connection()
             if kind is ErrorKind.SOURCE:
-                raise SourceUnavailableError(f"{self.source} source is unusable: {self.redact.describe(exc)}") from None
+                raise SourceConfigError(f"{self.source} source is unusable: {self.redact.describe(exc)}") from None
             raise SourceUnavailableError(
                 f"{self.source} source failed after {self.retry.max_attempts} attempts: {self.redact.describe(exc)}"
             ) from None
@@ -216,9 +233,9 @@ class _PgsqlLoaderBase(ItemsLoader):
             self.stats = stats = LoadStats(requested=len(unique))
             started = time.perf_counter()
             row_ids = [str(meta.get("id", meta.object_id)) for meta in unique]
-            wanted = list(dict.fromkeys(row_ids))
+            bad: dict[str, str] = {row_id: problem for row_id in row_ids if (problem := _id_problem(row_id))}
+            wanted = [row_id for row_id in dict.fromkeys(row_ids) if row_id not in bad]
             rows: dict[str, tuple] = {}
-            bad: dict[str, str] = {}
             for start in range(0, len(wanted), self.config.chunk_size):
                 self._read_chunk(wanted[start : start + self.config.chunk_size], rows, bad)
         result = LoadResult()

@@ -79,6 +79,9 @@ class AwsS3Loader(ConcurrentObjectLoader):
         )
         self.source = config.source
         self.config = config
+        self.settings = settings
+        if config.bucket:
+            settings.check_bucket(config.bucket, config.source)
         self.client = client if client is not None else _make_client(config, settings)
 
     def _locate(self, meta: ItemMeta) -> str:

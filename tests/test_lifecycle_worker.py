@@ -38,13 +38,13 @@ def test_fine_tuning_task_goes_from_enqueue_to_a_final_status_in_a_worker_proces
                                                                                  worker_env):
     start_worker()
     request = {"embedding_model_id": "base:all-MiniLM-L6-v2", "batch_id": "batch-1",
-               "options": {"max_evals": 2, "loader": {"type": "local"}}}
+               "options": {"max_evals": 2, "loader": {"source": "local_file", "root_dir": "/tmp"}}}
     task_id = clicktune_client.enqueue_fine_tuning(request)
     task = clicktune_client.wait(task_id, timeout=60)
-    # the real job (issue 7) refuses this request, not retried: its loader config is invalid
+    # the real job refuses this request, not retried: its batch does not exist
     assert task.status is TaskStatus.refused, task.detail
     assert task.created_at <= task.started_at <= task.finished_at
-    assert "options.loader is invalid" in task.detail
+    assert "does not exist" in task.detail
     assert task.attempt == 1 and task.lease_owner is None
     assert task.broker_message_id  # the id of the message that was sent
     assert task.options.max_evals == 2
@@ -228,16 +228,19 @@ def test_restart_runs_a_new_attempt_of_a_finished_task(start_worker, clicktune_c
     assert clicktune_client.status(task_id).status is TaskStatus.canceled
 
 
-def test_a_failed_send_leaves_the_task_pending_and_the_same_key_resends(start_worker, clicktune_client, worker_settings):
+def test_a_failed_send_leaves_no_task_and_an_unsent_one_is_resent_by_the_same_key(start_worker, clicktune_client,
+                                                                                  worker_settings):
+    from dao.task_documents import ProbeRequest
     from worker.local_services import free_port
 
     dead = worker_settings.model_copy(update={"redis_url": type(worker_settings.redis_url)(
         f"redis://127.0.0.1:{free_port()}/0")})
     with pytest.raises(Exception):
         ClicktuneClient(dead).enqueue_probe(0.0, idempotency_key="resend-me")
-    pending = clicktune_client.dao("probe").find_by_idempotency_key("resend-me")
-    assert pending.status is TaskStatus.pending and pending.broker_message_id is None
+    assert clicktune_client.dao("probe").find_by_idempotency_key("resend-me") is None  # rolled back
+    # a creator killed between insert and send leaves an unsent document: the same key re-sends it
+    unsent = clicktune_client.dao("probe").create(ProbeRequest(idempotency_key="resend-me")).task
     start_worker()
-    assert clicktune_client.enqueue_probe(0.0, idempotency_key="resend-me") == pending.id
-    done = clicktune_client.wait(pending.id, timeout=30)
+    assert clicktune_client.enqueue_probe(0.0, idempotency_key="resend-me") == unsent.id
+    done = clicktune_client.wait(unsent.id, timeout=30)
     assert done.status is TaskStatus.done and done.broker_message_id

@@ -99,3 +99,37 @@ def test_last_complete_checkpoint_skips_a_checkpoint_killed_while_saving(tmp_pat
         (folder / "trainer_state.json").write_text(state)
     (tmp_path / "checkpoint-20").mkdir()  # nothing written yet
     assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-10"
+
+
+def test_documented_key_names_are_accepted_beside_clicktunes(tmp_path: Path) -> None:
+    path = tmp_path / "documented.json"
+    path.write_text(json.dumps({"num_epochs": 5, "loss_function": "contrastiveloss", "evaluation_steps": 4,
+                                "save_steps": 8, "train_batch_size": 8, "log_file": "logs/embedding_finetuning.log"}))
+    config = QATrainingConfig.from_json(path)
+    assert (config.epochs, config.loss, config.eval_steps, config.train_batch_size) == (5, "ContrastiveLoss", 4, 8)
+    assert config.log_path == Path("logs/embedding_finetuning.log")
+    assert QATrainingConfig(output_dir=tmp_path).log_path == tmp_path / "logs" / "embedding_finetuning.log"
+    # a command-line override replaces the setting whichever spelling the file used
+    assert QATrainingConfig.from_json(path, {"epochs": 2}).epochs == 2
+    assert QATrainingConfig.model_validate({"num_epochs": 2, "epochs": 2}).epochs == 2
+    with pytest.raises(ValidationError) as conflict:
+        QATrainingConfig.model_validate({"num_epochs": 2, "epochs": 3})
+    assert "num_epochs" in str(conflict.value) and "epochs=3" in str(conflict.value)
+    with pytest.raises(ValidationError) as conflict:
+        QATrainingConfig.model_validate({"loss": "ContrastiveLoss", "loss_function": "CosineSimilarityLoss"})
+    assert "loss_function" in str(conflict.value) and "loss=" in str(conflict.value)
+    both = tmp_path / "both.json"
+    both.write_text(json.dumps({"num_epochs": 2, "epochs": 3}))
+    with pytest.raises(ValueError, match="num_epochs"):
+        QATrainingConfig.from_json(both)
+    with pytest.raises(ValidationError):
+        QATrainingConfig.model_validate({"nmu_epochs": 2})  # a misspelt key is still refused
+
+
+def test_the_shipped_example_configs_are_valid() -> None:
+    root = Path(__file__).resolve().parents[1]
+    documented = QATrainingConfig.from_json(root / "examples" / "embedding_finetuner.json")
+    assert (documented.epochs, documented.loss, documented.base_model) == (3, "MultipleNegativesRankingLoss",
+                                                                          "sentence-transformers/all-MiniLM-L6-v2")
+    assert read_qa_jsonl(root / documented.input_jsonl).counts["invalid"] == 0  # type: ignore[operator]
+    assert QATrainingConfig.from_json(root / "examples" / "qa_config.json").eval_steps == 50

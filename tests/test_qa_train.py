@@ -81,7 +81,7 @@ def test_each_loss_trains_and_writes_progress_and_a_loadable_model(tmp_path: Pat
     losses = [line for line in _metrics_lines(tmp_path / "out") if "loss" in line]
     assert [line["step"] for line in losses] == [2, 4, 6]
     assert all({"timestamp", "epoch", "step", "loss"} <= set(line) for line in losses)
-    assert (tmp_path / "out" / "training.log").stat().st_size > 0
+    assert (tmp_path / "out" / "logs" / "embedding_finetuning.log").stat().st_size > 0
     model = SentenceTransformer(str(tmp_path / "out" / "final_model"))
     assert model.encode(["what is the gene 1"]).shape == (1, 32)
     if loss != "MultipleNegativesRankingLoss":
@@ -99,6 +99,47 @@ def test_test_only_evaluates_the_existing_model_without_training(tmp_path: Path,
     saved = json.loads((out / "test_results.json").read_text())
     assert saved["metrics_after"] == trained.metrics_after and saved["eval_examples"] == 12
     assert trained.metrics_after != base.metrics_after  # another model, other scores
+
+
+DOCUMENTED_PROGRESS_FIELDS = {"training_completed", "completed_at", "duration_seconds", "base_model", "num_epochs",
+                               "train_examples", "eval_examples", "final_model_path"}
+
+
+def test_the_documented_config_file_trains_minilm_and_writes_the_documented_files(tmp_path: Path) -> None:
+    """The config file as the fine-tuner's users write it, verbatim, through the CLI: trains the
+    packaged all-MiniLM-L6-v2 (no download) and writes the documented progress, metrics and log."""
+    from typer.testing import CliRunner
+
+    from worker.cli.main import app
+
+    pairs = tmp_path / "qa_pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"id": str(i), "question": f"What is the {topic} number {i}?",
+                                         "answer": f"The {topic} number {i} is {i * 7}."}) + "\n"
+                             for i, topic in enumerate(TOPICS * 2)))
+    out = tmp_path / "models" / "fine_tuned_embeddings"
+    config = tmp_path / "embedding_finetuner.json"
+    config.write_text(json.dumps({"input_jsonl": str(pairs), "output_dir": str(out),
+                                  "base_model": "sentence-transformers/all-MiniLM-L6-v2", "num_epochs": 3,
+                                  "train_batch_size": 16, "loss_function": "MultipleNegativesRankingLoss"}))
+    result = CliRunner().invoke(app, ["qa-train", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+
+    progress = json.loads((out / "training_progress.json").read_text())
+    assert DOCUMENTED_PROGRESS_FIELDS <= set(progress)
+    assert progress["training_completed"] is True and progress["completed"] is True
+    assert progress["base_model"] == "sentence-transformers/all-MiniLM-L6-v2" and progress["num_epochs"] == 3
+    assert (progress["train_examples"], progress["eval_examples"]) == (18, 2)
+    assert progress["final_model_path"] == str(out / "final_model") and (out / "final_model").is_dir()
+    assert progress["completed_at"] >= progress["started_at"] and progress["duration_seconds"] > 0
+    assert progress["loss"] == "MultipleNegativesRankingLoss" and progress["global_step"] == 6  # 2 steps x 3 epochs
+
+    losses = [line for line in _metrics_lines(out) if "loss" in line]
+    assert [line["step"] for line in losses] == [2, 4, 6]  # one per logging step, at least one per epoch
+    for line in losses:
+        assert {"timestamp", "epoch", "step", "loss"} <= set(line) and line["loss"] > 0
+    assert [round(line["epoch"]) for line in losses] == [1, 2, 3]
+    log = (out / "logs" / "embedding_finetuning.log").read_text()
+    assert "Loaded 20 Q&A pairs" in log and "Training examples: 18" in log and "Validation examples: 2" in log
 
 
 def _cli(*args: str) -> list[str]:
@@ -212,4 +253,4 @@ def test_a_run_with_a_tracking_uri_is_recorded_in_mlflow_without_the_uri(tmp_pat
     progress_text = (tmp_path / "out" / "training_progress.json").read_text()
     assert json.loads(progress_text)["mlflow_run_id"] == run.info.run_id
     assert "s3cret" not in progress_text and "s3cret" not in caplog.text
-    assert "s3cret" not in (tmp_path / "out" / "training.log").read_text()
+    assert "s3cret" not in (tmp_path / "out" / "logs" / "embedding_finetuning.log").read_text()

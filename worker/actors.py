@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import dramatiq
 
-from worker.broker import broker
+from worker.logs import configure_logging
+from worker.settings import get_settings
+
+configure_logging(get_settings())  # first: worker lines name their task, carry no secret, no chatter
+
+from worker.broker import broker  # noqa: E402
 from worker.jobs import fine_tuning_job, probe_job, reindex_job
 from worker.lifecycle import Job, run_task
 from worker.settings import get_settings

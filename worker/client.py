@@ -1,11 +1,15 @@
 """Python client: enqueue tasks, read their status, cancel and restart them.
 
 Enqueue = validate the request (a bad request is an :class:`InvalidRequest` here, before anything
-is stored) → insert the document (idempotent on ``idempotency_key``) → send the Dramatiq message →
-store that message's id in ``broker_message_id``. If the send fails the document stays ``pending``
-with no message id, the error propagates, and calling enqueue again with the same idempotency key
-re-sends it (once ``resend_grace_s`` has passed since the document was created, so that concurrent
-callers with one key do not all send).
+is stored; a fine-tuning task's ``options.loader`` is validated too) → insert the document
+(idempotent on ``idempotency_key``) → send the Dramatiq message → store that message's id in
+``broker_message_id``. If the send fails (Redis down), the document this call inserted is deleted
+again and the error propagates: no ``pending`` task is left that nothing will ever send, and the
+same call can simply be repeated. A document that an earlier call left unsent (its process died
+between insert and send) is re-sent by an enqueue with the same idempotency key once
+``resend_grace_s`` has passed since it was created (so that concurrent callers with one key do not
+all send). :class:`InvalidRequest` names the fields and the reasons, never the values given (a
+value in a forbidden field may be a password).
 
     client = ClicktuneClient()                       # settings from CLICKTUNE_* env
     task_id = client.enqueue_fine_tuning({"embedding_model_id": "base:all-MiniLM-L6-v2",
@@ -34,7 +38,7 @@ from dao.task_documents import (
     get_task_kind,
     utcnow,
 )
-from dao.tasks import TasksDAO
+from dao.tasks import CreateResult, TasksDAO
 from worker.settings import Settings, get_settings
 
 
@@ -44,6 +48,29 @@ class InvalidRequest(ValueError):
 
 class TaskNotFound(KeyError):
     """No task with this id (in the given kind, or in any kind)."""
+
+
+def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """``"field.path: reason; …"`` without the input values (a value may be a secret put in the wrong field)."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        location = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
+        problems.append(f"{location}: {error['msg']}" if location else error["msg"])
+    return "; ".join(problems)
+
+
+def _check_loader(kind: str, request: TaskRequest) -> None:
+    """A fine-tuning task's loader config must parse now: a bad one is refused before it is stored."""
+    options = getattr(request, "options", None)
+    loader = getattr(options, "loader", None)
+    if not loader:
+        return
+    from loaders.config import parse_loader_config
+
+    try:
+        parse_loader_config(dict(loader))
+    except ValidationError as exc:
+        raise InvalidRequest(f"invalid {kind} request: {describe_validation_error(exc, 'options.loader')}") from None
 
 
 class ClicktuneClient:
@@ -92,14 +119,29 @@ class ClicktuneClient:
             if not isinstance(request, spec.request_model):
                 request = spec.request_model.model_validate(request)
         except ValidationError as exc:
-            raise InvalidRequest(f"invalid {kind} request: {exc}") from exc
+            raise InvalidRequest(f"invalid {kind} request: {describe_validation_error(exc)}") from None
+        _check_loader(kind, request)
         dao = self.dao(kind)
         created = dao.create(request, max_attempts=self.settings.max_retries + 1)
+        self._send_or_roll_back(kind, created, message_options)
+        return created.task.id
+
+    def _send_or_roll_back(self, kind: str, created: CreateResult,
+                           message_options: dict[str, Any] | None = None) -> None:
+        """Send the message of a task just created (or left unsent); if sending fails, delete the
+        document this call created (still ``pending`` without a message id) and re-raise."""
         task = created.task
-        if created.created or self._needs_resend(task):
+        if not (created.created or self._needs_resend(task)):
+            return
+        dao = self.dao(kind)
+        try:
             message_id = self.send(kind, task.id, options=message_options)
-            dao.set_broker_message_id(task.id, message_id)
-        return task.id
+        except Exception:
+            if created.created:
+                dao.collection.delete_one({"_id": task.id, "status": TaskStatus.pending.value,
+                                           "broker_message_id": None})
+            raise
+        dao.set_broker_message_id(task.id, message_id)
 
     def _needs_resend(self, task: TaskDocument) -> bool:
         """A pending task with no message id whose creator had time to send: its send failed."""
@@ -176,6 +218,5 @@ class ClicktuneClient:
         Raises ``dao.tasks.TaskStateError`` if the task has not finished."""
         kind = kind or self.find(task_id)[0]
         created = self.dao(kind).restart(task_id, max_attempts=self.settings.max_retries + 1)
-        if created.created or self._needs_resend(created.task):
-            self.dao(kind).set_broker_message_id(created.task.id, self.send(kind, created.task.id))
+        self._send_or_roll_back(kind, created)
         return created.task.id

@@ -107,6 +107,8 @@ class Demo:
             "CLICKTUNE_REDIS_NAMESPACE": f"clicktune-demo-{uuid.uuid4().hex[:8]}",
             "CLICKTUNE_LEASE_SECONDS": "30",
             "CLICKTUNE_HEARTBEAT_SECONDS": "2",
+            # the operator's boundary: tasks of the demo may read the items it writes, nothing else
+            "CLICKTUNE_LOADER_ALLOWED_ROOTS": str(self.workdir / "items"),
             "MLFLOW_TRACKING_URI": mlflow.url,
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = "http://127.0.0.1:5000"
     broker: Literal["redis", "stub"] = Field("redis", description="'stub' = in-process Dramatiq StubBroker "
                                              "(demos/tests without Redis).")
+    log_format: Literal["text", "json"] = Field("text", description="Worker log lines: text, or one JSON "
+                                                "object per line (see worker/logs.py).")
 
     # --- queues (one per task kind) ----------------------------------------------------------
     fine_tuning_queue: str = "fine_tuning"

@@ -4,7 +4,8 @@
 ``k`` results (``k = 1`` by default: the issue's "similarity → top-1 correctness" curve), the
 target being "this result has the query's label".
 
-- ``isotonic`` (default): a monotone, non-parametric curve over the similarity
+- ``isotonic`` (the default of :meth:`SimilarityCalibrator.fit`; both optimizers default to
+  ``logistic``): a monotone, non-parametric curve over the similarity
   (``sklearn.isotonic.IsotonicRegression``); rank and total do not enter it.
 - ``logistic``: ``sklearn.linear_model.LogisticRegression`` on ``[similarity, log(rank),
   rank / total]`` (Platt-style), so with ``k > 1`` the confidence also falls with the rank.
@@ -13,7 +14,9 @@ target being "this result has the query's label".
 (thresholds or coefficients) — loading never unpickles anything.
 
 :func:`raw_confidence` is the *uncalibrated* reading of a score as a probability (cosine
-clipped to [0, 1], ``sigmoid`` of a dot product, ``1 / (1 + distance)``): the "before" of ECE.
+clipped to [0, 1], ``sigmoid`` of a dot product, ``1 / (1 + distance)``): the "before" of ECE;
+:func:`uncalibrated_confidence` is the same reading for similarities converted from a Chroma
+collection's distances.
 """
 
 from __future__ import annotations
@@ -36,6 +39,20 @@ def raw_confidence(scores: np.ndarray, metric: str) -> np.ndarray:
     if metric == "euclidean":  # scores are negative distances
         return 1.0 / (1.0 + np.maximum(-scores, 0.0))
     raise ValueError(f"unknown metric {metric!r}")
+
+
+def uncalibrated_confidence(similarities: np.ndarray, space: str) -> np.ndarray:
+    """The uncalibrated confidence of a Chroma-space similarity (see
+    :func:`finetuning.images.searcher.distances_to_similarities`): cosine clipped to [0, 1],
+    ``sigmoid`` of an inner product, and ``1 / (1 + distance)`` for ``l2`` (already in (0, 1])."""
+    similarities = np.asarray(similarities, dtype=np.float64)
+    if space == "cosine":
+        return raw_confidence(similarities, "cosine")
+    if space == "ip":
+        return raw_confidence(similarities, "dot")
+    if space == "l2":
+        return np.clip(similarities, 0.0, 1.0)
+    raise ValueError(f"unknown space {space!r}")
 
 
 def _features(similarity: np.ndarray, rank: np.ndarray, total: np.ndarray) -> np.ndarray:

@@ -5,6 +5,11 @@ a :class:`ClassMapping` (index ↔ class name, saved as ``class_mapping.json``).
 
 - :func:`load_digits_dataset`: scikit-learn's ``load_digits`` (1,797 real 8×8 digit images),
 - :func:`load_image_folder`: ``root/<class name>/<image files>`` read with Pillow.
+
+The same images one by one, as the labelled-image optimizer's users hold them: a list of
+:class:`LabelledImage` (``id``, ``image_data``, ``object_class``; ``IRImage`` is the same
+class under the name their scripts import), wrapped for torch by :class:`IRImageDataset`.
+:meth:`LabelledImages.records` and :meth:`LabelledImages.from_records` convert between both.
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -63,6 +70,91 @@ class LabelledImages:
     def only_classes(self, names: list[str]) -> "LabelledImages":
         wanted = torch.tensor([self.classes.index(name) for name in names])
         return self.subset(torch.nonzero(torch.isin(self.labels, wanted)).flatten())
+
+    def records(self, id_prefix: str = "img") -> list["LabelledImage"]:
+        """One :class:`LabelledImage` per image, ids ``{id_prefix}_{index}``."""
+        return [LabelledImage(f"{id_prefix}_{index}", self.images[index], self.classes.name(int(label)))
+                for index, label in enumerate(self.labels.tolist())]
+
+    @classmethod
+    def from_records(cls, records: Sequence["LabelledImage"], classes: "ClassMapping | None" = None) -> "LabelledImages":
+        """Stack ``records`` (all of one size) into one tensor; ``classes`` defaults to their sorted names."""
+        if not records:
+            raise ValueError("no images given")
+        classes = classes or ClassMapping.from_labels([record.object_class for record in records])
+        images = torch.stack([image_tensor(record.image_data) for record in records])
+        labels = torch.tensor([classes.index(record.object_class) for record in records], dtype=torch.long)
+        return cls(images, labels, classes)
+
+
+def image_tensor(image: Any) -> torch.Tensor:
+    """One image as a float ``(C, H, W)`` tensor in [0, 1]. Accepts numpy arrays or tensors shaped
+    ``(H, W)``, ``(C, H, W)`` or ``(H, W, C)`` (channels-last when the last axis is 1, 3 or 4 and
+    the first is neither 1 nor 3; a fourth, alpha channel is dropped). Integer pixels are read as 8-bit (scaled by 1/255); floats are
+    taken as already in [0, 1]."""
+    tensor = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image)
+    integer = not tensor.is_floating_point()
+    tensor = tensor.float()
+    if tensor.dim() == 2:
+        tensor = tensor.unsqueeze(0)
+    elif tensor.dim() == 3 and tensor.shape[0] not in (1, 3) and tensor.shape[-1] in (1, 3, 4):
+        tensor = tensor.permute(2, 0, 1)
+    if tensor.dim() != 3:
+        raise ValueError(f"expected one image (H, W), (C, H, W) or (H, W, C), got shape {tuple(tensor.shape)}")
+    if tensor.shape[0] == 4:  # RGBA: drop alpha
+        tensor = tensor[:3]
+    if integer:
+        tensor = tensor / 255.0
+    return tensor.contiguous()
+
+
+@dataclass
+class LabelledImage:
+    """One labelled image: ``image_data`` (array or tensor, see :func:`image_tensor`) of class
+    ``object_class``; ``id`` names it in the similarity searcher's collection."""
+
+    id: str
+    image_data: Any
+    object_class: str
+
+
+IRImage = LabelledImage
+
+
+class IRImageDataset(Dataset):
+    """A torch dataset of :class:`LabelledImage`: item ``i`` is ``(image (C, H, W) float, label index)``.
+
+    ``transform`` is applied to the ``image_data`` before it becomes a tensor; the label indices
+    follow ``class_to_idx`` (default: the sorted class names of ``images``), so a training and a
+    validation set can share one mapping.
+    """
+
+    def __init__(self, images: Sequence[LabelledImage], transform: Callable[[Any], Any] | None = None,
+                 class_to_idx: dict[str, int] | None = None) -> None:
+        self.images = list(images)
+        self.transform = transform
+        self.class_to_idx = class_to_idx if class_to_idx is not None else self._build_class_mapping()
+
+    def _build_class_mapping(self) -> dict[str, int]:
+        """Class name → index over the sorted class names of this dataset's images."""
+        return ClassMapping.from_labels([image.object_class for image in self.images]).to_dict()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.images[index]
+        data = self.transform(image.image_data) if self.transform is not None else image.image_data
+        return image_tensor(data), self.class_to_idx[image.object_class]
+
+    def to_labelled_images(self) -> LabelledImages:
+        """All items stacked (after ``transform``), with this dataset's class mapping."""
+        names = tuple(name for name, _ in sorted(self.class_to_idx.items(), key=lambda item: item[1]))
+        if len(self) == 0:
+            raise ValueError("no images given")
+        items = [self[index] for index in range(len(self))]
+        return LabelledImages(torch.stack([image for image, _ in items]),
+                              torch.tensor([label for _, label in items], dtype=torch.long), ClassMapping(names))
 
 
 @dataclass

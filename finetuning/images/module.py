@@ -17,6 +17,8 @@ from finetuning.images.backbone import ImageEmbeddingBackbone
 from finetuning.images.losses import LOSSES
 from finetuning.images.similarity import retrieve
 
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
 
 def augment(images: torch.Tensor, max_shift: int = 1) -> torch.Tensor:
     """A random translation of up to ``max_shift`` pixels per image (cheap, label-preserving)."""
@@ -43,8 +45,12 @@ class ContrastiveImageModule(L.LightningModule):
         learning_rate: float = 1e-3,
         weight_decay: float = 1e-4,
         max_shift: int = 1,
+        loss_fn: LossFn | None = None,
     ) -> None:
+        """``loss_fn(embeddings, labels)``, when given, replaces the named loss (a caller's own
+        contrastive loss, e.g. ``ModelOptimizer._contrastive_loss``)."""
         super().__init__()
+        self.loss_fn = loss_fn
         self.backbone = backbone
         self.gallery_images, self.gallery_labels = gallery_images, gallery_labels
         self.loss_name, self.temperature, self.margin = loss, temperature, margin
@@ -53,6 +59,8 @@ class ContrastiveImageModule(L.LightningModule):
         self._val_labels: list[torch.Tensor] = []
 
     def _loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.loss_fn is not None:
+            return self.loss_fn(embeddings, labels)
         if self.loss_name == "supcon":
             return LOSSES["supcon"](embeddings, labels, temperature=self.temperature)
         return LOSSES[self.loss_name](embeddings, labels, margin=self.margin)

@@ -4,7 +4,8 @@
 
 1. stratified split into train (also the retrieval gallery), validation and test;
 2. measure held-out top-1 retrieval accuracy of the given backbone for every similarity metric;
-3. contrastive fine-tuning with Lightning (labels define positives), checkpoints under
+3. contrastive fine-tuning (:func:`finetuning.images.training.fine_tune_backbone`; labels define
+   positives), checkpoints under
    ``output_dir/checkpoints`` (the best by validation top-1 and ``last.ckpt``; a rerun resumes
    from ``last.ckpt`` when the settings are unchanged); the best checkpoint is kept;
 4. measure again; choose the metric with the best *validation* accuracy;
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +40,7 @@ from finetuning.images.calibration import (
     reliability_bins,
 )
 from finetuning.images.data import ClassMapping, LabelledImages, stratified_split
-from finetuning.images.module import ContrastiveImageModule, ProgressAndCancel
+from finetuning.images.training import fine_tune_backbone
 from finetuning.images.report import write_json, write_png
 from finetuning.images.similarity import METRICS, choose_metric, retrieve, top1_accuracy_by_metric
 
@@ -119,13 +119,7 @@ def optimize_images(
     should_stop: Callable[[], bool] | None = None,
 ) -> ImageOptimizationResult:
     """Run the optimization described in the module docstring; see :class:`ImageOptimizerConfig`."""
-    import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
-    from torch.utils.data import DataLoader, TensorDataset
-
     started = time.monotonic()
-    L.seed_everything(config.seed, workers=True, verbose=False)
     metrics = list(config.metrics)
     splits = stratified_split(data, config.val_fraction, config.test_fraction, config.seed)
     resume_from = _prepare_checkpoints(config)
@@ -135,31 +129,16 @@ def optimize_images(
     if on_progress:
         on_progress({"stage": "measured_before", "fraction": 0.0, "test_top1_before": test_before})
 
-    module = ContrastiveImageModule(
-        backbone, splits.train.images, splits.train.labels, loss=config.loss, temperature=config.temperature,
-        margin=config.margin, learning_rate=config.learning_rate, weight_decay=config.weight_decay,
-        max_shift=config.max_shift,
+    tuned = fine_tune_backbone(
+        backbone, splits.train, splits.val, config.output_dir / "checkpoints", epochs=config.epochs,
+        batch_size=config.batch_size, learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+        loss=config.loss, temperature=config.temperature, margin=config.margin, max_shift=config.max_shift,
+        seed=config.seed, resume_from=resume_from, log_dir=config.output_dir, on_progress=on_progress,
+        should_stop=should_stop,
     )
-    checkpoint = ModelCheckpoint(dirpath=config.output_dir / "checkpoints", filename="best-{epoch}-{val_top1:.4f}",
-                                 monitor="val_top1", mode="max", save_top_k=1, save_last=True)
-    progress = ProgressAndCancel(on_progress, should_stop)
-    trainer = L.Trainer(
-        max_epochs=config.epochs, accelerator="auto", devices=1, callbacks=[checkpoint, progress],
-        logger=CSVLogger(str(config.output_dir), name="logs"), enable_model_summary=False,
-        enable_progress_bar=sys.stderr.isatty(), num_sanity_val_steps=0, log_every_n_steps=5,
-    )
-    generator = torch.Generator().manual_seed(config.seed)
-    train_loader = DataLoader(TensorDataset(splits.train.images, splits.train.labels), batch_size=config.batch_size,
-                              shuffle=True, drop_last=len(splits.train) > config.batch_size, generator=generator)
-    val_loader = DataLoader(TensorDataset(splits.val.images, splits.val.labels), batch_size=256)
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(resume_from) if resume_from else None)
-    if progress.stopped:
-        return ImageOptimizationResult(config.output_dir, {"stopped_at_epoch": trainer.current_epoch}, stopped=True)
-
-    best_path = checkpoint.best_model_path or str(config.output_dir / "checkpoints" / "last.ckpt")
-    state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
-    module.load_state_dict(state)
-    backbone = module.backbone.cpu()
+    if tuned.stopped:
+        return ImageOptimizationResult(config.output_dir, {"stopped_at_epoch": tuned.epochs_run}, stopped=True)
+    backbone, best_path = tuned.backbone, tuned.best_checkpoint
     val_after, test_after, embedded = _accuracies(backbone, splits, metrics)
     chosen = choose_metric(val_after)
 
@@ -189,7 +168,7 @@ def optimize_images(
             "bins_before": reliability_bins(conf_before, test_correct, config.ece_bins),
             "bins_after": reliability_bins(conf_after, test_correct, config.ece_bins),
         },
-        "best_checkpoint": best_path, "epochs_run": trainer.current_epoch,
+        "best_checkpoint": best_path, "epochs_run": tuned.epochs_run,
         "resumed_from": str(resume_from) if resume_from else None,
         "duration_seconds": time.monotonic() - started,
     }

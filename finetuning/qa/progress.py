@@ -1,15 +1,18 @@
 """Progress files of a Q&A run, written by a ``transformers.TrainerCallback``.
 
-- ``training_metrics.jsonl``: one line per logged training loss
-  ``{"timestamp", "epoch", "step", "loss", "learning_rate", "attempt"}`` and one per evaluation
-  ``{"timestamp", "epoch", "step", "eval": {...metrics}, "attempt"}``. ``attempt`` counts the
-  processes that worked on this output directory (1, then 2 after a resume …).
-- ``training_progress.json``: the run's state, rewritten atomically at every change:
-  ``completed``, ``started_at``, ``updated_at``, ``finished_at``, ``duration_seconds``,
-  ``base_model``, ``epochs``, ``train_examples``, ``eval_examples``, ``global_step``,
-  ``max_steps``, ``last_checkpoint``, ``resumed_from_checkpoint``, ``resumed_from_step``,
-  ``best_checkpoint``, ``best_metric``, ``metrics_before``, ``metrics_after``,
-  ``final_model_path``, ``attempt``.
+- ``training_metrics.jsonl``: one line per logging step with the documented fields
+  ``{"timestamp", "epoch", "step", "loss"}`` plus ``learning_rate`` and ``attempt``; and one
+  line per evaluation ``{"timestamp", "epoch", "step", "eval": {...metrics}, "attempt"}`` (no
+  ``loss`` key, so a reader of loss lines can skip it). ``attempt`` counts the processes that
+  worked on this output directory (1, then 2 after a resume …).
+- ``training_progress.json``: the run's state, rewritten atomically at every change. The
+  documented fields: ``training_completed``, ``completed_at``, ``duration_seconds``,
+  ``base_model``, ``num_epochs``, ``train_examples``, ``eval_examples``, ``final_model_path``
+  (and ``error`` when a run failed); clicktune's own: ``completed`` (= ``training_completed``),
+  ``finished_at`` (= ``completed_at``), ``epochs`` (= ``num_epochs``), ``started_at``,
+  ``updated_at``, ``global_step``, ``max_steps``, ``last_checkpoint``,
+  ``resumed_from_checkpoint``, ``resumed_from_step``, ``best_checkpoint``, ``best_metric``,
+  ``metrics_before``, ``metrics_after``, ``attempt``.
 
 The callback also forwards progress to an optional ``on_progress(dict)`` and stops training
 cleanly (after the current step) when ``should_stop()`` returns true, so a worker can report and
@@ -29,7 +32,6 @@ from transformers import TrainerCallback
 
 METRICS_FILE = "training_metrics.jsonl"
 PROGRESS_FILE = "training_progress.json"
-LOG_FILE = "training.log"
 
 
 def utc_now() -> str:
@@ -39,13 +41,13 @@ def utc_now() -> str:
 class ProgressFile:
     """``training_progress.json``: read, update fields, write atomically (temp file + rename)."""
 
-    def __init__(self, output_dir: Path) -> None:
-        self.path = Path(output_dir) / PROGRESS_FILE
-        self.data: dict[str, Any] = self.read(output_dir)
+    def __init__(self, output_dir: Path, name: str = PROGRESS_FILE) -> None:
+        self.path = Path(output_dir) / name
+        self.data: dict[str, Any] = self.read(output_dir, name)
 
     @staticmethod
-    def read(output_dir: Path) -> dict[str, Any]:
-        path = Path(output_dir) / PROGRESS_FILE
+    def read(output_dir: Path, name: str = PROGRESS_FILE) -> dict[str, Any]:
+        path = Path(output_dir) / name
         if not path.exists():
             return {}
         try:
@@ -73,8 +75,9 @@ class ProgressCallback(TrainerCallback):
         best_metric_key: str,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        metrics_file: str = METRICS_FILE,
     ) -> None:
-        self.metrics_path = Path(output_dir) / METRICS_FILE
+        self.metrics_path = Path(output_dir) / metrics_file
         self.progress = progress
         self.attempt = attempt
         self.best_metric_key = best_metric_key

@@ -35,7 +35,7 @@ from finetuning.qa.config import QATrainingConfig
 from finetuning.qa.data import InvalidLine, QAReadResult, read_qa_jsonl, retrieval_targets, split_pairs
 from finetuning.qa.evaluation import build_evaluator, evaluate_model, metric_key
 from finetuning.qa.losses import build_loss
-from finetuning.qa.progress import LOG_FILE, METRICS_FILE, ProgressCallback, ProgressFile, utc_now
+from finetuning.qa.progress import ProgressCallback, ProgressFile, utc_now
 from finetuning.qa.tracking import MlflowMetricsCallback, MlflowRecorder, tracking_uri
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def _log_to_file(path: Path) -> Iterator[None]:
     """Send this run's log records (ours, transformers', sentence-transformers') to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(name)s - %(message)s"))
     handler.setLevel(logging.INFO)
     targets = [logging.getLogger(name) for name in ("finetuning", "transformers", "sentence_transformers")]
     previous = [target.level for target in targets]
@@ -150,10 +150,11 @@ def _read(config: QATrainingConfig) -> QAReadResult:
         raise QADataError("no input_jsonl given")
     if not Path(config.input_jsonl).is_file():
         raise QADataError(f"input file {config.input_jsonl} not found")
+    logger.info("Loading Q&A data...")
     read = read_qa_jsonl(config.input_jsonl)
     for bad in read.invalid[:MAX_REPORTED_INVALID]:
         logger.warning("skipping line %d: %s", bad.line_number, bad.reason)
-    logger.info("read %s: %s", config.input_jsonl, read.counts)
+    logger.info("Loaded %d Q&A pairs from %s (%s)", len(read.pairs), config.input_jsonl, read.counts)
     if len({pair.question for pair in read.pairs}) < 2:
         raise QADataError(f"need at least 2 distinct questions, found {len(read.pairs)} valid pairs ({read.counts})")
     return read
@@ -188,7 +189,7 @@ def run_qa(
 ) -> QARunResult:
     """Train (or, with ``config.test_only``, only evaluate) as described in the module docstring."""
     config.output_dir.mkdir(parents=True, exist_ok=True)
-    with _log_to_file(config.output_dir / LOG_FILE):
+    with _log_to_file(config.log_path):
         if config.test_only:
             return evaluate_existing(config)
         return train_qa(config, on_progress=on_progress, should_stop=should_stop)
@@ -227,9 +228,11 @@ def train_qa(
     started = time.monotonic()
     read = _read(config)
     train, held_out = split_pairs(read.pairs, config.train_split, config.seed)
+    logger.info("Training examples: %d", len(train))
+    logger.info("Validation examples: %d", len(held_out))
     fingerprint = {"data_sha256": _file_sha256(Path(config.input_jsonl)), **config.training_fingerprint()}  # type: ignore[arg-type]
 
-    progress = ProgressFile(config.output_dir)
+    progress = ProgressFile(config.output_dir, config.progress_file)
     checkpoint = last_complete_checkpoint(config.checkpoints_dir) if config.resume else None
     if checkpoint is not None and progress.data.get("fingerprint") not in (None, fingerprint):
         raise QAResumeMismatch(
@@ -237,7 +240,7 @@ def train_qa(
             "use another output_dir or resume=false to start over")
     if checkpoint is None:  # a fresh start: forget earlier checkpoints and progress of this directory
         shutil.rmtree(config.checkpoints_dir, ignore_errors=True)
-        (config.output_dir / METRICS_FILE).unlink(missing_ok=True)
+        (config.output_dir / config.metrics_file).unlink(missing_ok=True)
         progress.data = {}
     attempt = int(progress.data.get("attempt", 0)) + 1
 
@@ -252,15 +255,17 @@ def train_qa(
     train_dataset = Dataset.from_dict(setup.columns)
     steps_per_epoch = math.ceil(len(train_dataset) / config.train_batch_size)
     total_steps = config.max_steps if config.max_steps > 0 else steps_per_epoch * config.epochs
+    logging_steps = min(config.logging_steps, steps_per_epoch)  # at least one loss line per epoch
     warmup_steps = config.warmup_steps if config.warmup_steps is not None else int(config.warmup_ratio * total_steps)
     by_steps = config.eval_steps is not None or config.save_steps is not None
     eval_steps = config.eval_steps or config.save_steps
     save_steps = config.save_steps or config.eval_steps
 
     progress.update(
-        fingerprint=fingerprint, attempt=attempt, completed=False,
+        fingerprint=fingerprint, attempt=attempt, completed=False, training_completed=False, error=None,
         started_at=progress.data.get("started_at") or utc_now(), attempt_started_at=utc_now(), finished_at=None,
-        base_model=config.base_model, base_model_path=str(base_path), epochs=config.epochs, loss=config.loss,
+        completed_at=None, base_model=config.base_model, base_model_path=str(base_path), epochs=config.epochs,
+        num_epochs=config.epochs, loss=config.loss,
         input_jsonl=str(config.input_jsonl), read_counts=read.counts, invalid_lines=_invalid_dicts(read.invalid),
         train_examples=len(train), eval_examples=len(held_out), train_rows=len(train_dataset),
         total_steps=total_steps, warmup_steps=warmup_steps, metrics_before=metrics_before,
@@ -280,7 +285,8 @@ def train_qa(
         progress.update(mlflow_run_id=recorder.run_id)
 
     best_key = metric_key(config.best_metric)
-    callbacks: list[Any] = [ProgressCallback(config.output_dir, progress, attempt, best_key, on_progress, should_stop)]
+    callbacks: list[Any] = [ProgressCallback(config.output_dir, progress, attempt, best_key, on_progress, should_stop,
+                                             metrics_file=config.metrics_file)]
     if recorder is not None:
         callbacks.append(MlflowMetricsCallback(recorder))
 
@@ -301,7 +307,7 @@ def train_qa(
         load_best_model_at_end=True,
         metric_for_best_model=best_key,
         greater_is_better=True,
-        logging_steps=config.logging_steps,
+        logging_steps=logging_steps,
         batch_sampler=BatchSamplers.NO_DUPLICATES if setup.in_batch_negatives else BatchSamplers.BATCH_SAMPLER,
         seed=config.seed,
         report_to="none",
@@ -338,7 +344,8 @@ def train_qa(
         first_start = datetime.fromisoformat(progress.data["started_at"])
         finished = utc_now()
         progress.update(
-            completed=True, finished_at=finished, global_step=trainer.state.global_step,
+            completed=True, training_completed=True, finished_at=finished, completed_at=finished,
+            global_step=trainer.state.global_step,
             duration_seconds=(datetime.fromisoformat(finished) - first_start).total_seconds(),
             attempt_duration_seconds=time.monotonic() - started,
             metrics_after=result.metrics_after, final_model_path=str(config.final_model_dir),
@@ -347,10 +354,16 @@ def train_qa(
         if recorder is not None:
             recorder.log_metrics(result.metrics_after, step=trainer.state.global_step, prefix="after_")
             recorder.log_artifacts(config.final_model_dir, "final_model")
-            for name in (METRICS_FILE, "training_progress.json", LOG_FILE):
-                recorder.log_artifact(config.output_dir / name)
+            for path in (config.output_dir / config.metrics_file, config.output_dir / config.progress_file, config.log_path):
+                recorder.log_artifact(path)
+        logger.info("Training completed in %.1f s; final model saved to %s", progress.data["duration_seconds"],
+                    config.final_model_dir)
         status = "FINISHED"
         return result
+    except Exception as error:
+        progress.update(training_completed=False, completed=False, error=f"{type(error).__name__}: {error}")
+        logger.exception("training failed")
+        raise
     finally:
         if recorder is not None:
             recorder.finish(status)

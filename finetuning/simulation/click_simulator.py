@@ -1,7 +1,10 @@
 """Turn a BEIR data set into search sessions with clicks, in the clickstream JSONL import format.
 
 For every judged query of a split: rank the corpus (a :class:`~finetuning.simulation.rankers.Ranker`,
-BM25 by default), show the top k, and let a click model (position-based by default) click. Each
+BM25 by default), show the top k, and let a click model (position-based by default; any
+:class:`~finetuning.simulation.click_model.ClickModel`, see ``registry.py``) click, in as many
+sessions as the query's popularity gives it (``sessions_per_query`` each by default, or a
+:class:`~finetuning.simulation.popularity.QueryPopularity` such as a Zipf law). Each
 session is one JSON-ready dict::
 
     {"session_id", "search_query", "created_at", "user_id", "is_irrelevant",
@@ -17,8 +20,8 @@ Decisions:
   service can observe (a user who gives up), whereas "no relevant result shown" is oracle
   knowledge a production system never has.
 - Determinism: each session draws from its own generator seeded by ``(seed, query id, session
-  index)``, so a session (clicks, times, user) does not change when other queries are added or
-  removed; ids are
+  index)``, and a query's session count from one keyed by ``(seed, query id)``, so a session
+  (clicks, times, user) does not change when other queries are added or removed; ids are
   UUID5s of the simulation parameters, so re-running the same simulation yields the same ids
   (a re-import is idempotent) and different simulations never collide.
 - ``meta`` of a result is ``meta_template`` with every ``{object_id}`` in its strings (at any
@@ -39,7 +42,8 @@ import numpy as np
 
 from finetuning.datasets.beir import BeirDataset
 from finetuning.simulation.bm25 import BM25Ranker
-from finetuning.simulation.click_model import PositionBasedClickModel
+from finetuning.simulation.click_model import ClickModel, PositionBasedClickModel
+from finetuning.simulation.popularity import QueryPopularity
 from finetuning.simulation.rankers import Ranker
 
 DEFAULT_META_TEMPLATE: dict[str, Any] = {"path": "{object_id}.json"}
@@ -88,13 +92,14 @@ def simulate_sessions(
     top_k: int = 10,
     sessions_per_query: int = 1,
     seed: int = 0,
-    click_model: PositionBasedClickModel | None = None,
+    click_model: ClickModel | None = None,
     query_ids: Sequence[str] | None = None,
     meta_template: Any = None,
     allow_test: bool = False,
     start_time: datetime = DEFAULT_START_TIME,
     n_users: int = 1000,
     on_query: Callable[[int], None] | None = None,
+    popularity: QueryPopularity | None = None,
 ) -> list[dict]:
     """Simulate ``sessions_per_query`` sessions for each judged query of ``split``.
 
@@ -103,21 +108,28 @@ def simulate_sessions(
         split: the split whose queries are used; anything but ``"train"`` needs ``allow_test``.
         ranker: the search engine (default: BM25 over ``dataset``'s documents).
         top_k: results shown per session.
-        sessions_per_query: independent sessions (fresh click draws, same result list) per query.
+        sessions_per_query: independent sessions (fresh click draws, same result list) per query;
+            leave at 1 when ``popularity`` is given.
         seed: makes the whole simulation reproducible.
-        click_model: default ``PositionBasedClickModel()`` (1/rank examination, 0.9 / 0.05).
+        click_model: default ``PositionBasedClickModel()`` (1/rank examination, 0.9 / 0.05); any
+            :class:`~finetuning.simulation.click_model.ClickModel` (``make_click_model(name)``).
         query_ids: only these queries (each must be judged in ``split``); default all of them.
         meta_template: result ``meta`` template (default ``{"path": "{object_id}.json"}``).
         allow_test: allow a held-out split (evaluation/demo only — never for training data).
         start_time: sessions start at random moments within the week after it.
         n_users: size of the simulated user pool (``user_id``).
         on_query: called with the number of queries done (progress reporting).
+        popularity: sessions per query drawn per query id and ``seed`` (e.g.
+            ``ZipfPopularity()``: a long tail of queries seen once); default ``None``:
+            ``sessions_per_query`` each. Recorded in ``search_meta`` when given.
 
-    Returns the sessions in query order, ``sessions_per_query`` consecutive ones per query.
+    Returns the sessions in query order, each query's sessions consecutive.
     """
     check_split(split, allow_test)
     if top_k < 1 or sessions_per_query < 1:
         raise ValueError("top_k and sessions_per_query must be >= 1")
+    if popularity is not None and sessions_per_query != 1:
+        raise ValueError("give sessions_per_query or popularity, not both")
     qrels = dataset.qrels(split)
     judged = dataset.query_ids(split)
     if query_ids is not None:
@@ -143,14 +155,17 @@ def simulate_sessions(
         "seed": seed,
         "click_model": click_model.params(),
     }
+    if popularity is not None:
+        simulation["popularity"] = popularity.params()
     simulation_key = json.dumps(simulation, sort_keys=True)
     sessions: list[dict] = []
     for query_number, (query_id, ranking) in enumerate(zip(judged, rankings)):
         relevant = {doc for doc, score in qrels[query_id].items() if score > 0}
         shown = [doc_id for doc_id, _ in ranking[:top_k]]
-        for session_index in range(sessions_per_query):
+        n_sessions = sessions_per_query if popularity is None else popularity.sessions(query_id, seed)
+        for session_index in range(n_sessions):
             rng = _query_rng(seed, query_id, session_index)
-            clicked = click_model.clicks([doc in relevant for doc in shown], rng=rng)
+            clicked = click_model.clicks([doc in relevant for doc in shown], rng=rng, query_id=query_id, doc_ids=shown)
             session_id = str(uuid.uuid5(_NAMESPACE, f"{simulation_key}|{query_id}|{session_index}"))
             created = start_time + timedelta(seconds=int(rng.integers(0, SPREAD_SECONDS)))
             events = []

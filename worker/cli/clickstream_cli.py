@@ -6,6 +6,8 @@
     clicktune clickstream export BATCH_ID out.jsonl
     clicktune simulate-clicks --dataset shared/data/scifact --split train --top-k 10 \\
         --sessions-per-query 1 --seed 0 --ranker bm25 --out sessions.jsonl
+    clicktune simulate-clicks --dataset shared/data/scifact --click-model dbn --click-param gamma=0.7 \\
+        --popularity zipf --out sessions.jsonl
 
 Mongo comes from ``CLICKTUNE_MONGO_URL`` / ``CLICKTUNE_MONGO_DB`` (``worker/settings.py``); the URL
 is a secret and is never printed. JSONL format: see docs/clickstream.md.
@@ -20,6 +22,7 @@ from typing import Any, Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -43,60 +46,51 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-class _BadLine:
-    """Stands for a line that is not valid JSON, so the DAO rejects it at its own index."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-def _read_jsonl(path: Path, bad_lines: dict[int, str]) -> Iterator[Any]:
-    with path.open(encoding="utf-8") as handle:
-        index = 0
-        for line in handle:
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as error:
-                bad_lines[index] = f"invalid JSON: {error.msg} (column {error.colno})"
-                yield _BadLine(bad_lines[index])
-            index += 1
-
-
 def import_file(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL: one session (with events) or event a line."),
     chunk_size: int = typer.Option(1000, min=1, help="Records validated and written per round trip."),
 ) -> None:
-    """Validate and store sessions and events; prints accepted counts and the rejects."""
+    """Validate and store sessions and events; prints accepted counts and the rejects (by line).
+
+    The file is read as bytes, line by line: a line that is not UTF-8, not JSON, too long or too
+    deep is rejected on its own and the lines after it are still imported."""
+    from array import array
+
+    from dao.clickstream_validation import count_jsonl_records, iter_jsonl
+
     dao = _dao()
-    total = sum(1 for line in file.open(encoding="utf-8") if line.strip())
-    bad_lines: dict[int, str] = {}
+    with file.open("rb") as handle:
+        total = count_jsonl_records(handle)
+    line_numbers = array("Q")  # record index -> 1-based line number in the file (blank lines skipped)
+
+    def records() -> Iterator[Any]:
+        with file.open("rb") as handle:
+            for number, value in iter_jsonl(handle, dao.limits):
+                line_numbers.append(number)
+                yield value
+
     with Progress(
         TextColumn("[bold]importing[/bold]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as progress:
         task = progress.add_task("import", total=total)
-        report = dao.ingest(
-            _read_jsonl(file, bad_lines), chunk_size=chunk_size, on_progress=lambda n: progress.advance(task, n)
-        )
-    rejects = sorted(
-        [(index, bad_lines[index]) if index in bad_lines else (index, reason) for index, reason in report.rejects]
-    )
+        report = dao.ingest(records(), chunk_size=chunk_size, on_progress=lambda n: progress.advance(task, n))
+    rejected_records = len({index for index, _ in report.rejects})
     console.print(
         f"sessions: [green]{report.accepted_sessions} accepted[/green], {report.duplicate_sessions} already stored · "
         f"events: [green]{report.accepted_events} accepted[/green], {report.duplicate_events} already stored · "
-        f"[{'red' if rejects else 'green'}]{len(rejects)} rejected[/]",
+        f"[{'red' if report.rejects else 'green'}]{len(report.rejects)} rejected[/] "
+        f"(in {rejected_records} of {len(line_numbers)} records)",
         highlight=False,
     )
     if report.batch_ids:
         console.print(f"open batch: {', '.join(report.batch_ids)}", highlight=False)
-    if rejects:
+    if report.rejects:
         table = Table("line", "reason", title="rejected records")
-        for index, reason in rejects[:MAX_REJECTS_SHOWN]:
-            table.add_row(str(index + 1), reason)
+        for index, reason in report.rejects[:MAX_REJECTS_SHOWN]:
+            table.add_row(str(line_numbers[index]), escape(reason))
         console.print(table)
-        if len(rejects) > MAX_REJECTS_SHOWN:
-            console.print(f"… and {len(rejects) - MAX_REJECTS_SHOWN} more", highlight=False)
+        if len(report.rejects) > MAX_REJECTS_SHOWN:
+            console.print(f"… and {len(report.rejects) - MAX_REJECTS_SHOWN} more", highlight=False)
         raise typer.Exit(1)
 
 
@@ -154,7 +148,7 @@ def simulate_clicks(
     out: Path = typer.Option(..., dir_okay=False, help="Output JSONL of sessions (the import format)."),
     split: str = typer.Option("train", help="Query split; anything but 'train' needs --allow-test."),
     top_k: int = typer.Option(10, min=1, help="Results shown per session."),
-    sessions_per_query: int = typer.Option(1, min=1),
+    sessions_per_query: int = typer.Option(1, min=1, help="Sessions per query with --popularity uniform."),
     seed: int = typer.Option(0),
     ranker: str = typer.Option("bm25", help="bm25, or embedding (needs --model)."),
     model: Optional[Path] = typer.Option(None, help="Model directory (clicktune or sentence-transformers) for the embedding ranker."),
@@ -163,17 +157,33 @@ def simulate_clicks(
     meta_template: str = typer.Option('{"path": "{object_id}.json"}', help="JSON template of each result's meta."),
     allow_test: bool = typer.Option(False, "--allow-test", help="Allow a held-out split (evaluation/demo only)."),
     embeddings_cache: Optional[Path] = typer.Option(None, help="Cache file for document embeddings (embedding ranker)."),
+    click_model: str = typer.Option(
+        "pbm", help="Simulated user: pbm, cascade, dbn, ubm, trust-bias, misleading, dbn-misleading (finetuning/simulation/registry.py)."
+    ),
+    click_param: list[str] = typer.Option([], help="NAME=VALUE parameter of the click model (repeatable), e.g. gamma=0.7."),
+    popularity: str = typer.Option("uniform", help="Sessions per query: uniform (--sessions-per-query each) or zipf (a long tail)."),
+    popularity_param: list[str] = typer.Option([], help="NAME=VALUE parameter of the popularity (repeatable), e.g. exponent=1.5."),
 ) -> None:
-    """Simulate search sessions with position-based clicks from a BEIR data set."""
+    """Simulate search sessions with clicks from a BEIR data set (position-based users by default)."""
     from finetuning.datasets import BeirDataset
     from finetuning.simulation import (
-        BM25Ranker, EmbeddingRanker, HeldOutSplitError, check_split, click_statistics, simulate_sessions, write_jsonl,
+        BM25Ranker, EmbeddingRanker, HeldOutSplitError, check_split, click_statistics, make_click_model, make_popularity,
+        parse_params, simulate_sessions, write_jsonl,
     )
 
     try:
         check_split(split, allow_test)
     except HeldOutSplitError as error:
         _fail(str(error), 2)
+    try:
+        user = make_click_model(click_model, seed=seed, **parse_params(click_param))
+        query_popularity = None
+        if popularity != "uniform" or popularity_param:
+            if sessions_per_query != 1:
+                _fail("--sessions-per-query is for --popularity uniform without --popularity-param", 2)
+            query_popularity = make_popularity(popularity, **parse_params(popularity_param))
+    except (KeyError, TypeError, ValueError) as error:
+        _fail(f"{error.args[0] if error.args else error}", 2)
     try:
         template = json.loads(meta_template)
     except json.JSONDecodeError as error:
@@ -196,8 +206,8 @@ def simulate_clicks(
             task = progress.add_task("simulate", total=n_queries)
             sessions = simulate_sessions(
                 data, split=split, ranker=engine, top_k=top_k, sessions_per_query=sessions_per_query, seed=seed,
-                query_ids=query_ids, meta_template=template, allow_test=allow_test,
-                on_query=lambda done: progress.update(task, completed=done),
+                query_ids=query_ids, meta_template=template, allow_test=allow_test, click_model=user,
+                popularity=query_popularity, on_query=lambda done: progress.update(task, completed=done),
             )
     except HeldOutSplitError as error:
         _fail(str(error), 2)
@@ -208,6 +218,17 @@ def simulate_clicks(
         f"{stats['irrelevant_share']:.0%} without clicks) to {out}",
         highlight=False,
     )
+    if query_popularity is not None:
+        per_query: dict[str, int] = {}
+        for session in sessions:
+            query_id = session["search_meta"]["query_id"]
+            per_query[query_id] = per_query.get(query_id, 0) + 1
+        seen_once = sum(count == 1 for count in per_query.values()) / len(per_query) if per_query else 0.0
+        console.print(
+            f"{popularity}: {len(per_query)} queries, {seen_once:.0%} seen once "
+            f"(expected {query_popularity.share_seen_once():.0%}), at most {max(per_query.values(), default=0)} sessions",
+            highlight=False,
+        )
 
 
 def _load_encoder(model: Path) -> Any:

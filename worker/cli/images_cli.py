@@ -4,6 +4,10 @@ Images come from ``--images-dir`` (``<class>/<file>`` folders) or ``--digits`` (
 load_digits); with ``--digits`` and no ``--backbone-dir`` a small CNN is pre-trained first
 (the demo). Writes the optimized model, calibration, class mapping and report under
 ``--output-dir`` and prints the report summary as JSON.
+
+``clicktune images-quick-fixes --database DIR`` applies ``ModelOptimizer.apply_quick_fixes`` to
+a Chroma collection of labelled image embeddings (metric + normalisation choice and a fitted
+confidence calibration, no training) and prints what changed.
 """
 
 from __future__ import annotations
@@ -61,6 +65,32 @@ def images_optimize(
     typer.echo(json.dumps(summary, indent=2))
 
 
+def images_quick_fixes(
+    database: Path = typer.Option(..., "--database", help="persistent Chroma directory"),
+    collection_name: str = typer.Option("ir_embeddings", "--collection-name", "--collection_name"),
+    model: Optional[Path] = typer.Option(None, "--model", help="backbone directory (default: the one recorded in the collection)"),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "--output_dir", help="also write the report here"),
+) -> None:
+    """No-training fixes for a labelled image search: best metric, normalisation, calibration."""
+    from finetuning.images import ModelOptimizer
+
+    try:
+        optimizer = ModelOptimizer.create_optimizer(str(database), str(model) if model else None, collection_name,
+                                                    config={"output_dir": str(output_dir)} if output_dir else None)
+    except (ValueError, OSError) as error:  # no model recorded, unreadable weights
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=2) from error
+    except Exception as error:  # Chroma's "collection does not exist" (its error types vary by client)
+        typer.echo(f"error: cannot open collection {collection_name!r} in {database}: {error}", err=True)
+        raise typer.Exit(code=2) from error
+    fixes = optimizer.apply_quick_fixes()
+    if output_dir:
+        optimizer.generate_optimization_report()
+        fixes["report"] = str(output_dir / "optimization_report.json")
+    typer.echo(json.dumps(fixes, indent=2))
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``images-optimize`` to the main app."""
+    """Add ``images-optimize`` and ``images-quick-fixes`` to the main app."""
     app.command("images-optimize")(images_optimize)
+    app.command("images-quick-fixes")(images_quick_fixes)

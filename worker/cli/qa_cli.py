@@ -1,7 +1,8 @@
 """``clicktune qa-train``: fine-tune a text embedding model on Q&A pairs from a JSONL file.
 
-Flags override the JSON config (``--config``); both ``--input_jsonl`` and ``--input-jsonl``
-spellings are accepted. Prints the run summary as JSON; exit code 2 on unusable input.
+Flags override the JSON config (``--config``, clicktune's or the documented key names such as
+``num_epochs`` / ``loss_function``); both ``--input_jsonl`` and ``--input-jsonl`` spellings are
+accepted. Prints the run summary as JSON; exit code 2 on unusable input.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def qa_train(
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     batch_size: Optional[int] = typer.Option(None, "--batch_size", "--batch-size", help="train and eval batch size"),
     learning_rate: Optional[float] = typer.Option(None, "--learning_rate", "--learning-rate"),
-    loss: Optional[str] = typer.Option(None, "--loss", help="MultipleNegativesRankingLoss | ContrastiveLoss | CosineSimilarityLoss | OnlineContrastiveLoss"),
+    loss: Optional[str] = typer.Option(None, "--loss", "--loss_function", "--loss-function", help="MultipleNegativesRankingLoss | ContrastiveLoss | CosineSimilarityLoss | OnlineContrastiveLoss"),
     save_steps: Optional[int] = typer.Option(None, "--save_steps", "--save-steps", help="checkpoint every N steps"),
     eval_steps: Optional[int] = typer.Option(None, "--eval_steps", "--eval-steps"),
     max_steps: Optional[int] = typer.Option(None, "--max_steps", "--max-steps"),
@@ -30,9 +31,7 @@ def qa_train(
     no_resume: bool = typer.Option(False, "--no_resume", "--no-resume", help="ignore existing checkpoints and start over"),
 ) -> None:
     """Fine-tune (or with --test_only evaluate) a sentence-transformers model on Q&A pairs."""
-    from pydantic import ValidationError
-
-    from finetuning.qa import QADataError, QAResumeMismatch, QATrainingConfig, run_qa
+    from finetuning.qa import QATrainingConfig, run_qa
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {
@@ -44,7 +43,7 @@ def qa_train(
     try:
         settings = QATrainingConfig.from_json(config, overrides)
         result = run_qa(settings)
-    except (ValidationError, QADataError, QAResumeMismatch) as error:
+    except ValueError as error:  # an invalid config (ValidationError), QADataError, QAResumeMismatch
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(code=2) from error
     summary = result.to_dict()

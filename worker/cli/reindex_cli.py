@@ -13,6 +13,7 @@ Model references: ``base:<name>``, ``run:<32 hex>`` (or a bare run id), ``models
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -88,7 +89,8 @@ def reindex(
 def blue(
     name: Optional[str] = typer.Option(None, "--name", help="Only this deployment."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    count: bool = typer.Option(True, "--count/--no-count", help="Also count the items in the vector store."),
+    count: bool = typer.Option(True, "--count/--no-count", help="Also count the items in the vector store "
+                               "(its directory must exist: CLICKTUNE_CHROMA_PATH)."),
 ) -> None:
     """Which collection and model each deployment serves now."""
     from rich.console import Console
@@ -106,6 +108,12 @@ def blue(
         typer.echo("no blue deployment yet (create one with `clicktune index`)", err=True)
         raise typer.Exit(1)
     live: dict[str, int | None] = {}
+    if count and not settings.chroma_host and not Path(settings.chroma_path).is_dir():
+        # an embedded Chroma client would create an empty store there and report 0 items
+        typer.echo(f"error: no Chroma store at CLICKTUNE_CHROMA_PATH ({settings.chroma_path}): the directory does "
+                   "not exist; point CLICKTUNE_CHROMA_PATH (or CLICKTUNE_CHROMA_HOST) at the store the index was "
+                   "built in, or pass --no-count", err=True)
+        raise typer.Exit(1)
     if count:
         store = create_vector_store(settings)
         for pointer in found:

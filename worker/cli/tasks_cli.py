@@ -1,4 +1,4 @@
-"""``clicktune`` task commands: enqueue, status [--watch], tasks, cancel, restart, probe, worker.
+"""The task commands of ``clicktune``: enqueue, status [--watch], tasks, cancel, restart, probe, worker.
 
     clicktune enqueue base:all-MiniLM-L6-v2 BATCH --max-evals 4 --idempotency-key nightly-06-01
     clicktune status TASK_ID --watch
@@ -9,7 +9,9 @@
     clicktune probe --seconds 3 --wait
 
 Settings come from ``CLICKTUNE_*`` environment variables (see ``worker/settings.py``).
-Exit codes: 0 ok, 1 task not found / not allowed, 2 invalid request.
+Exit codes: 0 ok, 1 task not found / not allowed (``status --watch``: the task did not end ``done``),
+2 invalid request, 3 a service (MongoDB, Redis, MLflow) cannot be reached (see ``worker/cli/errors.py``).
+A refused request is reported by field and reason only: the values given are never echoed.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -42,7 +45,7 @@ def _client():
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    err_console.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -51,15 +54,51 @@ def _task_json(task: TaskDocument) -> str:
 
 
 def _summary(task: TaskDocument) -> str:
+    """One line of status, then what the task produced (model, deployed or not, metrics before → after)."""
     style = _STATUS_STYLE.get(task.status.value, "white")
     progress = task.progress.model_dump(exclude_none=True)
     parts = [f"[bold]{task.id}[/bold] {task.kind} [{style}]{task.status.value}[/{style}]",
              f"attempt {task.attempt}/{task.max_attempts}"]
-    if progress:
+    if progress and not task.terminal:
         parts.append("progress " + ", ".join(f"{k}={v}" for k, v in progress.items()))
     if task.detail:
-        parts.append(f"detail: {task.detail}")
-    return " · ".join(parts)
+        parts.append(f"detail: {escape(task.detail)}")
+    return "\n".join([" · ".join(parts), *_result_lines(task)])
+
+
+def _result_lines(task: TaskDocument) -> list[str]:
+    result = task.result if isinstance(task.result, dict) else task.result.model_dump(exclude_none=True)
+    result = {k: v for k, v in result.items() if v is not None}
+    if not result:
+        return []
+    lines: list[str] = []
+    if result.get("registered_model_name"):
+        lines.append(f"  model: {result['registered_model_name']} version {result.get('registered_model_version')}"
+                     + (f" (run {result['best_run_id']})" if result.get("best_run_id") else ""))
+    elif result.get("best_run_id"):
+        lines.append(f"  model: run:{result['best_run_id']}")
+    if "deployed" in result:
+        verdict = "[green]yes[/green]" if result["deployed"] else "[yellow]no[/yellow]"
+        reason = f" — {escape(str(result['deploy_reason']))}" if result.get("deploy_reason") else ""
+        lines.append(f"  deployed: {verdict}{reason}")
+    if result.get("reindex_task_id"):
+        lines.append(f"  reindex task: {result['reindex_task_id']}")
+    before, after = result.get("metrics_before") or {}, result.get("metrics_after") or {}
+    main = result.get("main_metric")
+    names = sorted(set(before) | set(after), key=lambda name: (name != main, name))
+    for name in names[:8]:
+        old, new = before.get(name), after.get(name)
+        change = f" ({new - old:+.4f})" if isinstance(old, (int, float)) and isinstance(new, (int, float)) else ""
+        lines.append(f"  {name}{' (main)' if name == main else ''}: {_number(old)} → {_number(new)}{change}")
+    shown = {"registered_model_name", "registered_model_version", "best_run_id", "deployed", "deploy_reason",
+             "reindex_task_id", "metrics_before", "metrics_after", "main_metric"}
+    if not lines:  # another kind: its result fields as they are
+        lines = [f"  {key}: {escape(str(value))[:120]}" for key, value in result.items() if key not in shown][:12]
+    return lines
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else ("-" if value is None else str(value))
 
 
 def enqueue(
@@ -105,7 +144,9 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print the whole document as JSON."),
     interval: float = typer.Option(0.5, help="Refresh interval of --watch, seconds."),
 ) -> None:
-    """Show a task's status (``--watch``: live progress until it ends)."""
+    """Show a task's status and result: the model, whether it was deployed, metrics before and after.
+
+    With --watch: live progress until the task ends."""
     from worker.client import TaskNotFound
 
     client = _client()
@@ -142,22 +183,27 @@ def tasks(
     status_: Optional[list[TaskStatus]] = typer.Option(None, "--status", help="Only these statuses (repeatable)."),
     kind: Optional[str] = typer.Option(None, help=f"One of {sorted(TASK_KINDS)}."),
     limit: int = typer.Option(20),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the documents as JSON."),
+    wide: bool = typer.Option(False, "--wide", help="Whole details and start/finish times, no width limit."),
 ) -> None:
-    """List tasks, newest first."""
+    """List tasks, newest first (whole task ids)."""
     if kind and kind not in TASK_KINDS:
         _fail(f"unknown kind {kind!r}; known: {sorted(TASK_KINDS)}", 2)
     found = _client().list_tasks(kind=kind, status=status_ or None, limit=limit)
     if as_json:
         console.print_json(json.dumps([t.model_dump(mode="json", by_alias=True) for t in found]))
         return
-    table = Table("id", "kind", "status", "attempt", "created", "stage", "detail")
+    table = Table(box=None)
+    table.add_column("id", no_wrap=True, min_width=32)  # whole ids: they are what the other commands take
+    for name in ("kind", "status", "attempt", "created", *(("started", "finished") if wide else ()), "stage", "detail"):
+        table.add_column(name, no_wrap=name != "detail", overflow="fold")
     for task in found:
         style = _STATUS_STYLE.get(task.status.value, "white")
+        times = [t.strftime("%Y-%m-%d %H:%M:%S") if t else "" for t in (task.started_at, task.finished_at)] if wide else []
         table.add_row(task.id, task.kind, f"[{style}]{task.status.value}[/{style}]",
-                      f"{task.attempt}/{task.max_attempts}", task.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-                      task.progress.stage or "", (task.detail or "")[:60])
-    console.print(table)
+                      f"{task.attempt}/{task.max_attempts}", task.created_at.strftime("%Y-%m-%d %H:%M:%S"), *times,
+                      task.progress.stage or "", escape((task.detail or "") if wide else (task.detail or "")[:60]))
+    (Console(width=max(console.width, 240)) if wide else console).print(table)
 
 
 def cancel(task_id: str, kind: Optional[str] = typer.Option(None)) -> None:
@@ -199,13 +245,21 @@ def probe(
         status(task_id, kind="probe", watch=True, as_json=False, interval=0.25)
 
 
+_DRAMATIQ_MAIN = ("import sys; from worker.logs import configure_logging; configure_logging(wrap_streams=False); "
+                  "from dramatiq.cli import main; sys.exit(main())")
+
+
 def worker(
     processes: int = typer.Option(1, help="Worker processes."),
     threads: int = typer.Option(2, help="Threads per process (concurrent tasks per process)."),
     queues: Optional[list[str]] = typer.Option(None, "--queue", help="Only these queues (repeatable)."),
 ) -> None:
-    """Run the Dramatiq worker (``dramatiq worker.actors``) with the CLICKTUNE_* broker settings."""
-    cmd = [sys.executable, "-m", "dramatiq", "worker.actors", "--processes", str(processes),
+    """Run a worker: Dramatiq processes serving every task kind, with the CLICKTUNE_* settings.
+
+    Log lines name the task they belong to; CLICKTUNE_LOG_FORMAT=json writes one JSON object a line."""
+    # Dramatiq's own logging setup is skipped: the main process configures ours (worker/logs.py: text or
+    # JSON, redaction) before Dramatiq starts, the worker processes inherit it and worker.actors adds the rest.
+    cmd = [sys.executable, "-c", _DRAMATIQ_MAIN, "--skip-logging", "worker.actors", "--processes", str(processes),
            "--threads", str(threads)]
     if queues:
         cmd += ["--queues", *queues]
@@ -229,7 +283,9 @@ def register(app: typer.Typer) -> None:
 
 def standalone_app() -> typer.Typer:
     """Only these commands (``python -m worker.cli.tasks_cli``), without the other areas' imports."""
-    app = typer.Typer(help="clicktune task commands", no_args_is_help=True)
+    from worker.cli.errors import new_app
+
+    app = new_app(help="clicktune task commands", no_args_is_help=True)
     register(app)
     return app
 

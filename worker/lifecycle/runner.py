@@ -46,6 +46,7 @@ from dao.tasks import LeaseLost, TasksDAO
 from worker.lifecycle.context import TaskContext
 from worker.lifecycle.errors import TaskCanceled, TaskDeferred, TaskFailed, TaskRefused, redacted_detail, safe_detail
 from worker.lifecycle.heartbeat import LeaseKeeper
+from worker.logs import task_log_context
 from worker.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,8 @@ def run_task(kind: str, task_id: str, job: Job, *, settings: Settings | None = N
     keeper.start()
     attempt = f"attempt {task.attempt}/{task.max_attempts}"
     try:
-        result = job(ctx)
+        with task_log_context(task_id, kind):
+            result = job(ctx)
     except TaskRefused as exc:
         keeper.stop()
         return _finish(dao, task_id, owner, TaskStatus.refused, detail=redacted_detail(exc.detail, secrets))
