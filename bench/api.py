@@ -113,6 +113,7 @@ def build_blue(settings: Settings, db, n_items: int, root: Path) -> str:
     rng = random.Random(7)
     items_dir = root / "items"
     items_dir.mkdir(parents=True)
+    os.environ["CLICKTUNE_LOADER_ALLOWED_ROOTS"] = str(items_dir)  # the operator's allow-list: this run's items
     for i in range(n_items):
         doc = {"_id": f"doc{i}", "title": " ".join(rng.sample(WORDS, 2)), "text": " ".join(rng.choices(WORDS, k=12))}
         (items_dir / f"doc{i}.json").write_text(json.dumps(doc))
