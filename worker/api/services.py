@@ -9,8 +9,9 @@ it. The routes call the same objects the CLI uses: :class:`~dao.clickstream.Clic
 
 from __future__ import annotations
 
+import threading
 from functools import cached_property
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from fastapi import Request
 from pymongo.database import Database
@@ -23,31 +24,50 @@ from worker.metrics import ApiMetrics
 from worker.settings import Settings
 
 
+T = TypeVar("T")
+_build_lock = threading.RLock()
+
+
+def _once(build: Callable[["Services"], T]) -> cached_property:
+    """A cached property built under a lock: concurrent first requests (the server's threads) build
+    one DAO, one client, one searcher — not one each (a searcher loads a model)."""
+
+    def locked(self: "Services") -> T:
+        with _build_lock:
+            if build.__name__ not in self.__dict__:
+                self.__dict__[build.__name__] = build(self)
+            return self.__dict__[build.__name__]
+
+    locked.__name__ = build.__name__
+    locked.__doc__ = build.__doc__
+    return cached_property(locked)
+
+
 class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.keys = KeyRing(settings.api_keys, db=lambda: self.db)
         self.metrics = ApiMetrics(db=lambda: self.db)
 
-    @cached_property
+    @_once
     def db(self) -> Database:
         return mongo_database(self.settings.mongo_url, self.settings.mongo_db)
 
-    @cached_property
+    @_once
     def clickstream(self) -> ClickstreamDAO:
         return ClickstreamDAO(self.db)
 
-    @cached_property
+    @_once
     def client(self):
         from worker.client import ClicktuneClient
 
         return ClicktuneClient(self.settings, db=self.db)
 
-    @cached_property
+    @_once
     def pointers(self) -> BluePointers:
         return BluePointers(self.db)
 
-    @cached_property
+    @_once
     def searcher(self):
         import torch
 
@@ -56,7 +76,7 @@ class Services:
         torch.set_num_threads(self.settings.api_torch_threads)  # the API process encodes one query at a time
         return Searcher(self.settings, db=self.db)
 
-    @cached_property
+    @_once
     def redis(self) -> Any:
         import redis
 
