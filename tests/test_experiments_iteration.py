@@ -21,7 +21,8 @@ from mlflow import MlflowClient
 
 from finetuning.experiments import ExperimentsManager, run_iteration
 from finetuning.experiments.mlflow_manager import mlflow_metric_name
-from finetuning.experiments.naming import StartRef, iteration_experiment_name, registered_model_name
+from finetuning.model_ref import ModelRef
+from finetuning.experiments.naming import iteration_experiment_name, registered_model_name
 from finetuning.metrics.retrieval import ndcg_at_k
 from finetuning.models.registry import load_model
 from finetuning.params import FineTuningParams, FineTuningSettings
@@ -129,7 +130,7 @@ def test_first_iteration_searches_logs_and_registers(first_iteration, mlflow_ser
 
     assert result.mode == "search" and result.trained == 3 and result.skipped == 0
     experiments = client.search_experiments(filter_string=f"tags.`clicktune.model_line` = '{line}'")
-    assert [e.name for e in experiments] == [iteration_experiment_name(line, StartRef("base", "tiny"), "batch-1")]
+    assert [e.name for e in experiments] == [iteration_experiment_name(line, ModelRef("base", "tiny"), "batch-1")]
     assert experiments[0].experiment_id == result.experiment_id
 
     runs = _runs(client, result.experiment_id)
@@ -321,7 +322,7 @@ def test_set_alias_moves_blue_only_when_asked(first_iteration, mlflow_server):
     assert manager.get_version_by_alias(name, "blue") is None
     manager.set_alias(name, "blue", result.version)
     assert manager.get_version_by_alias(name, "blue") == result.version
-    assert manager.resolve_start_ref(f"models:/{name}@blue") == StartRef("run", result.best_run_id)
+    assert manager.resolve_start_ref(f"models:/{name}@blue") == ModelRef("run", result.best_run_id)
 
 
 def test_model_logged_outside_the_manager_is_found_by_run_id(mlflow_server, tiny_base):

@@ -15,12 +15,7 @@ model embedded them — that is what lets a reindex re-embed it with another mod
 A page with an item that cannot be loaded raises :class:`ItemsMissing`: an index is never silently
 smaller than its source.
 
-Model references (:func:`resolve_model`):
-
-- ``base:<name>``: a base model shipped with the service (``base:all-MiniLM-L6-v2``);
-- ``run:<32 hex>`` / a bare run id: the model logged for that MLflow run;
-- ``models:/<name>@<alias>`` / ``models:/<name>/<version>``: a registered MLflow model version;
-- ``dir:<path>``: a model directory written by ``EmbeddingsModelInterface.save`` (local use, tests).
+Model references are :class:`finetuning.model_ref.ModelRef` (``base:``, ``run:``, ``models:/``, ``dir:``).
 """
 
 from __future__ import annotations
@@ -37,6 +32,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dao.blue_pointer import DEFAULT_POINTER, BluePointer, BluePointers
+from finetuning.model_ref import ModelRef
 from worker.vector_store import CollectionNotFound, VectorStore, validate_collection_name
 
 log = logging.getLogger(__name__)
@@ -47,7 +43,6 @@ COLLECTION_MODEL_KEY = "clicktune_model_ref"
 COLLECTION_POINTER_KEY = "clicktune_pointer"
 COLLECTION_CREATED_KEY = "clicktune_created_at"
 
-_RUN_ID = re.compile(r"^(?:run:)?([0-9a-fA-F]{32})$")
 _UNSAFE = re.compile(r"[^a-zA-Z0-9._-]+")
 
 
@@ -69,61 +64,9 @@ class ItemsMissing(RuntimeError):
         return bool(self.failures) and all(getattr(f, "transient", False) for f in self.failures)
 
 
-# --------------------------------------------------------------------------------------------
-# Model references
-# --------------------------------------------------------------------------------------------
-
-def normalize_model_ref(ref: str) -> str:
-    """Canonical form of a model reference (``run:<hex>`` for run ids); ``ValueError`` if unknown."""
-    ref = ref.strip()
-    if match := _RUN_ID.match(ref):
-        return f"run:{match.group(1).lower()}"
-    if ref.startswith(("base:", "models:/", "dir:")) and len(ref.split(":", 1)[1].strip("/")) > 0:
-        return ref
-    raise ValueError(
-        f"unrecognised model reference {ref!r}: expected run:<32 hex>, base:<name>, "
-        "models:/<name>@<alias> or dir:<path>"
-    )
-
-
-def run_id_of(ref: str) -> str | None:
-    """The MLflow run id of a ``run:`` reference, else ``None``."""
-    match = _RUN_ID.match(ref.strip())
-    return match.group(1).lower() if match else None
-
-
-def resolve_model(ref: str, tracking_uri: str | None = None, device: str | None = None):
-    """Load the :class:`~finetuning.models.base.EmbeddingsModelInterface` a reference names.
-
-    ``tracking_uri`` is needed for ``run:`` and ``models:/`` references (MLflow downloads).
-    """
-    from finetuning.models.registry import load_base_or_saved
-
-    ref = normalize_model_ref(ref)
-    if ref.startswith("dir:"):
-        return load_base_or_saved(Path(ref[4:]).expanduser(), device=device)
-    if ref.startswith("base:"):
-        return load_base_or_saved(ref[5:], device=device)
-    if not tracking_uri:
-        raise ValueError(f"model {ref} lives in MLflow: set CLICKTUNE_MLFLOW_TRACKING_URI")
-    manager = experiments_manager(tracking_uri)
-    if ref.startswith("models:/"):
-        return manager.download_model(ref, device=device)
-    return manager.download_model_by_run_id(run_id_of(ref) or "", device=device)
-
-
-def experiments_manager(tracking_uri: str):
-    """An :class:`~finetuning.experiments.mlflow_manager.ExperimentsManager` for registry look-ups
-    (bounded retries; ``TrackingUnavailable`` when MLflow cannot be reached)."""
-    from finetuning.experiments.mlflow_manager import ExperimentsManager
-
-    return ExperimentsManager(tracking_uri, model_line="clicktune-reindex")
-
-
 def new_collection_name(line: str, model_ref: str) -> str:
     """``<line>-<model token>-<8 hex>``: unique, readable, 3–512 chars of ``[a-zA-Z0-9._-]``."""
-    token = run_id_of(model_ref)
-    token = token[:12] if token else model_ref.split(":", 1)[-1].rsplit("/", 1)[-1]
+    token = ModelRef.parse(model_ref).token
     parts = [_UNSAFE.sub("-", part).strip("-._") or "x" for part in (line[:80], token[:40])]
     name = f"{parts[0]}-{parts[1]}-{uuid.uuid4().hex[:8]}"
     name = re.sub(r"\.{2,}", ".", name)
@@ -299,7 +242,7 @@ def build_index(
     """
     from loaders import create_loader
 
-    model_ref = normalize_model_ref(model_ref)
+    model_ref = ModelRef.canonical(model_ref)
     previous = pointers.get(pointer_name)
     name = new_collection_name(pointer_name, model_ref)
     store.create_collection(name, collection_metadata(model_ref, loader_config, pointer_name))

@@ -38,6 +38,7 @@ from pydantic import SecretStr
 
 from finetuning.experiments import naming
 from finetuning.experiments.model_logging import LoggedModelRef, load_logged_model, log_embeddings_model
+from finetuning.model_ref import TASK_KINDS, ModelRef, is_model_not_found
 from finetuning.experiments.retry import RetryPolicy, TrackingUnavailable, configure_mlflow_http, redact
 from finetuning.models.base import EmbeddingsModelInterface
 from finetuning.params import FineTuningParams, FineTuningSettings
@@ -119,7 +120,7 @@ class ExperimentsManager(ExperimentTracker):
         self.retries = retries or RetryPolicy()
         self.candidate_alias = candidate_alias
         self.experiment_id: str | None = None
-        self.start_ref: naming.StartRef | None = None
+        self.start_ref: ModelRef | None = None
         self.batch_id: str | None = None
         self.run_id: str | None = None
         self._run_params: FineTuningParams | None = None
@@ -162,28 +163,23 @@ class ExperimentsManager(ExperimentTracker):
         return None if value is None or math.isnan(value) else float(value)
 
     # --- iterations ---------------------------------------------------------------------
-    def resolve_start_ref(self, start_ref: str | naming.StartRef) -> naming.StartRef:
+    def resolve_start_ref(self, start_ref: str | ModelRef) -> ModelRef:
         """Parse ``start_ref``; a registered ``models:/name@alias`` becomes the run that made it."""
-        start = start_ref if isinstance(start_ref, naming.StartRef) else naming.parse_start_ref(start_ref)
+        start = ModelRef.parse(start_ref, TASK_KINDS)
         if start.kind != "registered":
             return start
-        body = start.value.removeprefix("models:/")
-        if "@" in body:
-            name, alias = body.split("@", 1)
-            version = self._call("get_model_version_by_alias", self.client.get_model_version_by_alias, name, alias)
-        elif "/" in body:
-            name, number = body.rsplit("/", 1)
-            version = self._call("get_model_version", self.client.get_model_version, name, number)
-        else:
+        _, alias, version = start.registered_parts
+        if alias is None and version is None:
             raise ValueError(f"{start.value!r}: expected models:/<name>@<alias> or models:/<name>/<version>")
-        if not version.run_id:
+        run_id = self._call("get_model_version", start.source_run_id, self.client)
+        if not run_id:
             raise ValueError(f"{start.value!r} has no source run")
-        return naming.StartRef("run", version.run_id)
+        return ModelRef("run", run_id)
 
-    def iteration_name(self, start_ref: str | naming.StartRef, batch_id: str) -> str:
+    def iteration_name(self, start_ref: str | ModelRef, batch_id: str) -> str:
         return naming.iteration_experiment_name(self.model_line, self.resolve_start_ref(start_ref), batch_id)
 
-    def start_iteration(self, start_ref: str | naming.StartRef, batch_id: str) -> str:
+    def start_iteration(self, start_ref: str | ModelRef, batch_id: str) -> str:
         """Get or create the experiment of (model line, start, batch); returns its id. Idempotent."""
         start = self.resolve_start_ref(start_ref)
         name = naming.iteration_experiment_name(self.model_line, start, batch_id)
@@ -527,7 +523,7 @@ class ExperimentsManager(ExperimentTracker):
         try:
             return str(self._call("get_model_version_by_alias", self.client.get_model_version_by_alias, name, alias).version)
         except MlflowException as error:
-            if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            if is_model_not_found(error):
                 return None
             raise
 

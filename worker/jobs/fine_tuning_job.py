@@ -42,13 +42,13 @@ from dao.tasks import LeaseLost
 from finetuning.experiments import IterationResult, build_space, release_memory, run_iteration
 from finetuning.experiments.mlflow_manager import ExperimentsManager, mlflow_metric_name
 from finetuning.inputs import ItemsSet, TrainTestSplitter, sessions_to_inputs
+from finetuning.model_ref import ModelRef
 from worker.fine_tuning.batch_reader import read_batch
 from worker.fine_tuning.items import collect_item_refs, create_task_loader, drop_missing, load_items
 from worker.fine_tuning.quality_gate import GateDecision, quality_gate
 from worker.fine_tuning.report import log_report, metric_histories
 from worker.fine_tuning.start_model import default_model_line, load_start_model
 from worker.fine_tuning.training import TrialRunner, build_settings
-from worker.indexing import experiments_manager, run_id_of
 from worker.lifecycle import TaskCanceled, TaskContext, TaskRefused
 from worker.lifecycle.errors import safe_detail
 
@@ -109,7 +109,8 @@ def run(ctx: TaskContext) -> dict:
         # 6. the start model and its model line
         ctx.progress("loading start model", 0.0, start_model=start_ref)
         start_model = load_start_model(start_ref, tracking_uri, options.max_seq_length)
-        model_line = options.model_line or default_model_line(start_ref, experiments_manager(tracking_uri).client)
+        model_line = options.model_line or default_model_line(
+            start_ref, ExperimentsManager(tracking_uri, model_line="clicktune-registry").client)
         manager = ExperimentsManager(tracking_uri, model_line, main_metric=settings.main_metric,
                                      higher_is_better=settings.higher_is_better)
 
@@ -258,7 +259,7 @@ def _enqueue_reindex(ctx: TaskContext, start_ref: str, best_run_id: str) -> str:
         client = ClicktuneClient(settings, db=ctx.db, broker=broker)
         return client.enqueue_reindex({
             "source_run_id": start_ref,
-            "dest_run_id": f"run:{run_id_of(best_run_id) or best_run_id}",
+            "dest_run_id": str(ModelRef.parse(best_run_id)),
             "wait_on_conflict": ctx.task.wait_on_conflict,
             "parent_id": ctx.task.id,
             "idempotency_key": f"fine_tuning:{ctx.task.id}:reindex",

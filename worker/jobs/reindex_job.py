@@ -34,18 +34,15 @@ import time
 from typing import Any
 
 from dao.blue_pointer import BluePointer, BluePointers
-from dao.locks import LeaseKeeper, LeaseLocks, LockHeld, model_lock_name
+from dao.locks import LockKeeper, LeaseLocks, LockHeld, model_lock_name
+from finetuning.model_ref import ModelNotFound, ModelRef
 from worker.indexing import (
     ItemsMissing,
     collection_metadata,
     embed_page,
-    experiments_manager,
     loader_config_of,
     new_collection_name,
-    normalize_model_ref,
     refs_from_page,
-    resolve_model,
-    run_id_of,
 )
 from worker.lifecycle import TaskContext, TaskDeferred, TaskFailed, TaskRefused
 from worker.lifecycle.errors import safe_detail
@@ -75,7 +72,7 @@ def run(ctx: TaskContext) -> dict:
     task, settings = ctx.task, ctx.settings
     ctx.progress("resolving", 0.0)
     try:
-        dest_ref = normalize_model_ref(task.dest_run_id)
+        dest_ref = ModelRef.canonical(task.dest_run_id)
     except ValueError as exc:
         raise TaskRefused(str(exc)) from None
     pointers = BluePointers(ctx.db)
@@ -119,12 +116,12 @@ def _find_pointer(ctx: TaskContext, pointers: BluePointers) -> BluePointer:
         return matches[0]
     if task.source_run_id:
         try:
-            source_ref = normalize_model_ref(task.source_run_id)
+            source_ref = ModelRef.canonical(task.source_run_id)
         except ValueError as exc:
             raise TaskRefused(str(exc)) from None
         matches = pointers.find_by_model(source_ref)
         if not matches and source_ref.startswith("models:/"):
-            run_id = _registered_run_id(source_ref, settings.mlflow_tracking_uri)
+            run_id = _registered_run_id(ModelRef.parse(source_ref), settings.mlflow_tracking_uri)
             matches = pointers.find_by_model(f"run:{run_id}") if run_id else []
         if not matches:
             raise TaskRefused(f"model {source_ref} is not blue in any deployment (see `clicktune blue`)")
@@ -143,7 +140,7 @@ def _find_pointer(ctx: TaskContext, pointers: BluePointers) -> BluePointer:
 
 
 def _reindex(ctx: TaskContext, store: VectorStore, pointers: BluePointers, pointer: BluePointer,
-             dest_ref: str, keeper: LeaseKeeper) -> dict[str, Any]:
+             dest_ref: str, keeper: LockKeeper) -> dict[str, Any]:
     settings = ctx.settings
     old = pointer.collection
     try:
@@ -225,22 +222,9 @@ def _create_loader(config: dict[str, Any]):
 def _load_model(ref: str, tracking_uri: str):
     """The destination model; an unknown reference is bad input (refused), MLflow down is retried."""
     try:
-        return resolve_model(ref, tracking_uri)
-    except (KeyError, LookupError, FileNotFoundError, ValueError) as exc:
-        raise TaskRefused(f"cannot load model {ref}: {safe_detail(exc)}") from None
-    except Exception as exc:
-        if _mlflow_not_found(exc) or type(exc).__name__ == "NoModelLogged":
-            raise TaskRefused(f"cannot load model {ref}: {safe_detail(exc)}") from None
-        raise
-
-
-def _mlflow_not_found(exc: BaseException) -> bool:
-    try:
-        from mlflow.exceptions import MlflowException
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(exc, MlflowException) and getattr(exc, "error_code", "") in {
-        "RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
+        return ModelRef.parse(ref).load(tracking_uri)
+    except ModelNotFound as exc:
+        raise TaskRefused(f"cannot load model {ref}: {safe_detail(exc.__cause__ or exc)}") from None
 
 
 def _dimension(model: Any) -> int | None:
@@ -287,30 +271,26 @@ def _close(loader: Any) -> None:
 # MLflow registry (best effort: the blue pointer in Mongo is the source of truth)
 # --------------------------------------------------------------------------------------------
 
-def _registered_run_id(model_uri: str, tracking_uri: str) -> str | None:
+def _registered_run_id(ref: ModelRef, tracking_uri: str) -> str | None:
     """The run behind ``models:/<name>@<alias>`` or ``models:/<name>/<version>``."""
     try:
         from mlflow import MlflowClient
 
-        client = MlflowClient(tracking_uri=tracking_uri)
-        body = model_uri[len("models:/"):]
-        if "@" in body:
-            name, alias = body.rsplit("@", 1)
-            return client.get_model_version_by_alias(name, alias).run_id
-        name, version = body.rsplit("/", 1)
-        return client.get_model_version(name, version).run_id
+        return ref.source_run_id(MlflowClient(tracking_uri=tracking_uri))
     except Exception as exc:
-        log.warning("could not resolve %s: %s", model_uri, type(exc).__name__)
+        log.warning("could not resolve %s: %s", ref, type(exc).__name__)
         return None
 
 
 def _move_blue_alias(dest_ref: str, tracking_uri: str) -> dict[str, str] | None:
     """Point the registry alias ``blue`` at the newest registered version of the destination run."""
-    run_id = run_id_of(dest_ref)
+    run_id = ModelRef.parse(dest_ref).run_id
     if run_id is None or not tracking_uri:
         return None
     try:
-        manager = experiments_manager(tracking_uri)
+        from finetuning.experiments.mlflow_manager import ExperimentsManager
+
+        manager = ExperimentsManager(tracking_uri, model_line="clicktune-reindex")
         versions = manager.client.search_model_versions(f"run_id = '{run_id}'")
         if not versions:
             return None
