@@ -38,6 +38,7 @@ from dao.task_documents import (
     task_document_model,
     utcnow,
 )
+from dao.task_outcome import after_failed_attempt
 
 log = logging.getLogger(__name__)
 
@@ -242,10 +243,13 @@ class TasksDAO:
         return result.matched_count == 1
 
     def transition(self, task_id: str, expected: TaskStatus | Iterable[TaskStatus], new: TaskStatus, *,
-                   owner: str | None = None, detail: str | None = _KEEP, **fields: Any) -> bool:
-        """Compare-and-set: move the task from (one of) ``expected`` to ``new``.
+                   owner: str | None = None, lease_expired_before_ms: int | None = None,
+                   detail: str | None = _KEEP, **fields: Any) -> bool:
+        """Compare-and-set: move the task from (one of) ``expected`` to ``new``. The only writer of ``status``.
 
-        With ``owner`` the task must also be held by that lease owner. Entering a terminal status
+        With ``owner`` the task must also be held by that lease owner (``None`` together with
+        ``lease_expired_before_ms`` means "held by nobody"); with ``lease_expired_before_ms`` its
+        lease must have expired before that instant (epoch ms). Entering a terminal status
         stamps ``finished_at`` and drops the lease; entering ``pending`` drops the lease. ``detail``
         is left as stored unless given (``None`` clears it).
         Returns ``False`` when the task was not in the expected state (a lost race, reported, not overwritten).
@@ -253,8 +257,10 @@ class TasksDAO:
         expected_list = [expected] if isinstance(expected, TaskStatus) else list(expected)
         now = utcnow()
         query: dict[str, Any] = {"_id": task_id, "status": {"$in": [s.value for s in expected_list]}}
-        if owner is not None:
+        if owner is not None or lease_expired_before_ms is not None:
             query["lease_owner"] = owner
+        if lease_expired_before_ms is not None:
+            query["lease_expires_ms"] = {"$lt": lease_expired_before_ms}
         update: dict[str, Any] = {"status": new.value, "updated_at": now, **fields}
         if detail is not _KEEP:
             update["detail"] = bounded_detail(detail)
@@ -321,12 +327,12 @@ class TasksDAO:
     def reap_expired(self, now: datetime | None = None, *, limit: int = 100) -> list[ReapedTask]:
         """Take back every ``processing`` task whose lease expired before ``now``.
 
-        It goes back to ``pending`` (the caller re-sends its message) while attempts remain,
-        to ``canceled`` if cancel was requested, else to ``failed`` with a detail.
-        Each move is a compare-and-set, so concurrent reapers (and claimers) never double-move.
+        What it becomes is :func:`dao.task_outcome.after_failed_attempt`'s decision: ``pending``
+        (the caller re-sends its message) while attempts remain, ``canceled`` if cancel was
+        requested, else ``failed``. Each move is a compare-and-set on the owner and the expired
+        lease, so concurrent reapers (and claimers) never double-move.
         """
-        now = now or utcnow()
-        cutoff = _ms(now)
+        cutoff = _ms(now or utcnow())
         reaped: list[ReapedTask] = []
         candidates = self.collection.find(
             {"status": TaskStatus.processing.value, "lease_expires_ms": {"$lt": cutoff}},
@@ -335,20 +341,11 @@ class TasksDAO:
         for raw in list(candidates):
             attempt, max_attempts = int(raw.get("attempt", 0)), int(raw.get("max_attempts", 1))
             lost = f"the worker holding attempt {attempt} stopped renewing its lease ({raw.get('lease_owner')})"
-            if raw.get("cancel_requested"):
-                new, detail = TaskStatus.canceled, f"canceled; {lost}"
-            elif attempt >= max_attempts:
-                new, detail = TaskStatus.failed, f"{lost}; no attempts left ({attempt}/{max_attempts})"
-            else:
-                new, detail = TaskStatus.pending, f"{lost}; retrying ({attempt}/{max_attempts} used)"
-            query = {"_id": raw["_id"], "status": TaskStatus.processing.value,
-                     "lease_owner": raw.get("lease_owner"), "lease_expires_ms": {"$lt": cutoff}}
-            update: dict[str, Any] = {"status": new.value, "detail": bounded_detail(detail), "updated_at": now,
-                                      "lease_owner": None, "lease_expires_ms": None, "lease_expires_at": None}
-            if new is not TaskStatus.pending:
-                update["finished_at"] = now
-            if self.collection.update_one(query, {"$set": update}).matched_count == 1:
-                reaped.append(ReapedTask(raw["_id"], new))
+            decision = after_failed_attempt(attempt, max_attempts, lost,
+                                            cancel_requested=bool(raw.get("cancel_requested")))
+            if self.transition(raw["_id"], TaskStatus.processing, decision.status, owner=raw.get("lease_owner"),
+                               lease_expired_before_ms=cutoff, detail=decision.detail):
+                reaped.append(ReapedTask(raw["_id"], decision.status))
         return reaped
 
     def drop(self) -> None:
