@@ -7,7 +7,8 @@ import json
 import pytest
 
 from finetuning.model_ref import ModelRef
-from worker.indexing import ItemsConfig, new_collection_name
+from worker.cli.items_config import ItemsConfig
+from worker.indexing import new_collection_name
 from worker.vector_store import validate_collection_name
 
 RUN = "0123456789abcdef0123456789ABCDEF"

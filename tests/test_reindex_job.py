@@ -21,6 +21,7 @@ from dao.tasks import TasksDAO
 from finetuning.models.registry import load_model
 from tests.fixtures.reindex import make_docs
 from tests.fixtures.services import PG_DSN
+from worker import indexing
 from worker.indexing import ITEM_META_KEY, ItemRef, build_index
 from worker.jobs import reindex_job
 from worker.lifecycle import run_task
@@ -130,7 +131,7 @@ def test_loader_that_raises_mid_way_leaves_blue_intact(settings, mongo_db, pg_sc
     assert create_vector_store(settings).count(first.collection) == 30
 
     # the source breaks while the reindex runs: after the second page the table is gone
-    original = reindex_job.embed_page
+    original = indexing.embed_page
     pages_seen = []
 
     def embed_then_break(*args, **kwargs):
@@ -140,7 +141,7 @@ def test_loader_that_raises_mid_way_leaves_blue_intact(settings, mongo_db, pg_sc
                 cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(pg_schema, "items")))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(reindex_job, "embed_page", embed_then_break)
+    monkeypatch.setattr(indexing, "embed_page", embed_then_break)
     task_id = _create(mongo_db, max_attempts=1, dest_run_id=f"dir:{new_dir}")
     assert _run(settings, mongo_db, task_id) is TaskStatus.failed
     conn.close()
@@ -205,7 +206,7 @@ def test_cancel_during_reindex_keeps_blue(settings, mongo_db, items_dir, tiny_mo
     old_dir, new_dir = tiny_model_dirs
     first = _index(settings, mongo_db, old_dir, _local_loader(items_dir), _file_refs(make_docs(30)))
     task_id = _create(mongo_db, dest_run_id=f"dir:{new_dir}")
-    original = reindex_job.embed_page
+    original = indexing.embed_page
     calls = []
 
     def embed_and_cancel(*args, **kwargs):
@@ -217,7 +218,7 @@ def test_cancel_during_reindex_keeps_blue(settings, mongo_db, items_dir, tiny_mo
             time.sleep(settings.heartbeat_seconds * 2.5)  # the heartbeat relays the cancel
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(reindex_job, "embed_page", embed_and_cancel)
+    monkeypatch.setattr(indexing, "embed_page", embed_and_cancel)
     assert _run(settings, mongo_db, task_id) is TaskStatus.canceled
     assert BluePointers(mongo_db).get().collection == first.collection
     assert create_vector_store(settings).list_collections() == [first.collection]

@@ -1,7 +1,13 @@
-"""Embedding items into vector-store collections: the first index of a deployment, and the shared
-page-by-page machinery the reindex job (:mod:`worker.jobs.reindex_job`) uses.
+"""Building vector-store collections: the one builder used by ``clicktune index`` and the reindex job.
 
-Data flow of one page (the same for ``clicktune index`` and for a reindex)::
+:func:`build_collection` is the whole flow, once: create a collection → for each page of items
+(load → embed → upsert) → verify the count → switch the deployment's blue pointer by
+compare-and-set → drop the old collection. On any failure before the switch the new collection is
+dropped and the blue pointer is left as it was. :func:`build_index` (the first index of a
+deployment, or a full rebuild) and :mod:`worker.jobs.reindex_job` (re-embed the blue collection with
+another model) differ only in where the pages come from and what they check between pages.
+
+Data flow of one page::
 
     (object_id, loader meta) ──loader.load──▶ DownloadedItem ──item_to_text──▶ model.encode_items
         ──▶ store.upsert(ids, embeddings, metadatas={"clicktune_meta": json(meta)})
@@ -13,9 +19,7 @@ JSON string: Chroma metadata values must be scalars), and the collection's metad
 model embedded them — that is what lets a reindex re-embed it with another model.
 
 A page with an item that cannot be loaded raises :class:`ItemsMissing`: an index is never silently
-smaller than its source.
-
-Model references are :class:`finetuning.model_ref.ModelRef` (``base:``, ``run:``, ``models:/``, ``dir:``).
+smaller than its source. Model references are :class:`finetuning.model_ref.ModelRef`.
 """
 
 from __future__ import annotations
@@ -26,10 +30,9 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field
 
 from dao.blue_pointer import DEFAULT_POINTER, BluePointer, BluePointers
 from finetuning.model_ref import ModelRef
@@ -84,55 +87,6 @@ class ItemRef(BaseModel):
 
     object_id: str
     meta: dict[str, Any] = Field(default_factory=dict)
-
-
-class ItemsConfig(BaseModel):
-    """What ``clicktune index --items-config`` reads (JSON text or a JSON file).
-
-    ``loader`` is a loader config (``loaders.create_loader``); the items come from exactly one of
-    ``items`` (inline), ``items_file`` (JSON lines ``{"object_id", "meta"}``) or
-    ``scan_directory: true`` (every file under a ``local_file`` loader's ``root_dir``:
-    ``object_id`` = file name without extension, ``meta = {"path": <relative path>}``).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    loader: dict[str, Any]
-    items: list[ItemRef] | None = None
-    items_file: str | None = None
-    scan_directory: bool = False
-    pattern: str = Field("*", description="Glob for scan_directory.")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> "ItemsConfig":
-        given = sum([self.items is not None, self.items_file is not None, self.scan_directory])
-        if given != 1:
-            raise ValueError("give exactly one of items, items_file, scan_directory")
-        return self
-
-    @classmethod
-    def parse(cls, text_or_path: str) -> "ItemsConfig":
-        path = Path(text_or_path)
-        if not text_or_path.lstrip().startswith("{") and path.exists():
-            text_or_path = path.read_text()
-        return cls.model_validate_json(text_or_path)
-
-    def iter_items(self) -> Iterator[ItemRef]:
-        if self.items is not None:
-            yield from self.items
-        elif self.items_file is not None:
-            with open(self.items_file) as handle:
-                for line in handle:
-                    if line.strip():
-                        yield ItemRef.model_validate_json(line)
-        else:
-            root = self.loader.get("root_dir") or self.loader.get("root")
-            if not root:
-                raise ValueError("scan_directory needs a local_file loader with root_dir")
-            base = Path(root)
-            for path in sorted(p for p in base.rglob(self.pattern) if p.is_file()):
-                relative = path.relative_to(base).as_posix()
-                yield ItemRef(object_id=path.stem, meta={"path": relative})
 
 
 def pages_of(items: Iterable[ItemRef], page_size: int) -> Iterator[list[ItemRef]]:
@@ -204,8 +158,16 @@ def loader_config_of(store: VectorStore, collection: str, fallback: dict[str, An
 
 
 # --------------------------------------------------------------------------------------------
-# The first index of a deployment
+# The builder
 # --------------------------------------------------------------------------------------------
+
+class CollectionIncomplete(RuntimeError):
+    """The new collection does not hold as many items as were meant to be written."""
+
+
+class CollectionConflict(RuntimeError):
+    """The blue pointer moved while the collection was being built; the new collection is dropped."""
+
 
 @dataclass
 class IndexResult:
@@ -216,6 +178,74 @@ class IndexResult:
     previous_collection: str | None = None
     old_collection_dropped: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def build_collection(
+    *,
+    store: VectorStore,
+    pointers: BluePointers,
+    pointer_name: str,
+    previous: BluePointer | None,
+    model: Any,
+    model_ref: str,
+    loader: Any,
+    loader_config: dict[str, Any],
+    pages: Iterable[Sequence[ItemRef]],
+    expected_count: int | None = None,
+    metadata: dict[str, Any] | None = None,
+    model_uri: str | None = None,
+    reindex_task_id: str | None = None,
+    before_page: Callable[[], None] | None = None,
+    on_stage: Callable[[str, int], None] | None = None,
+) -> IndexResult:
+    """Embed ``pages`` into a new collection and make it the blue of ``pointer_name`` (see module docstring).
+
+    ``previous``: the pointer as read before the build (``None`` for a first deployment); the switch
+    is a compare-and-set on its collection and model. ``expected_count``: how many items the new
+    collection must hold (default: as many as were written). ``before_page()`` runs before every
+    page and before the switch (raise from it to stop: cancel, a lost lock). ``on_stage(stage,
+    items_done)`` reports ``embedding`` after each page, then ``verifying`` and ``dropping old collection``.
+    """
+    name = new_collection_name(pointer_name, model_ref)
+    store.create_collection(name, {**collection_metadata(model_ref, loader_config, pointer_name), **(metadata or {})})
+    done = 0
+    try:
+        for page in pages:
+            if before_page is not None:
+                before_page()
+            ids, embeddings, metadatas = embed_page(model, loader, page)
+            store.upsert(name, ids, embeddings, metadatas)
+            done += len(ids)
+            if on_stage is not None:
+                on_stage("embedding", done)
+        if on_stage is not None:
+            on_stage("verifying", done)
+        count = store.count(name)
+        expected = done if expected_count is None else expected_count
+        if count != expected:
+            raise CollectionIncomplete(f"new collection {name} holds {count} items, expected {expected}"
+                                       f"{f' (the source {previous.collection})' if previous else ''}")
+        if before_page is not None:
+            before_page()
+        fields: dict[str, Any] = dict(collection=name, model_ref=model_ref, model_uri=model_uri, item_count=count,
+                                      loader=loader_config, embedding_dimension=_dimension(model),
+                                      reindex_task_id=reindex_task_id)
+        if previous is None:
+            switched = pointers.create(BluePointer(name=pointer_name, **fields))
+        else:
+            switched = pointers.switch(pointer_name, previous.collection, expected_model_ref=previous.model_ref,
+                                       **fields)
+        if not switched:
+            raise CollectionConflict(f"deployment {pointer_name!r} was switched by someone else meanwhile")
+    except BaseException:
+        drop_collection(store, name)
+        raise
+    dropped = False
+    if previous is not None and previous.collection != name:
+        if on_stage is not None:
+            on_stage("dropping old collection", done)
+        dropped = drop_collection(store, previous.collection)
+    return IndexResult(pointer_name, name, model_ref, count, previous.collection if previous else None, dropped)
 
 
 def build_index(
@@ -233,56 +263,24 @@ def build_index(
     on_page: Callable[[int, int | None], None] | None = None,
     loader_settings: Any = None,
 ) -> IndexResult:
-    """Embed ``items`` into a new collection and make it the blue of ``pointer_name``.
+    """Embed ``items`` into a new collection and make it the blue of ``pointer_name`` (``clicktune index``).
 
-    If the deployment already has a blue collection, the switch is a compare-and-set on it (a
-    concurrent switch makes this fail and the new collection is dropped) and the old collection is
-    dropped after the switch. On any error the new collection is removed and nothing is switched.
-    ``on_page(items_done, total)`` is called after every page.
+    If the deployment already has a blue collection, the switch is a compare-and-set on it and the
+    old collection is dropped after the switch. ``on_page(items_done, total)`` after every page.
     """
     from loaders import create_loader
 
-    model_ref = ModelRef.canonical(model_ref)
-    previous = pointers.get(pointer_name)
-    name = new_collection_name(pointer_name, model_ref)
-    store.create_collection(name, collection_metadata(model_ref, loader_config, pointer_name))
-    done = 0
-    try:
-        loader = create_loader(loader_config, loader_settings) if loader_settings is not None else create_loader(loader_config)
-        try:
-            for page in pages_of(items, page_size):
-                ids, embeddings, metadatas = embed_page(model, loader, page)
-                store.upsert(name, ids, embeddings, metadatas)
-                done += len(ids)
-                if on_page:
-                    on_page(done, total)
-        finally:
-            close = getattr(loader, "close", None)
-            if close:
-                close()
-        count = store.count(name)
-        if count != done:
-            raise RuntimeError(f"collection {name} holds {count} items, {done} were written (duplicate ids?)")
-        dimension = _dimension(model)
-        if previous is None:
-            switched = pointers.create(BluePointer(
-                name=pointer_name, collection=name, model_ref=model_ref, model_uri=model_uri,
-                loader=loader_config, item_count=count, embedding_dimension=dimension,
-            ))
-        else:
-            switched = pointers.switch(
-                pointer_name, previous.collection, collection=name, model_ref=model_ref, model_uri=model_uri,
-                item_count=count, loader=loader_config, embedding_dimension=dimension,
-            )
-        if not switched:
-            raise RuntimeError(f"deployment {pointer_name!r} was switched by someone else meanwhile")
-    except BaseException:
-        _drop_quietly(store, name)
-        raise
-    dropped = False
-    if previous is not None and previous.collection != name:
-        dropped = _drop_quietly(store, previous.collection)
-    return IndexResult(pointer_name, name, model_ref, count, previous.collection if previous else None, dropped)
+    def report(stage: str, done: int) -> None:
+        if on_page is not None and stage == "embedding":
+            on_page(done, total)
+
+    with (create_loader(loader_config, loader_settings) if loader_settings is not None
+          else create_loader(loader_config)) as loader:
+        return build_collection(
+            store=store, pointers=pointers, pointer_name=pointer_name, previous=pointers.get(pointer_name),
+            model=model, model_ref=ModelRef.canonical(model_ref), loader=loader, loader_config=loader_config,
+            pages=pages_of(items, page_size), model_uri=model_uri, on_stage=report,
+        )
 
 
 def _dimension(model: Any) -> int | None:
@@ -292,7 +290,8 @@ def _dimension(model: Any) -> int | None:
         return None
 
 
-def _drop_quietly(store: VectorStore, name: str) -> bool:
+def drop_collection(store: VectorStore, name: str) -> bool:
+    """Delete a collection; a failure is logged, never raised (it runs while another error propagates)."""
     try:
         return store.delete_collection(name)
     except CollectionNotFound:
@@ -300,4 +299,3 @@ def _drop_quietly(store: VectorStore, name: str) -> bool:
     except Exception:
         log.exception("could not drop collection %s", name)
         return False
-

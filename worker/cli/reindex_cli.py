@@ -32,7 +32,8 @@ def index(
     from dao.blue_pointer import BluePointers
     from dao.mongo import mongo_database
     from finetuning.model_ref import ModelRef
-    from worker.indexing import ItemsConfig, build_index
+    from worker.cli.items_config import ItemsConfig
+    from worker.indexing import build_index
     from worker.settings import get_settings
     from worker.vector_store import create_vector_store
 

@@ -37,11 +37,11 @@ from dao.blue_pointer import BluePointer, BluePointers
 from dao.locks import LockKeeper, LeaseLocks, LockHeld, model_lock_name
 from finetuning.model_ref import ModelNotFound, ModelRef
 from worker.indexing import (
+    CollectionConflict,
     ItemsMissing,
-    collection_metadata,
-    embed_page,
+    build_collection,
+    drop_collection,
     loader_config_of,
-    new_collection_name,
     refs_from_page,
 )
 from worker.lifecycle import TaskContext, TaskDeferred, TaskFailed, TaskRefused
@@ -53,14 +53,6 @@ log = logging.getLogger(__name__)
 BLUE_ALIAS = "blue"
 #: Collection metadata key naming the reindex task that built the collection.
 COLLECTION_TASK_KEY = "clicktune_reindex_task"
-
-
-class ReindexIncomplete(RuntimeError):
-    """The new collection does not hold every item of the source collection."""
-
-
-class ReindexConflict(RuntimeError):
-    """The blue pointer moved while this reindex ran; its collection is dropped."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,7 +87,7 @@ def run(ctx: TaskContext) -> dict:
         with locks.keep_alive(resources, owner, lease) as keeper:
             current = pointers.get(pointer.name)
             if current is None or current.collection != pointer.collection:
-                raise ReindexConflict(f"the blue collection of {pointer.name!r} changed before the locks were taken")
+                raise CollectionConflict(f"the blue collection of {pointer.name!r} changed before the locks were taken")
             _drop_leftovers(store, task.id, keep=pointer.collection)
             return _reindex(ctx, store, pointers, pointer, dest_ref, keeper)
     finally:
@@ -148,61 +140,42 @@ def _reindex(ctx: TaskContext, store: VectorStore, pointers: BluePointers, point
         loader_config = loader_config_of(store, old, pointer.loader)
     except (CollectionNotFound, ValueError) as exc:
         raise TaskRefused(f"the blue collection of {pointer.name!r} is unusable: {exc}") from None
-    loader = _create_loader(loader_config)
-    ctx.progress("loading model", 0.0, source_collection=old, items_total=source_count)
-    model = _load_model(dest_ref, settings.mlflow_tracking_uri)
-
-    new = new_collection_name(pointer.name, dest_ref)
-    store.create_collection(new, {**collection_metadata(dest_ref, loader_config, pointer.name),
-                                  COLLECTION_TASK_KEY: ctx.task.id})
     started = time.monotonic()
-    done = 0
-    try:
-        ctx.progress("embedding", 0.0, dest_collection=new, items_done=0, items_total=source_count)
-        for page in store.iter_items(old, settings.reindex_page_size):
+    with _create_loader(loader_config) as loader:
+        ctx.progress("loading model", 0.0, source_collection=old, items_total=source_count)
+        model = _load_model(dest_ref, settings.mlflow_tracking_uri)
+
+        def between_pages() -> None:
             ctx.raise_if_canceled()
             keeper.check()
-            ids, embeddings, metadatas = embed_page(model, loader, refs_from_page(page.ids, page.metadatas))
-            store.upsert(new, ids, embeddings, metadatas)
-            done += len(ids)
-            ctx.progress("embedding", done / source_count if source_count else 1.0,
-                         items_done=done, items_total=source_count)
-        ctx.progress("verifying", 1.0, items_done=done, items_total=source_count)
-        count = store.count(new)
-        if count != source_count:
-            raise ReindexIncomplete(f"new collection {new} holds {count} items, the source {old} holds {source_count}")
-        ctx.raise_if_canceled()
-        keeper.check()
-        switched = pointers.switch(
-            pointer.name, old, expected_model_ref=pointer.model_ref, collection=new, model_ref=dest_ref,
-            item_count=count, loader=loader_config, embedding_dimension=_dimension(model),
-            reindex_task_id=ctx.task.id,
-        )
-        if not switched:
-            raise ReindexConflict(f"the blue pointer of {pointer.name!r} moved away from {old} meanwhile")
-    except ItemsMissing as exc:
-        _drop(store, new)
-        if exc.transient:
-            raise  # may go away: let Dramatiq retry the task
-        raise TaskFailed(f"reindex stopped, blue unchanged ({old}): {exc}") from None
-    except BaseException:
-        _drop(store, new)
-        raise
-    finally:
-        _close(loader)
-        del model
 
-    ctx.progress("dropping old collection", 1.0, items_done=done, items_total=source_count)
-    dropped = _drop(store, old)
+        def report(stage: str, done: int) -> None:
+            fraction = done / source_count if source_count and stage == "embedding" else 1.0
+            ctx.progress(stage, fraction, items_done=done, items_total=source_count)
+
+        pages = (refs_from_page(page.ids, page.metadatas) for page in store.iter_items(old, settings.reindex_page_size))
+        try:
+            built = build_collection(
+                store=store, pointers=pointers, pointer_name=pointer.name, previous=pointer, model=model,
+                model_ref=dest_ref, loader=loader, loader_config=loader_config, pages=pages,
+                expected_count=source_count, metadata={COLLECTION_TASK_KEY: ctx.task.id},
+                reindex_task_id=ctx.task.id, before_page=between_pages, on_stage=report,
+            )
+        except ItemsMissing as exc:
+            if exc.transient:
+                raise  # may go away: let Dramatiq retry the task
+            raise TaskFailed(f"reindex stopped, blue unchanged ({old}): {exc}") from None
+        finally:
+            del model
     alias = _move_blue_alias(dest_ref, settings.mlflow_tracking_uri)
     return {
         "deployment": pointer.name,
         "source_model": pointer.model_ref,
         "dest_model": dest_ref,
         "previous_collection": old,
-        "collection": new,
-        "item_count": count,
-        "old_collection_dropped": dropped,
+        "collection": built.collection,
+        "item_count": built.item_count,
+        "old_collection_dropped": built.old_collection_dropped,
         "registry_alias": alias,
         "seconds": round(time.monotonic() - started, 3),
     }
@@ -227,13 +200,6 @@ def _load_model(ref: str, tracking_uri: str):
         raise TaskRefused(f"cannot load model {ref}: {safe_detail(exc.__cause__ or exc)}") from None
 
 
-def _dimension(model: Any) -> int | None:
-    try:
-        return int(model.get_embedding_dimension())
-    except Exception:
-        return None
-
-
 def _drop_leftovers(store: VectorStore, task_id: str, keep: str) -> list[str]:
     """Drop collections an earlier attempt of this task left half-built (its worker was killed)."""
     dropped = []
@@ -241,30 +207,13 @@ def _drop_leftovers(store: VectorStore, task_id: str, keep: str) -> list[str]:
         if name == keep:
             continue
         try:
-            if store.collection_metadata(name).get(COLLECTION_TASK_KEY) == task_id and _drop(store, name):
+            if store.collection_metadata(name).get(COLLECTION_TASK_KEY) == task_id and drop_collection(store, name):
                 dropped.append(name)
         except CollectionNotFound:
             continue
     if dropped:
         log.info("reindex %s: dropped leftovers of an earlier attempt: %s", task_id, dropped)
     return dropped
-
-
-def _drop(store: VectorStore, name: str) -> bool:
-    try:
-        return store.delete_collection(name)
-    except Exception:
-        log.exception("could not drop collection %s", name)
-        return False
-
-
-def _close(loader: Any) -> None:
-    close = getattr(loader, "close", None)
-    if close is not None:
-        try:
-            close()
-        except Exception:
-            log.exception("closing the loader failed")
 
 
 # --------------------------------------------------------------------------------------------
