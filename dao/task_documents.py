@@ -151,7 +151,7 @@ class FineTuningOptions(BaseModel):
     search_space: dict[str, Any] | None = None
     seed: int = 42
     test_size: float = Field(0.2, gt=0, lt=1)
-    # --- added by issue 7 (the fine-tuning job); see docs/fine_tuning_job.md -------------------
+    # fine-tuning job options: see docs/fine_tuning_job.md
     model_line: str | None = Field(None, min_length=1, max_length=200, description="Model line (MLflow "
                                    "experiments + registered model); default: from the start model.")
     min_improvement: float = Field(0.0, ge=0, description="Quality gate: the candidate must beat the start "
@@ -221,7 +221,7 @@ class FineTuningResult(BaseModel):
     metrics_before: dict[str, float] | None = None
     metrics_after: dict[str, float] | None = None
     reindex_task_id: str | None = None
-    # --- added by issue 7 ----------------------------------------------------------------------
+    # what the fine-tuning job reports: see docs/fine_tuning_job.md
     main_metric: str | None = None
     deployed: bool | None = None
     deploy_reason: str | None = None

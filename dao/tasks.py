@@ -1,17 +1,14 @@
 """Task documents in Mongo: idempotent create, atomic claim with a lease, compare-and-set changes.
 
-:class:`TasksDAO` is generic over the task kind (one collection per kind). Every status change is
-a single conditional write (``update_one`` / ``find_one_and_update`` whose filter holds the
-expected status and, while running, the lease owner): a lost race is detected (the call returns
-``False`` / ``None``), never overwritten.
+:class:`TasksDAO` is generic over the task kind (one collection per kind). A task's status is
+written in two methods only: :meth:`TasksDAO.claim_raw` (the entry into ``processing``) and
+:meth:`TasksDAO.transition` (every other change). Both are one conditional write whose filter holds
+the expected status (and, while running, the lease owner): a lost race returns ``False``/``None``,
+it never overwrites.
 
-Lease arithmetic uses ``lease_expires_ms`` (epoch milliseconds, an integer) for every comparison;
-``lease_expires_at`` is the same instant as a datetime for people. Integers compare the same on
-every MongoDB-compatible server (the nx-27017 test server stores a datetime written by ``$set`` on
-an existing document as a string, which no longer compares with datetimes). Only plain, portable
-operations are used: ``insert_one``, ``update_one``, ``find_one_and_update``, ``find``.
-
-Clock: leases compare the clocks of the processes that write them; keep worker clocks in sync (NTP).
+Leases compare ``lease_expires_ms`` (epoch ms, an integer: the nx-27017 test server stores a
+datetime written by ``$set`` as a string); ``lease_expires_at`` is the same instant for people.
+Leases compare the clocks of the processes that write them; keep worker clocks in sync (NTP).
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ from pydantic import ValidationError
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError, OperationFailure
+from pymongo.errors import DuplicateKeyError
 
 from dao.task_documents import (
     TERMINAL_STATUSES,
@@ -192,16 +189,14 @@ class TasksDAO:
 
     # ---------------------------------------------------------------- running
     def claim(self, task_id: str, owner: str, lease_s: float, *, now: datetime | None = None) -> TaskDocument | None:
-        """Atomically take a ``pending`` task, or a ``processing`` one whose lease expired.
-
-        Returns the claimed document (``attempt`` incremented, lease held by ``owner``) or ``None``
-        when the task is held by a live lease, terminal, or missing.
-        """
+        """:meth:`claim_raw`, the document read into this kind's model."""
         raw = self.claim_raw(task_id, owner, lease_s, now=now)
         return self.parse(raw) if raw is not None else None
 
     def claim_raw(self, task_id: str, owner: str, lease_s: float, *, now: datetime | None = None) -> dict | None:
-        """:meth:`claim` returning the stored dict (the caller can refuse a document that no longer validates)."""
+        """Atomically take a ``pending`` task, or a ``processing`` one whose lease expired: the stored
+        dict (``attempt`` incremented, lease held by ``owner``; the caller can refuse a document that
+        no longer validates), or ``None`` when the task is held by a live lease, terminal, or missing."""
         now = now or utcnow()
         expires = now + timedelta(seconds=lease_s)
         raw = self.collection.find_one_and_update(
@@ -280,9 +275,7 @@ class TasksDAO:
         """``processing`` (held by ``owner``) → terminal ``status``, with ``detail`` and ``result``."""
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"{status} is not terminal")
-        fields: dict[str, Any] = {}
-        if result is not None:
-            fields["result"] = result
+        fields: dict[str, Any] = {} if result is None else {"result": result}
         return self.transition(task_id, TaskStatus.processing, status, owner=owner, detail=detail, **fields)
 
     def release(self, task_id: str, owner: str, detail: str) -> bool:
@@ -350,8 +343,5 @@ class TasksDAO:
 
     def drop(self) -> None:
         """Remove the collection (tests)."""
-        try:
-            self.collection.drop()
-        except OperationFailure:  # pragma: no cover
-            pass
+        self.collection.drop()
         self._indexed = False

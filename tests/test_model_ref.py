@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from finetuning.model_ref import TASK_KINDS, ModelNotFound, ModelRef, is_model_not_found, task_model_ref
+from finetuning.model_ref import TASK_REF_KINDS, ModelNotFound, ModelRef, is_model_not_found, task_model_ref
 
 RUN = "0123456789abcdef0123456789ABCDEF"
 
@@ -29,7 +29,7 @@ def test_parts_of_registered_references():
 
 def test_kinds_restrict_what_a_caller_accepts():
     with pytest.raises(ValueError, match="unrecognised model reference"):
-        ModelRef.parse("dir:/tmp/m", TASK_KINDS)
+        ModelRef.parse("dir:/tmp/m", TASK_REF_KINDS)
     for bad in ("", "whatever", "run:123", "base:", "models:/", "s3://bucket/m"):
         with pytest.raises(ValueError):
             ModelRef.parse(bad)

@@ -18,7 +18,7 @@ from finetuning.experiments.mlflow_manager import (
     IterationOutcome,
     NoModelLogged,
 )
-from finetuning.experiments.retry import RetryPolicy, TrackingUnavailable
+from finetuning.experiments.retry import TrackingRetryPolicy, TrackingUnavailable
 from finetuning.experiments.search_space import DEFAULT_SPACE, build_space, params_from_sample
 
 __all__ = [
@@ -31,7 +31,7 @@ __all__ = [
     "IterationResult",
     "NoModelLogged",
     "NoSuccessfulTrial",
-    "RetryPolicy",
+    "TrackingRetryPolicy",
     "TrackingUnavailable",
     "TrialRecord",
     "build_space",

@@ -17,7 +17,7 @@ Layout in MLflow (one place decides it, this module):
 MLflow metric names may not contain ``@``: ``val_ndcg@10`` is stored as ``val_ndcg_at_10``
 (:func:`mlflow_metric_name`); callers keep using our names.
 
-Every server call goes through a bounded :class:`~finetuning.experiments.retry.RetryPolicy`; a
+Every server call goes through a bounded :class:`~finetuning.experiments.retry.TrackingRetryPolicy`; a
 server that stays unreachable ends in :class:`~finetuning.experiments.retry.TrackingUnavailable`.
 The manager is not thread-safe: one manager per worker task.
 """
@@ -38,8 +38,9 @@ from pydantic import SecretStr
 
 from finetuning.experiments import naming
 from finetuning.experiments.model_logging import LoggedModelRef, load_logged_model, log_embeddings_model
-from finetuning.model_ref import TASK_KINDS, ModelRef, is_model_not_found
-from finetuning.experiments.retry import RetryPolicy, TrackingUnavailable, configure_mlflow_http, redact
+from finetuning.model_ref import TASK_REF_KINDS, ModelRef, is_model_not_found
+from finetuning.experiments.retry import TrackingRetryPolicy, TrackingUnavailable, configure_mlflow_http
+from finetuning.redaction import redact
 from finetuning.models.base import EmbeddingsModelInterface
 from finetuning.params import FineTuningParams, FineTuningSettings
 from finetuning.tracking.tracker import ExperimentTracker, MetricValue
@@ -97,7 +98,7 @@ class ExperimentsManager(ExperimentTracker):
         model_line: name of the model line (the registered model name is derived from it).
         main_metric: metric that ranks runs, in our naming (default ``"val_ndcg@10"``).
         higher_is_better: direction of ``main_metric`` (default True).
-        retries: bounded retry policy for every MLflow call (default :class:`RetryPolicy()`).
+        retries: bounded retry policy for every MLflow call (default :class:`TrackingRetryPolicy()`).
         candidate_alias: alias set by :meth:`finish_iteration` (default ``"candidate"``).
     """
 
@@ -107,7 +108,7 @@ class ExperimentsManager(ExperimentTracker):
         model_line: str,
         main_metric: str = "val_ndcg@10",
         higher_is_better: bool = True,
-        retries: RetryPolicy | None = None,
+        retries: TrackingRetryPolicy | None = None,
         candidate_alias: str = CANDIDATE_ALIAS,
     ) -> None:
         configure_mlflow_http()
@@ -117,7 +118,7 @@ class ExperimentsManager(ExperimentTracker):
         self.model_line = model_line
         self.main_metric = main_metric
         self.higher_is_better = higher_is_better
-        self.retries = retries or RetryPolicy()
+        self.retries = retries or TrackingRetryPolicy()
         self.candidate_alias = candidate_alias
         self.experiment_id: str | None = None
         self.start_ref: ModelRef | None = None
@@ -165,7 +166,7 @@ class ExperimentsManager(ExperimentTracker):
     # --- iterations ---------------------------------------------------------------------
     def resolve_start_ref(self, start_ref: str | ModelRef) -> ModelRef:
         """Parse ``start_ref``; a registered ``models:/name@alias`` becomes the run that made it."""
-        start = ModelRef.parse(start_ref, TASK_KINDS)
+        start = ModelRef.parse(start_ref, TASK_REF_KINDS)
         if start.kind != "registered":
             return start
         _, alias, version = start.registered_parts
@@ -175,9 +176,6 @@ class ExperimentsManager(ExperimentTracker):
         if not run_id:
             raise ValueError(f"{start.value!r} has no source run")
         return ModelRef("run", run_id)
-
-    def iteration_name(self, start_ref: str | ModelRef, batch_id: str) -> str:
-        return naming.iteration_experiment_name(self.model_line, self.resolve_start_ref(start_ref), batch_id)
 
     def start_iteration(self, start_ref: str | ModelRef, batch_id: str) -> str:
         """Get or create the experiment of (model line, start, batch); returns its id. Idempotent."""

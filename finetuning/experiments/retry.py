@@ -7,7 +7,7 @@ Two layers, both bounded:
    ``MLFLOW_HTTP_REQUEST_TIMEOUT``. MLflow's defaults (7 retries, backoff x2, 120 s timeout) can
    keep a call busy for minutes; :func:`configure_mlflow_http` sets small defaults, and an
    operator's explicit environment value always wins.
-2. :class:`RetryPolicy.call` retries a whole manager operation with tenacity (exponential wait,
+2. :class:`TrackingRetryPolicy.call` retries a whole manager operation with tenacity (exponential wait,
    a cap on attempts and on total time) when the failure is transient — the server cannot be
    reached, timed out, or answered 5xx/429 — and raises :class:`TrackingUnavailable` afterwards.
    Logical errors (unknown run, bad parameter …) are raised at once, unchanged.
@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from typing import Callable, TypeVar
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential
+
+from finetuning.redaction import redact
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,7 +71,7 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-class RetryPolicy(BaseModel):
+class TrackingRetryPolicy(BaseModel):
     """How long an operation against MLflow may keep failing before :class:`TrackingUnavailable`.
 
     ``attempts`` (default 4) tries at most, waiting ``wait_initial`` (0.5 s) doubling up to
@@ -102,14 +103,6 @@ class RetryPolicy(BaseModel):
             raise TrackingUnavailable(
                 f"MLflow tracking server unavailable: {what} failed {attempts} times; last error: {_short(last)}"
             ) from last
-
-
-_CREDENTIALS_IN_URL = re.compile(r"(://)[^/@\s]+@")
-
-
-def redact(text: str) -> str:
-    """Hide ``user:password@`` in URLs so errors can go to logs and task documents."""
-    return _CREDENTIALS_IN_URL.sub(r"\1***@", text)
 
 
 def _short(exc: BaseException | None, limit: int = 300) -> str:

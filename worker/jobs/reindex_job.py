@@ -72,27 +72,25 @@ def run(ctx: TaskContext) -> dict:
     if dest_ref == pointer.model_ref:
         raise TaskRefused(f"{dest_ref} is already the blue model of deployment {pointer.name!r}")
 
-    store = create_vector_store(settings)
+    locks = LeaseLocks(ctx.db)
+    owner = f"reindex:{task.id}"
+    resources = [model_lock_name(pointer.model_ref), model_lock_name(dest_ref), f"blue:{pointer.name}"]
+    lease = settings.model_lock_lease_seconds
     try:
-        locks = LeaseLocks(ctx.db)
-        owner = f"reindex:{task.id}"
-        resources = [model_lock_name(pointer.model_ref), model_lock_name(dest_ref), f"blue:{pointer.name}"]
-        lease = settings.model_lock_lease_seconds
-        try:
-            locks.acquire_all(resources, owner, lease)
-        except LockHeld as held:
-            if task.wait_on_conflict:
-                raise TaskDeferred(f"waiting: {held}", settings.reindex_conflict_delay_ms) from None
-            raise TaskRefused(f"{held}; enqueue with wait_on_conflict to wait for it") from None
-        with locks.keep_alive(resources, owner, lease) as keeper:
+        locks.acquire_all(resources, owner, lease)
+    except LockHeld as held:
+        if task.wait_on_conflict:
+            raise TaskDeferred(f"waiting: {held}", settings.reindex_conflict_delay_ms) from None
+        raise TaskRefused(f"{held}; enqueue with wait_on_conflict to wait for it") from None
+    try:
+        with locks.keep_alive(resources, owner, lease) as keeper, create_vector_store(settings) as store:
             current = pointers.get(pointer.name)
             if current is None or current.collection != pointer.collection:
                 raise CollectionConflict(f"the blue collection of {pointer.name!r} changed before the locks were taken")
             _drop_leftovers(store, task.id, keep=pointer.collection)
             return _reindex(ctx, store, pointers, pointer, dest_ref, keeper)
     finally:
-        store.close()
-        gc.collect()
+        gc.collect()  # the destination model's weights
 
 
 # --------------------------------------------------------------------------------------------

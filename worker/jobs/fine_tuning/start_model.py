@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from finetuning.experiments import naming
-from finetuning.model_ref import TASK_KINDS, ModelNotFound, ModelRef
+from finetuning.model_ref import TASK_REF_KINDS, ModelNotFound, ModelRef
 from finetuning.models.base import EmbeddingsModelInterface
 from worker.lifecycle import TaskRefused
 from worker.lifecycle.errors import safe_detail
@@ -41,7 +41,7 @@ def set_max_seq_length(model: Any, max_seq_length: int) -> None:
 
 def default_model_line(ref: str, client: Any | None) -> str:
     """The model line of a start reference (see module docstring); ``client`` is an ``MlflowClient``."""
-    start = ModelRef.parse(ref, TASK_KINDS)
+    start = ModelRef.parse(ref, TASK_REF_KINDS)
     if start.kind == "base":
         return start.token
     run_id = start.source_run_id(client) if client is not None else start.run_id
