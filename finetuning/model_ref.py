@@ -156,12 +156,12 @@ class ModelRef:
             return load_base_or_saved(self.value, device=device)
         if not tracking_uri:
             raise ValueError(f"model {self} lives in MLflow: set CLICKTUNE_MLFLOW_TRACKING_URI")
-        from finetuning.experiments.mlflow_manager import ExperimentsManager
+        from finetuning.experiments.client import tracking_client
+        from finetuning.experiments.model_logging import load_logged_model, logged_model_uri
 
-        manager = ExperimentsManager(tracking_uri, model_line="clicktune-registry")
-        if self.kind == "registered":
-            return manager.download_model(self.value, device=device)
-        return manager.download_model_by_run_id(self.value, device=device)
+        client = tracking_client(tracking_uri)
+        uri = self.value if self.kind == "registered" else logged_model_uri(client, self.value)
+        return client.retry("download_model", load_logged_model, uri, tracking_uri=tracking_uri, device=device)
 
 
 def task_model_ref(text: str) -> ModelRef:

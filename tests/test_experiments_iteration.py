@@ -279,6 +279,7 @@ def test_save_model_best_only_logs_only_improvements(mlflow_server, tiny_base):
         first_save = manager.save_model(model)
         manager.save_metric(MetricValue("val_margin", quality, 1))
         qualities[run_id] = (first_save, manager.save_model(model), manager.save_model(model))
+        manager.save_evaluation({"val_margin": quality - 0.1}, {"val_margin": quality})
         manager.finish_run()
     runs = list(qualities)
     assert qualities[runs[0]] == (True, True, False)     # first run: always best; no re-save without gain
@@ -288,8 +289,15 @@ def test_save_model_best_only_logs_only_improvements(mlflow_server, tiny_base):
     client = MlflowClient(mlflow_server.url)
     live = client.search_logged_models(experiment_ids=[manager.experiment_id])
     assert sorted(m.source_run_id for m in live) == sorted([runs[0], runs[2]])  # superseded ones deleted
-    run_id, model_uri, name, version = manager.finish_iteration()
+    run_id, model_uri, name, version, choice = manager.finish_iteration()
     assert (run_id, model_uri) == (runs[2], f"models:/{name}/{version}")
+    # the choice is recorded where it is made, on the run and the version, and read back from there
+    assert choice.run_id == runs[2] and choice.quality == pytest.approx(0.7)
+    assert choice.metrics_before == pytest.approx({"val_margin": 0.6})
+    assert choice.metrics_after == pytest.approx({"val_margin": 0.7})
+    assert manager.model_choice(name, version) == choice
+    assert client.get_run(runs[2]).data.tags["clicktune.chosen"] == "true"
+    assert client.get_model_version(name, version).tags["clicktune.main_metric"] == "val_margin"
 
 
 def test_delete_iteration_touches_only_its_own_experiment(mlflow_server):

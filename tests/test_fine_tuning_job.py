@@ -6,6 +6,7 @@ files read by the ``local_file`` loader. A worker process is not the point here 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -137,6 +138,9 @@ def test_trains_registers_counts_missing_items_and_reports(mongo_db, settings, w
     client = MlflowClient(tracking_uri=mlflow_server.url)
     version = client.get_model_version_by_alias(result.registered_model_name, "candidate")
     assert version.version == result.registered_model_version and version.run_id == result.best_run_id
+    # the model choice was recorded on the version when it was made; the result reads it from there
+    assert json.loads(version.tags["clicktune.metrics_after"]) == pytest.approx(result.metrics_after)
+    assert json.loads(version.tags["clicktune.metrics_before"]) == pytest.approx(result.metrics_before)
     assert result.best_model_uri == f"models:/{result.registered_model_name}/{result.registered_model_version}"
     artifacts = [a.path for a in client.list_artifacts(result.best_run_id, "report")]
     assert artifacts == [result.report_artifact] == ["report/fine_tuning_report.png"]
@@ -144,7 +148,7 @@ def test_trains_registers_counts_missing_items_and_reports(mongo_db, settings, w
     assert Path(local).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # the same iteration again (a new task, e.g. restarted): the finished trial is skipped, not retrained,
-    # and the metrics come back from the run's history in MLflow
+    # and the metrics come back from the choice recorded in MLflow
     status, again = run_job(mongo_db, settings, **{**request, "options": {**request["options"],
                                                                          "model_line": result.model_line}})
     assert status is TaskStatus.done, again.detail

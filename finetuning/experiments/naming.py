@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import TYPE_CHECKING
 
-from finetuning.model_ref import ModelRef
+if TYPE_CHECKING:
+    from finetuning.model_ref import ModelRef
 
 EXPERIMENT_PREFIX = "clicktune"
 
@@ -44,7 +46,7 @@ def safe_token(value: str, max_len: int = MAX_TOKEN) -> str:
     return f"{cleaned[: max_len - 9]}-{digest}"
 
 
-def start_token(start: ModelRef) -> str:
+def start_token(start: "ModelRef") -> str:
     if start.kind == "run":
         return start.value
     if start.kind == "base":
@@ -52,7 +54,7 @@ def start_token(start: ModelRef) -> str:
     return "registered-" + safe_token(start.value.removeprefix("models:/"))
 
 
-def iteration_experiment_name(model_line: str, start: ModelRef, batch_id: str) -> str:
+def iteration_experiment_name(model_line: str, start: "ModelRef", batch_id: str) -> str:
     """``clicktune/<model_line>/iter/<start>/<batch>``, all components sanitised."""
     return "/".join([EXPERIMENT_PREFIX, safe_token(model_line), "iter", start_token(start), safe_token(batch_id)])
 

@@ -34,19 +34,19 @@ finished in MLflow are not trained again.
 from __future__ import annotations
 
 import logging
-import math
 
 from dao.blue_pointer import BluePointers
 from dao.task_documents import FineTuningResult
 from dao.tasks import LeaseLost
 from finetuning.experiments import IterationResult, build_space, release_memory, run_iteration
-from finetuning.experiments.mlflow_manager import ExperimentsManager, mlflow_metric_name
+from finetuning.experiments.client import tracking_client
+from finetuning.experiments.mlflow_manager import ExperimentsManager
 from finetuning.inputs import ItemsSet, TrainTestSplitter, sessions_to_inputs
 from finetuning.model_ref import ModelRef
 from worker.jobs.fine_tuning.batch_reader import read_batch
 from worker.jobs.fine_tuning.items import collect_item_refs, create_task_loader, drop_missing, load_items
 from worker.jobs.fine_tuning.quality_gate import GateDecision, quality_gate
-from worker.jobs.fine_tuning.report import log_report, metric_histories
+from worker.jobs.fine_tuning.report import log_report
 from worker.jobs.fine_tuning.start_model import default_model_line, load_start_model
 from worker.jobs.fine_tuning.training import TrialRunner, build_settings
 from worker.lifecycle import TaskCanceled, TaskContext, TaskRefused
@@ -109,8 +109,7 @@ def run(ctx: TaskContext) -> dict:
             # 6. the start model and its model line
             ctx.progress("loading start model", 0.0, start_model=start_ref)
             start_model = load_start_model(start_ref, tracking_uri, options.max_seq_length)
-            model_line = options.model_line or default_model_line(
-                start_ref, ExperimentsManager(tracking_uri, model_line="clicktune-registry").client)
+            model_line = options.model_line or default_model_line(start_ref, tracking_client(tracking_uri))
             manager = ExperimentsManager(tracking_uri, model_line, main_metric=settings.main_metric,
                                          higher_is_better=settings.higher_is_better)
 
@@ -126,7 +125,7 @@ def run(ctx: TaskContext) -> dict:
 
             # 8. quality gate on the held-out sessions
             ctx.progress("evaluating", 1.0)
-            before, after = _best_run_metrics(manager, iteration, runner)
+            before, after = iteration.metrics_before, iteration.metrics_after
             main = settings.main_metric
             gate = quality_gate(main, before.get(main), after.get(main, iteration.best_quality),
                                 higher_is_better=settings.higher_is_better, min_improvement=options.min_improvement)
@@ -174,45 +173,8 @@ def run(ctx: TaskContext) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# steps 8-10
+# steps 9-10
 # --------------------------------------------------------------------------------------------
-
-def _clean(metrics: dict[str, float]) -> dict[str, float]:
-    return {name: float(value) for name, value in metrics.items() if value is not None and not math.isnan(value)}
-
-
-def _best_run_metrics(manager: ExperimentsManager, iteration: IterationResult,
-                      runner: TrialRunner) -> tuple[dict[str, float], dict[str, float]]:
-    """Held-out metrics of the start model and of the best run's model.
-
-    From the trial trained in this attempt when there is one; else (the best run finished in an
-    earlier attempt of this task, or in another task of the same iteration) from the run's metric
-    history in MLflow: step 0 is the start model, the kept model is the step whose main metric is
-    the run's recorded quality (training may keep weights within noise of a better-scoring start,
-    see ``finetuning.callbacks.KeepBestWeights``), else the step where it was best.
-    """
-    params_id = next((t.params_id for t in iteration.trials if t.run_id == iteration.best_run_id), None)
-    outcome = runner.outcomes.get(params_id) if params_id else None
-    if outcome is not None:
-        return _clean(outcome.metrics_before), _clean(outcome.metrics_after)
-    histories = metric_histories(manager.client, iteration.best_run_id)
-    val = {name: dict(points) for name, points in histories.items() if name.startswith("val_") and points}
-    main_points = val.get(mlflow_metric_name(manager.main_metric), {})
-    before_step = min(main_points) if main_points else 0
-    pick = max if manager.higher_is_better else min
-    best_step = pick(main_points, key=main_points.get) if main_points else before_step
-    kept = iteration.best_quality
-    matching = [s for s, v in main_points.items() if kept is not None and math.isclose(v, kept, rel_tol=1e-6)]
-    if matching:
-        best_step = max(matching)
-
-    def ours(name: str) -> str:  # MLflow's ``val_ndcg_at_10`` back to our ``val_ndcg@10``
-        return name.replace("_at_", "@")
-
-    before = {ours(n): points[before_step] for n, points in val.items() if before_step in points}
-    after = {ours(n): points[best_step] for n, points in val.items() if best_step in points}
-    return _clean(before), _clean(after)
-
 
 def _report(manager: ExperimentsManager, iteration: IterationResult, main: str, before: dict[str, float],
             after: dict[str, float], task_id: str) -> str | None:

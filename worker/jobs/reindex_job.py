@@ -35,6 +35,8 @@ from typing import Any
 
 from dao.blue_pointer import BluePointer, BluePointers
 from dao.locks import LockKeeper, LeaseLocks, LockHeld, model_lock_name
+from finetuning.experiments.client import tracking_client
+from finetuning.experiments.records import BLUE_ALIAS, filter_literal
 from finetuning.model_ref import ModelNotFound, ModelRef
 from worker.indexing import (
     CollectionConflict,
@@ -50,7 +52,6 @@ from worker.vector_store import CollectionNotFound, VectorStore, create_vector_s
 
 log = logging.getLogger(__name__)
 
-BLUE_ALIAS = "blue"
 #: Collection metadata key naming the reindex task that built the collection.
 COLLECTION_TASK_KEY = "clicktune_reindex_task"
 
@@ -221,9 +222,7 @@ def _drop_leftovers(store: VectorStore, task_id: str, keep: str) -> list[str]:
 def _registered_run_id(ref: ModelRef, tracking_uri: str) -> str | None:
     """The run behind ``models:/<name>@<alias>`` or ``models:/<name>/<version>``."""
     try:
-        from mlflow import MlflowClient
-
-        return ref.source_run_id(MlflowClient(tracking_uri=tracking_uri))
+        return ref.source_run_id(tracking_client(tracking_uri))
     except Exception as exc:
         log.warning("could not resolve %s: %s", ref, type(exc).__name__)
         return None
@@ -235,14 +234,12 @@ def _move_blue_alias(dest_ref: str, tracking_uri: str) -> dict[str, str] | None:
     if run_id is None or not tracking_uri:
         return None
     try:
-        from finetuning.experiments.mlflow_manager import ExperimentsManager
-
-        manager = ExperimentsManager(tracking_uri, model_line="clicktune-reindex")
-        versions = manager.client.search_model_versions(f"run_id = '{run_id}'")
+        client = tracking_client(tracking_uri)
+        versions = client.search_model_versions(f"run_id = {filter_literal(run_id)}")
         if not versions:
             return None
         newest = max(versions, key=lambda v: int(v.version))
-        manager.set_alias(newest.name, BLUE_ALIAS, newest.version)
+        client.set_registered_model_alias(newest.name, BLUE_ALIAS, str(newest.version))
         return {"name": newest.name, "version": str(newest.version), "alias": BLUE_ALIAS}
     except Exception as exc:
         log.warning("could not move the %r alias to run %s: %s", BLUE_ALIAS, run_id, type(exc).__name__)
