@@ -101,12 +101,17 @@ class ModelRef:
         return self.value if self.kind == "run" else None
 
     @property
+    def body(self) -> str:
+        """The reference without its kind's prefix (``line@blue`` for ``models:/line@blue``)."""
+        return self.value.removeprefix("models:/") if self.kind == "registered" else self.value
+
+    @property
     def registered_parts(self) -> tuple[str, str | None, str | None]:
         """``(name, alias, version)`` of a ``models:/`` reference (one of alias/version, or neither
         for a logged-model id)."""
         if self.kind != "registered":
             raise ValueError(f"{self} is not a registered model reference")
-        body = self.value.removeprefix("models:/")
+        body = self.body
         if "@" in body:
             name, alias = body.rsplit("@", 1)
             return name, alias, None

@@ -51,7 +51,7 @@ def start_token(start: "ModelRef") -> str:
         return start.value
     if start.kind == "base":
         return "base-" + safe_token(start.value)
-    return "registered-" + safe_token(start.value.removeprefix("models:/"))
+    return "registered-" + safe_token(start.body)
 
 
 def iteration_experiment_name(model_line: str, start: "ModelRef", batch_id: str) -> str:

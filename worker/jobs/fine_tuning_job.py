@@ -194,7 +194,7 @@ def _deploy(ctx: TaskContext, gate: GateDecision, start_ref: str, best_run_id: s
         return False, f"deploy_as_blue not requested; {gate.reason}", None
     if not gate.passed:
         return False, f"not deployed: {gate.reason}", None
-    if start_ref.startswith(("base:", "run:")) and not BluePointers(ctx.db).find_by_model(start_ref):
+    if ModelRef.parse(start_ref).kind in ("base", "run") and not BluePointers(ctx.db).find_by_model(start_ref):
         return False, (f"not deployed: the start model {start_ref} is not blue in any deployment "
                        "(build the first index with `clicktune index`); " + gate.reason), None
     reindex_task_id = _enqueue_reindex(ctx, start_ref, best_run_id)

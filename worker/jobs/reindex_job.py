@@ -107,13 +107,14 @@ def _find_pointer(ctx: TaskContext, pointers: BluePointers) -> BluePointer:
         return matches[0]
     if task.source_run_id:
         try:
-            source_ref = ModelRef.canonical(task.source_run_id)
+            source = ModelRef.parse(task.source_run_id)
         except ValueError as exc:
             raise TaskRefused(str(exc)) from None
+        source_ref = str(source)
         matches = pointers.find_by_model(source_ref)
-        if not matches and source_ref.startswith("models:/"):
-            run_id = _registered_run_id(ModelRef.parse(source_ref), settings.mlflow_tracking_uri)
-            matches = pointers.find_by_model(f"run:{run_id}") if run_id else []
+        if not matches and source.kind == "registered":
+            run_id = _registered_run_id(source, settings.mlflow_tracking_uri)
+            matches = pointers.find_by_model(str(ModelRef("run", run_id))) if run_id else []
         if not matches:
             raise TaskRefused(f"model {source_ref} is not blue in any deployment (see `clicktune blue`)")
         if len(matches) > 1:
