@@ -163,6 +163,13 @@ class FineTuningOptions(BaseModel):
     settings: dict[str, Any] = Field(default_factory=dict, description="Other FineTuningSettings fields "
                                      "(loss_func, confidence_calculator, main_metric, ...).")
 
+    @field_validator("model_line")
+    @classmethod
+    def _model_line(cls, value: str | None) -> str | None:
+        if value is not None and "'" in value and '"' in value:
+            raise ValueError("model_line may hold ' or \" but not both (it is matched in MLflow search filters)")
+        return value
+
 
 class FineTuningRequest(TaskRequest):
     """Fine-tune ``embedding_model_id`` on the clicks of ``batch_id``."""

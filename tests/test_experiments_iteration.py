@@ -348,3 +348,21 @@ def test_model_logged_outside_the_manager_is_found_by_run_id(mlflow_server, tiny
     bare = client.create_run(run.info.experiment_id)
     with pytest.raises(Exception, match="no logged model"):
         manager.download_model_by_run_id(bare.info.run_id)
+
+
+def test_a_model_line_with_a_quote_works_through_every_filter(mlflow_server, tiny_base):
+    line = f"o'brien's line {uuid.uuid4().hex[:6]}"  # a quote must neither break nor change a filter
+    first = _manager(mlflow_server, line)
+    first.start_iteration("base:tiny", "b1")
+    params = FineTuningParams(query_lr=1e-4)
+    first.start_run(params, SETTINGS)
+    first.save_metric(MetricValue("val_margin", 0.4, 0))
+    assert first.save_model(load_model(tiny_base))
+    first.finish_run()
+    assert first.finished_run(params) is not None
+    outcome = first.finish_iteration()
+    second = _manager(mlflow_server, line)
+    second.start_iteration("base:tiny", "b2")
+    assert second.previous_iteration_experiment_id() == first.experiment_id
+    assert [p.id() for p in second.get_previous_iteration_top_params()] == [params.id()]
+    assert second.model_choice(outcome.name, outcome.version).run_id == outcome.run_id

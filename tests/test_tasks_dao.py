@@ -46,6 +46,9 @@ def test_bad_fine_tuning_requests_are_clear_errors():
         FineTuningRequest(embedding_model_id=RUN_ID, batch_id="b1", options={"learning_rate": 1})
     with pytest.raises(ValidationError, match="max_evals"):
         FineTuningRequest(embedding_model_id=RUN_ID, batch_id="b1", options={"max_evals": 0})
+    with pytest.raises(ValidationError, match="model_line"):  # no MLflow filter can hold both quotes
+        FineTuningRequest(embedding_model_id=RUN_ID, batch_id="b1", options={"model_line": "it's \"x\""})
+    assert FineTuningRequest(embedding_model_id=RUN_ID, batch_id="b1", options={"model_line": "o'brien"})
 
 
 def test_create_is_idempotent_under_concurrency(mongo_db):
