@@ -24,6 +24,7 @@ The manager is not thread-safe: one manager per worker task.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 from mlflow.entities import Run
 from pydantic import SecretStr
@@ -61,6 +62,7 @@ class ExperimentsManager(IterationsMixin, RunsMixin, RegistryMixin, ExperimentTr
         higher_is_better: direction of ``main_metric`` (default True).
         retries: bounded retry policy for every MLflow call (default :class:`TrackingRetryPolicy()`).
         candidate_alias: alias set by :meth:`finish_iteration` (default ``"candidate"``).
+        should_stop: when it returns True, waits for an unreachable server end at once (a cancel).
     """
 
     def __init__(
@@ -71,11 +73,12 @@ class ExperimentsManager(IterationsMixin, RunsMixin, RegistryMixin, ExperimentTr
         higher_is_better: bool = True,
         retries: TrackingRetryPolicy | None = None,
         candidate_alias: str = CANDIDATE_ALIAS,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         uri = tracking_uri.get_secret_value() if isinstance(tracking_uri, SecretStr) else tracking_uri
         self._tracking_uri = uri
         self.retries = retries or TrackingRetryPolicy()
-        self.client = tracking_client(uri, self.retries)
+        self.client = tracking_client(uri, self.retries, should_stop)
         self.model_line = model_line
         self.main_metric = main_metric
         self.higher_is_better = higher_is_better
