@@ -2,7 +2,8 @@
 
 ``run_iteration(manager, train_fn, start_ref=..., batch_id=..., settings=...)``:
 
-1. ``manager.start_iteration(start_ref, batch_id)`` — the iteration's MLflow experiment.
+1. ``manager.start_iteration(start_ref, batch_id)`` — the iteration's MLflow experiment; runs an
+   interrupted earlier attempt of the same task left ``RUNNING`` are closed ``KILLED``.
 2. Choose the trials:
 
    - **first iteration of a model line** (the start is not a run of the line and no earlier
@@ -106,6 +107,7 @@ def run_iteration(
 ) -> IterationResult:
     """Run one iteration (see the module docstring) and return what was registered."""
     experiment_id = manager.start_iteration(start_ref, batch_id)
+    manager.end_interrupted_runs()  # runs an earlier attempt of the same task left RUNNING
     fatal = (TrackingUnavailable, *fatal_exceptions)
     records: list[TrialRecord] = []
 

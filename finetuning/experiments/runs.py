@@ -75,13 +75,28 @@ class RunsMixin:
             return None, self._worst()
         return best.info.run_id, self._run_quality(best)
 
+    def end_interrupted_runs(self: "ExperimentsManager", status: str = "KILLED") -> list[str]:
+        """Close (``KILLED``) the runs of this iteration still ``RUNNING`` under this manager's
+        ``run_tags`` — left open by an earlier attempt that was killed or lost MLflow mid-run. Only
+        meaningful while the caller is the one live attempt of its task (it holds the task's lease);
+        without ``run_tags`` nothing is touched. Returns the closed run ids."""
+        if not self.run_tags:
+            return []
+        tags = " and ".join(f"tags.`{key}` = {filter_literal(value)}" for key, value in sorted(self.run_tags.items()))
+        runs = self.client.search_runs([self._require_iteration()], f"attributes.status = 'RUNNING' and {tags}")
+        closed = [run.info.run_id for run in runs if run.info.run_id != self.run_id]
+        for run_id in closed:
+            self.client.set_terminated(run_id, status)
+            logger.warning("closed run %s as %s: an earlier attempt left it running", run_id, status)
+        return closed
+
     # --- the current run ----------------------------------------------------------------
     def start_run(self: "ExperimentsManager", params: FineTuningParams, settings: FineTuningSettings | None = None) -> str:
         """Open a run named ``params.id()`` with the params and settings logged; returns its id."""
         experiment_id = self._require_iteration()
         if self.run_id is not None:
             raise RuntimeError(f"run {self.run_id} is still open: finish_run() first")
-        tags = {naming.TAG_PARAMS_ID: params.id(), naming.TAG_MODEL_LINE: self.model_line}
+        tags = {**self.run_tags, naming.TAG_PARAMS_ID: params.id(), naming.TAG_MODEL_LINE: self.model_line}
         run = self.client.create_run(experiment_id, run_name=params.id(), tags=tags)
         self.run_id = run.info.run_id
         self._run_params, self._run_best, self._run_saved = params, None, None

@@ -38,7 +38,7 @@ import logging
 from dao.blue_pointer import BluePointers
 from dao.task_documents import FineTuningResult
 from dao.tasks import LeaseLost
-from finetuning.experiments import IterationResult, build_space, release_memory, run_iteration
+from finetuning.experiments import IterationResult, build_space, naming, release_memory, run_iteration
 from finetuning.experiments.client import tracking_client
 from finetuning.experiments.mlflow_manager import ExperimentsManager
 from finetuning.inputs import ItemsSet, TrainTestSplitter, sessions_to_inputs
@@ -111,7 +111,8 @@ def run(ctx: TaskContext) -> dict:
             start_model = load_start_model(start_ref, tracking_uri, options.max_seq_length, should_stop=ctx.should_stop)
             model_line = options.model_line or default_model_line(start_ref, tracking_client(tracking_uri, should_stop=ctx.should_stop))
             manager = ExperimentsManager(tracking_uri, model_line, main_metric=settings.main_metric,
-                                         higher_is_better=settings.higher_is_better, should_stop=ctx.should_stop)
+                                         higher_is_better=settings.higher_is_better, should_stop=ctx.should_stop,
+                                         run_tags={naming.TAG_TASK_ID: task.id})
 
             # 7. the iteration: search or continue, train, register the best
             runner = TrialRunner(start_model, train, test, items, settings, progress=ctx.progress,
