@@ -58,7 +58,8 @@ def main() -> None:
     from dao.tasks import TasksDAO
     from finetuning.models.tiny import build_tiny_text_model
     from loaders.text import item_to_text
-    from worker.indexing import ItemRef, build_index, resolve_model
+    from finetuning.model_ref import ModelRef
+    from worker.indexing import ItemRef, build_index
     from worker.jobs import reindex_job
     from worker.lifecycle import run_task
     from worker.local_services import start_mongo_wire
@@ -82,10 +83,10 @@ def main() -> None:
         settings = Settings(mongo_url=mongo.url, mongo_db="bench", chroma_path=str(root / "chroma"),
                             reindex_page_size=args.page_size, mlflow_tracking_uri="", heartbeat_seconds=2)
         if old_ref is None:  # a real model: index with it, reindex to a saved copy of it
-            model = resolve_model(args.model)
+            model = ModelRef.parse(args.model).load()
             model.save(root / "copy")
             old_ref, new_ref = args.model, f"dir:{root / 'copy'}"
-        old_model = resolve_model(old_ref)
+        old_model = ModelRef.parse(old_ref).load()
         refs = [ItemRef(object_id=d, meta={"path": f"{d}.json"}) for d in docs]
         build_index(store=create_vector_store(settings), pointers=BluePointers(db), model=old_model,
                     model_ref=old_ref, loader_config={"source": "local_file", "root_dir": str(items)},
@@ -95,7 +96,7 @@ def main() -> None:
         # baseline: load the model and embed the texts, same pages — no loader, no store, no Mongo
         texts = [item_to_text(doc) for doc in docs.values()]
         started = time.perf_counter()
-        new_model = resolve_model(new_ref)
+        new_model = ModelRef.parse(new_ref).load()
         for i in range(0, len(texts), args.page_size):
             new_model.encode_items(texts[i:i + args.page_size])
         baseline_s = time.perf_counter() - started

@@ -158,12 +158,12 @@ class LeaseLocks:
         return info if info and not info.expired(self.clock()) else None
 
     def keep_alive(self, resources: Iterable[str], owner: str, lease_seconds: float,
-                   interval: float | None = None) -> "LeaseKeeper":
-        """A :class:`LeaseKeeper` renewing ``resources`` in a background thread (use as ``with``)."""
-        return LeaseKeeper(self, list(resources), owner, lease_seconds, interval)
+                   interval: float | None = None) -> "LockKeeper":
+        """A :class:`LockKeeper` renewing ``resources`` in a background thread (use as ``with``)."""
+        return LockKeeper(self, list(resources), owner, lease_seconds, interval)
 
 
-class LeaseKeeper:
+class LockKeeper:
     """Renews held leases every ``interval`` seconds (default a third of the lease) until stopped.
 
     ``lost`` is set when a renewal finds the lease gone (expired and taken over, or deleted); the
@@ -197,7 +197,7 @@ class LeaseKeeper:
         if self.lost.is_set():
             raise LockHeld(", ".join(self.resources), None)
 
-    def __enter__(self) -> "LeaseKeeper":
+    def __enter__(self) -> "LockKeeper":
         self._thread.start()
         return self
 

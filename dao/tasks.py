@@ -1,17 +1,14 @@
 """Task documents in Mongo: idempotent create, atomic claim with a lease, compare-and-set changes.
 
-:class:`TasksDAO` is generic over the task kind (one collection per kind). Every status change is
-a single conditional write (``update_one`` / ``find_one_and_update`` whose filter holds the
-expected status and, while running, the lease owner): a lost race is detected (the call returns
-``False`` / ``None``), never overwritten.
+:class:`TasksDAO` is generic over the task kind (one collection per kind). A task's status is
+written in two methods only: :meth:`TasksDAO.claim_raw` (the entry into ``processing``) and
+:meth:`TasksDAO.transition` (every other change). Both are one conditional write whose filter holds
+the expected status (and, while running, the lease owner): a lost race returns ``False``/``None``,
+it never overwrites.
 
-Lease arithmetic uses ``lease_expires_ms`` (epoch milliseconds, an integer) for every comparison;
-``lease_expires_at`` is the same instant as a datetime for people. Integers compare the same on
-every MongoDB-compatible server (the nx-27017 test server stores a datetime written by ``$set`` on
-an existing document as a string, which no longer compares with datetimes). Only plain, portable
-operations are used: ``insert_one``, ``update_one``, ``find_one_and_update``, ``find``.
-
-Clock: leases compare the clocks of the processes that write them; keep worker clocks in sync (NTP).
+Leases compare ``lease_expires_ms`` (epoch ms, an integer: the nx-27017 test server stores a
+datetime written by ``$set`` as a string); ``lease_expires_at`` is the same instant for people.
+Leases compare the clocks of the processes that write them; keep worker clocks in sync (NTP).
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ from pydantic import ValidationError
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError, OperationFailure
+from pymongo.errors import DuplicateKeyError
 
 from dao.task_documents import (
     TERMINAL_STATUSES,
@@ -38,6 +35,7 @@ from dao.task_documents import (
     task_document_model,
     utcnow,
 )
+from dao.task_outcome import after_failed_attempt
 
 log = logging.getLogger(__name__)
 
@@ -191,16 +189,15 @@ class TasksDAO:
 
     # ---------------------------------------------------------------- running
     def claim(self, task_id: str, owner: str, lease_s: float, *, now: datetime | None = None) -> TaskDocument | None:
-        """Atomically take a ``pending`` task, or a ``processing`` one whose lease expired.
-
-        Returns the claimed document (``attempt`` incremented, lease held by ``owner``) or ``None``
-        when the task is held by a live lease, terminal, or missing.
-        """
+        """:meth:`claim_raw`, the document read into this kind's model."""
         raw = self.claim_raw(task_id, owner, lease_s, now=now)
         return self.parse(raw) if raw is not None else None
 
     def claim_raw(self, task_id: str, owner: str, lease_s: float, *, now: datetime | None = None) -> dict | None:
-        """:meth:`claim` returning the stored dict (the caller can refuse a document that no longer validates)."""
+        """Atomically take a ``pending`` task, or a ``processing`` one whose lease expired: the stored
+        dict (``attempt`` incremented, lease held by ``owner``, progress cleared: an earlier attempt's
+        stage is not this one's; the caller can refuse a document that no longer validates), or
+        ``None`` when the task is held by a live lease, terminal, or missing."""
         now = now or utcnow()
         expires = now + timedelta(seconds=lease_s)
         raw = self.collection.find_one_and_update(
@@ -210,7 +207,7 @@ class TasksDAO:
             ]},
             {"$set": {"status": TaskStatus.processing.value, "lease_owner": owner,
                       "lease_expires_ms": _ms(expires), "lease_expires_at": expires,
-                      "started_at": now, "updated_at": now},
+                      "started_at": now, "updated_at": now, "progress": {}},
              "$inc": {"attempt": 1}},
             return_document=ReturnDocument.AFTER,
         )
@@ -242,10 +239,13 @@ class TasksDAO:
         return result.matched_count == 1
 
     def transition(self, task_id: str, expected: TaskStatus | Iterable[TaskStatus], new: TaskStatus, *,
-                   owner: str | None = None, detail: str | None = _KEEP, **fields: Any) -> bool:
-        """Compare-and-set: move the task from (one of) ``expected`` to ``new``.
+                   owner: str | None = None, lease_expired_before_ms: int | None = None,
+                   detail: str | None = _KEEP, **fields: Any) -> bool:
+        """Compare-and-set: move the task from (one of) ``expected`` to ``new``. The only writer of ``status``.
 
-        With ``owner`` the task must also be held by that lease owner. Entering a terminal status
+        With ``owner`` the task must also be held by that lease owner (``None`` together with
+        ``lease_expired_before_ms`` means "held by nobody"); with ``lease_expired_before_ms`` its
+        lease must have expired before that instant (epoch ms). Entering a terminal status
         stamps ``finished_at`` and drops the lease; entering ``pending`` drops the lease. ``detail``
         is left as stored unless given (``None`` clears it).
         Returns ``False`` when the task was not in the expected state (a lost race, reported, not overwritten).
@@ -253,8 +253,10 @@ class TasksDAO:
         expected_list = [expected] if isinstance(expected, TaskStatus) else list(expected)
         now = utcnow()
         query: dict[str, Any] = {"_id": task_id, "status": {"$in": [s.value for s in expected_list]}}
-        if owner is not None:
+        if owner is not None or lease_expired_before_ms is not None:
             query["lease_owner"] = owner
+        if lease_expired_before_ms is not None:
+            query["lease_expires_ms"] = {"$lt": lease_expired_before_ms}
         update: dict[str, Any] = {"status": new.value, "updated_at": now, **fields}
         if detail is not _KEEP:
             update["detail"] = bounded_detail(detail)
@@ -274,9 +276,7 @@ class TasksDAO:
         """``processing`` (held by ``owner``) → terminal ``status``, with ``detail`` and ``result``."""
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"{status} is not terminal")
-        fields: dict[str, Any] = {}
-        if result is not None:
-            fields["result"] = result
+        fields: dict[str, Any] = {} if result is None else {"result": result}
         return self.transition(task_id, TaskStatus.processing, status, owner=owner, detail=detail, **fields)
 
     def release(self, task_id: str, owner: str, detail: str) -> bool:
@@ -321,12 +321,12 @@ class TasksDAO:
     def reap_expired(self, now: datetime | None = None, *, limit: int = 100) -> list[ReapedTask]:
         """Take back every ``processing`` task whose lease expired before ``now``.
 
-        It goes back to ``pending`` (the caller re-sends its message) while attempts remain,
-        to ``canceled`` if cancel was requested, else to ``failed`` with a detail.
-        Each move is a compare-and-set, so concurrent reapers (and claimers) never double-move.
+        What it becomes is :func:`dao.task_outcome.after_failed_attempt`'s decision: ``pending``
+        (the caller re-sends its message) while attempts remain, ``canceled`` if cancel was
+        requested, else ``failed``. Each move is a compare-and-set on the owner and the expired
+        lease, so concurrent reapers (and claimers) never double-move.
         """
-        now = now or utcnow()
-        cutoff = _ms(now)
+        cutoff = _ms(now or utcnow())
         reaped: list[ReapedTask] = []
         candidates = self.collection.find(
             {"status": TaskStatus.processing.value, "lease_expires_ms": {"$lt": cutoff}},
@@ -335,26 +335,14 @@ class TasksDAO:
         for raw in list(candidates):
             attempt, max_attempts = int(raw.get("attempt", 0)), int(raw.get("max_attempts", 1))
             lost = f"the worker holding attempt {attempt} stopped renewing its lease ({raw.get('lease_owner')})"
-            if raw.get("cancel_requested"):
-                new, detail = TaskStatus.canceled, f"canceled; {lost}"
-            elif attempt >= max_attempts:
-                new, detail = TaskStatus.failed, f"{lost}; no attempts left ({attempt}/{max_attempts})"
-            else:
-                new, detail = TaskStatus.pending, f"{lost}; retrying ({attempt}/{max_attempts} used)"
-            query = {"_id": raw["_id"], "status": TaskStatus.processing.value,
-                     "lease_owner": raw.get("lease_owner"), "lease_expires_ms": {"$lt": cutoff}}
-            update: dict[str, Any] = {"status": new.value, "detail": bounded_detail(detail), "updated_at": now,
-                                      "lease_owner": None, "lease_expires_ms": None, "lease_expires_at": None}
-            if new is not TaskStatus.pending:
-                update["finished_at"] = now
-            if self.collection.update_one(query, {"$set": update}).matched_count == 1:
-                reaped.append(ReapedTask(raw["_id"], new))
+            decision = after_failed_attempt(attempt, max_attempts, lost,
+                                            cancel_requested=bool(raw.get("cancel_requested")))
+            if self.transition(raw["_id"], TaskStatus.processing, decision.status, owner=raw.get("lease_owner"),
+                               lease_expired_before_ms=cutoff, detail=decision.detail):
+                reaped.append(ReapedTask(raw["_id"], decision.status))
         return reaped
 
     def drop(self) -> None:
         """Remove the collection (tests)."""
-        try:
-            self.collection.drop()
-        except OperationFailure:  # pragma: no cover
-            pass
+        self.collection.drop()
         self._indexed = False

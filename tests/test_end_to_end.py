@@ -31,7 +31,8 @@ from finetuning.experiments import naming
 from finetuning.simulation.click_simulator import simulate_sessions
 from loaders.text import item_to_text
 from tests.fixtures.fine_tuning import clickstream_records, ingest_and_release, write_items
-from worker.indexing import ItemRef, build_index, resolve_model
+from finetuning.model_ref import ModelRef
+from worker.indexing import ItemRef, build_index
 from worker.vector_store import create_vector_store
 from tests.polling import wait_for
 
@@ -63,7 +64,7 @@ def test_scifact_clicks_through_worker_mlflow_and_the_quality_gate(scifact_dir, 
     batch = ClickstreamDAO(mongo_db).release("e2e-release")
 
     loader = {"source": "local_file", "root_dir": str(items_dir)}
-    base = resolve_model("base:all-MiniLM-L6-v2")
+    base = ModelRef.parse("base:all-MiniLM-L6-v2").load()
     doc_ids = dataset.doc_ids
     store = create_vector_store(settings)
     first = build_index(store=store, pointers=BluePointers(mongo_db), model=base, model_ref="base:all-MiniLM-L6-v2",
@@ -112,7 +113,7 @@ def test_scifact_clicks_through_worker_mlflow_and_the_quality_gate(scifact_dir, 
     assert_deployed(clicktune_client, mongo_db, store, settings, result, task_id, line, first.collection,
                     {d: item_to_text(dataset.corpus[d]) for d in doc_ids}, base)
     assert_blue_finds_clicked_documents(store, BluePointers(mongo_db).get().collection,
-                                        resolve_model(f"run:{result.best_run_id}", settings.mlflow_tracking_uri), sessions)
+                                        ModelRef.parse(f"run:{result.best_run_id}").load(settings.mlflow_tracking_uri), sessions)
 
 
 def assert_deployed(clicktune_client, db, store, settings, result, task_id, line, first_collection, texts, old_model):
@@ -133,7 +134,7 @@ def assert_deployed(clicktune_client, db, store, settings, result, task_id, line
         ids=ids, include=["embeddings"])
     by_id = dict(zip(stored["ids"], np.asarray(stored["embeddings"])))
     assert set(by_id) == set(ids)
-    tuned = resolve_model(f"run:{result.best_run_id}", settings.mlflow_tracking_uri)
+    tuned = ModelRef.parse(f"run:{result.best_run_id}").load(settings.mlflow_tracking_uri)
     sample = ids[:8]
     new_vectors = tuned.encode_items([texts[i] for i in sample]).numpy()
     old_vectors = old_model.encode_items([texts[i] for i in sample]).numpy()
@@ -160,7 +161,7 @@ def test_clicks_to_blue_with_a_model_that_learns(tmp_path, mongo_db, e2e_setting
     batch_id = ingest_and_release(mongo_db, records)
     loader = {"source": "local_file", "root_dir": str(items_dir)}
     start_ref = f"run:{tiny_start_run}"
-    start = resolve_model(start_ref, settings.mlflow_tracking_uri)
+    start = ModelRef.parse(start_ref).load(settings.mlflow_tracking_uri)
     store = create_vector_store(settings)
     first = build_index(store=store, pointers=BluePointers(mongo_db), model=start, model_ref=start_ref,
                         loader_config=loader, items=[ItemRef(object_id=i, meta={"path": f"{i}.txt"}) for i in items])
@@ -180,7 +181,7 @@ def test_clicks_to_blue_with_a_model_that_learns(tmp_path, mongo_db, e2e_setting
                                                                             result.metrics_after)
     assert result.metrics_after[main] > result.metrics_before[main]
     assert_deployed(clicktune_client, mongo_db, store, settings, result, task_id, line, first.collection, items, start)
-    tuned = resolve_model(f"run:{result.best_run_id}", settings.mlflow_tracking_uri)
+    tuned = ModelRef.parse(f"run:{result.best_run_id}").load(settings.mlflow_tracking_uri)
     sessions = [{"search_query": r["search_query"], "events": r["events"]} for r in records]
     assert_blue_finds_clicked_documents(store, BluePointers(mongo_db).get().collection, tuned, sessions, n=40, share=0.6)
 

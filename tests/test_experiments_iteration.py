@@ -21,7 +21,8 @@ from mlflow import MlflowClient
 
 from finetuning.experiments import ExperimentsManager, run_iteration
 from finetuning.experiments.mlflow_manager import mlflow_metric_name
-from finetuning.experiments.naming import StartRef, iteration_experiment_name, registered_model_name
+from finetuning.model_ref import ModelRef
+from finetuning.experiments.naming import iteration_experiment_name, registered_model_name
 from finetuning.metrics.retrieval import ndcg_at_k
 from finetuning.models.registry import load_model
 from finetuning.params import FineTuningParams, FineTuningSettings
@@ -129,7 +130,7 @@ def test_first_iteration_searches_logs_and_registers(first_iteration, mlflow_ser
 
     assert result.mode == "search" and result.trained == 3 and result.skipped == 0
     experiments = client.search_experiments(filter_string=f"tags.`clicktune.model_line` = '{line}'")
-    assert [e.name for e in experiments] == [iteration_experiment_name(line, StartRef("base", "tiny"), "batch-1")]
+    assert [e.name for e in experiments] == [iteration_experiment_name(line, ModelRef("base", "tiny"), "batch-1")]
     assert experiments[0].experiment_id == result.experiment_id
 
     runs = _runs(client, result.experiment_id)
@@ -278,6 +279,7 @@ def test_save_model_best_only_logs_only_improvements(mlflow_server, tiny_base):
         first_save = manager.save_model(model)
         manager.save_metric(MetricValue("val_margin", quality, 1))
         qualities[run_id] = (first_save, manager.save_model(model), manager.save_model(model))
+        manager.save_evaluation({"val_margin": quality - 0.1}, {"val_margin": quality})
         manager.finish_run()
     runs = list(qualities)
     assert qualities[runs[0]] == (True, True, False)     # first run: always best; no re-save without gain
@@ -287,8 +289,15 @@ def test_save_model_best_only_logs_only_improvements(mlflow_server, tiny_base):
     client = MlflowClient(mlflow_server.url)
     live = client.search_logged_models(experiment_ids=[manager.experiment_id])
     assert sorted(m.source_run_id for m in live) == sorted([runs[0], runs[2]])  # superseded ones deleted
-    run_id, model_uri, name, version = manager.finish_iteration()
+    run_id, model_uri, name, version, choice = manager.finish_iteration()
     assert (run_id, model_uri) == (runs[2], f"models:/{name}/{version}")
+    # the choice is recorded where it is made, on the run and the version, and read back from there
+    assert choice.run_id == runs[2] and choice.quality == pytest.approx(0.7)
+    assert choice.metrics_before == pytest.approx({"val_margin": 0.6})
+    assert choice.metrics_after == pytest.approx({"val_margin": 0.7})
+    assert manager.model_choice(name, version) == choice
+    assert client.get_run(runs[2]).data.tags["clicktune.chosen"] == "true"
+    assert client.get_model_version(name, version).tags["clicktune.main_metric"] == "val_margin"
 
 
 def test_delete_iteration_touches_only_its_own_experiment(mlflow_server):
@@ -321,7 +330,7 @@ def test_set_alias_moves_blue_only_when_asked(first_iteration, mlflow_server):
     assert manager.get_version_by_alias(name, "blue") is None
     manager.set_alias(name, "blue", result.version)
     assert manager.get_version_by_alias(name, "blue") == result.version
-    assert manager.resolve_start_ref(f"models:/{name}@blue") == StartRef("run", result.best_run_id)
+    assert manager.resolve_start_ref(f"models:/{name}@blue") == ModelRef("run", result.best_run_id)
 
 
 def test_model_logged_outside_the_manager_is_found_by_run_id(mlflow_server, tiny_base):
@@ -339,3 +348,51 @@ def test_model_logged_outside_the_manager_is_found_by_run_id(mlflow_server, tiny
     bare = client.create_run(run.info.experiment_id)
     with pytest.raises(Exception, match="no logged model"):
         manager.download_model_by_run_id(bare.info.run_id)
+
+
+def test_a_model_line_with_a_quote_works_through_every_filter(mlflow_server, tiny_base):
+    line = f"o'brien's line {uuid.uuid4().hex[:6]}"  # a quote must neither break nor change a filter
+    first = _manager(mlflow_server, line)
+    first.start_iteration("base:tiny", "b1")
+    params = FineTuningParams(query_lr=1e-4)
+    first.start_run(params, SETTINGS)
+    first.save_metric(MetricValue("val_margin", 0.4, 0))
+    assert first.save_model(load_model(tiny_base))
+    first.finish_run()
+    assert first.finished_run(params) is not None
+    outcome = first.finish_iteration()
+    second = _manager(mlflow_server, line)
+    second.start_iteration("base:tiny", "b2")
+    assert second.previous_iteration_experiment_id() == first.experiment_id
+    assert [p.id() for p in second.get_previous_iteration_top_params()] == [params.id()]
+    assert second.model_choice(outcome.name, outcome.version).run_id == outcome.run_id
+
+
+def test_runs_an_interrupted_attempt_left_running_are_killed_by_the_next(mlflow_server, tiny_base):
+    line = f"test-killed-{uuid.uuid4().hex[:8]}"
+
+    def attempt(task_id: str) -> ExperimentsManager:
+        manager = ExperimentsManager(mlflow_server.url, line, main_metric="val_margin",
+                                     run_tags={"clicktune.task_id": task_id})
+        manager.start_iteration("base:tiny", "b")
+        return manager
+
+    killed = attempt("task-1")
+    left = killed.start_run(FineTuningParams(query_lr=1e-4), SETTINGS)  # the worker dies here: never finished
+    other = attempt("task-2")  # another live task of the same iteration
+    theirs = other.start_run(FineTuningParams(query_lr=2e-4), SETTINGS)
+    client = MlflowClient(mlflow_server.url)
+    assert client.get_run(left).data.tags["clicktune.task_id"] == "task-1"
+
+    result = run_iteration(attempt("task-1"), lambda params, tracker: _train_tiny(tracker, tiny_base, 0.5),
+                           start_ref="base:tiny", batch_id="b", settings=SETTINGS, space=SPACE, max_evals=1)
+
+    assert client.get_run(left).info.status == "KILLED"
+    assert client.get_run(theirs).info.status == "RUNNING"  # never another task's run
+    assert client.get_run(result.best_run_id).info.status == "FINISHED"
+
+
+def _train_tiny(tracker, tiny_base, quality: float) -> float:
+    tracker.save_metric(MetricValue("val_margin", quality, 0))
+    tracker.save_model(load_model(tiny_base))
+    return quality

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 
 from finetuning.experiments.mlflow_manager import mlflow_metric_name
+from finetuning.model_ref import TASK_REF_KINDS, ModelRef
 from finetuning.experiments.naming import (
-    StartRef,
     iteration_experiment_name,
-    parse_start_ref,
     registered_model_name,
     safe_token,
 )
@@ -17,23 +16,23 @@ RUN = "0123456789abcdef0123456789abcdef"
 
 
 def test_parse_start_refs():
-    assert parse_start_ref(f"run:{RUN}") == parse_start_ref(RUN) == StartRef("run", RUN)
-    assert parse_start_ref("base:all-MiniLM-L6-v2") == StartRef("base", "all-MiniLM-L6-v2")
-    assert parse_start_ref("models:/line@blue") == StartRef("registered", "models:/line@blue")
+    assert ModelRef.parse(f"run:{RUN}", TASK_REF_KINDS) == ModelRef.parse(RUN, TASK_REF_KINDS) == ModelRef("run", RUN)
+    assert ModelRef.parse("base:all-MiniLM-L6-v2", TASK_REF_KINDS) == ModelRef("base", "all-MiniLM-L6-v2")
+    assert ModelRef.parse("models:/line@blue", TASK_REF_KINDS) == ModelRef("registered", "models:/line@blue")
     for bad in ["", "run:xyz", "base:", "s3://bucket/model", RUN[:-1]]:
         with pytest.raises(ValueError):
-            parse_start_ref(bad)
-    assert str(parse_start_ref(RUN)) == f"run:{RUN}"
+            ModelRef.parse(bad, TASK_REF_KINDS)
+    assert str(ModelRef.parse(RUN, TASK_REF_KINDS)) == f"run:{RUN}"
 
 
 def test_experiment_names_are_distinct_and_safe():
-    a = iteration_experiment_name("shop search", StartRef("run", RUN), "batch/1")
-    b = iteration_experiment_name("shop search", StartRef("run", RUN), "batch-1")
-    c = iteration_experiment_name("shop search", StartRef("run", RUN), "batch-10")
+    a = iteration_experiment_name("shop search", ModelRef("run", RUN), "batch/1")
+    b = iteration_experiment_name("shop search", ModelRef("run", RUN), "batch-1")
+    c = iteration_experiment_name("shop search", ModelRef("run", RUN), "batch-10")
     assert len({a, b, c}) == 3
     assert b == f"clicktune/shop-search-{safe_token('shop search')[-8:]}/iter/{RUN}/batch-1"
-    assert iteration_experiment_name("l", StartRef("base", "all-MiniLM-L6-v2"), "b") == "clicktune/l/iter/base-all-MiniLM-L6-v2/b"
-    assert len(iteration_experiment_name("x" * 500, StartRef("run", RUN), "y" * 500)) < 250
+    assert iteration_experiment_name("l", ModelRef("base", "all-MiniLM-L6-v2"), "b") == "clicktune/l/iter/base-all-MiniLM-L6-v2/b"
+    assert len(iteration_experiment_name("x" * 500, ModelRef("run", RUN), "y" * 500)) < 250
 
 
 def test_registered_model_name_is_registry_safe():

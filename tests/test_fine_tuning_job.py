@@ -6,6 +6,7 @@ files read by the ``local_file`` loader. A worker process is not the point here 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -18,7 +19,7 @@ from dao.clickstream import ClickstreamDAO
 from dao.task_documents import FineTuningRequest, TaskStatus
 from dao.tasks import TasksDAO
 from tests.fixtures.fine_tuning import clickstream_records, ingest_and_release, write_items
-from worker.fine_tuning.quality_gate import quality_gate
+from worker.jobs.fine_tuning.quality_gate import quality_gate
 from worker.jobs import fine_tuning_job
 from worker.lifecycle import run_task
 from worker.settings import Settings
@@ -137,6 +138,9 @@ def test_trains_registers_counts_missing_items_and_reports(mongo_db, settings, w
     client = MlflowClient(tracking_uri=mlflow_server.url)
     version = client.get_model_version_by_alias(result.registered_model_name, "candidate")
     assert version.version == result.registered_model_version and version.run_id == result.best_run_id
+    # the model choice was recorded on the version when it was made; the result reads it from there
+    assert json.loads(version.tags["clicktune.metrics_after"]) == pytest.approx(result.metrics_after)
+    assert json.loads(version.tags["clicktune.metrics_before"]) == pytest.approx(result.metrics_before)
     assert result.best_model_uri == f"models:/{result.registered_model_name}/{result.registered_model_version}"
     artifacts = [a.path for a in client.list_artifacts(result.best_run_id, "report")]
     assert artifacts == [result.report_artifact] == ["report/fine_tuning_report.png"]
@@ -144,7 +148,7 @@ def test_trains_registers_counts_missing_items_and_reports(mongo_db, settings, w
     assert Path(local).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # the same iteration again (a new task, e.g. restarted): the finished trial is skipped, not retrained,
-    # and the metrics come back from the run's history in MLflow
+    # and the metrics come back from the choice recorded in MLflow
     status, again = run_job(mongo_db, settings, **{**request, "options": {**request["options"],
                                                                          "model_line": result.model_line}})
     assert status is TaskStatus.done, again.detail
@@ -206,3 +210,31 @@ def test_open_batch_is_released_once_and_cancel_stops_training(mongo_db, setting
 def test_quality_gate(before, after, higher, margin, passed):
     decision = quality_gate("val_x", before, after, higher_is_better=higher, min_improvement=margin)
     assert decision.passed is passed and decision.reason
+
+
+def test_cancel_while_items_load_stops_before_training(mongo_db, settings, world, start_run_id, monkeypatch):
+    items_dir, _, batch_id = world
+    dao = TasksDAO.for_kind(mongo_db, "fine_tuning")
+    task_id = dao.create(FineTuningRequest(embedding_model_id=start_run_id, batch_id=batch_id,
+                                           options=options(items_dir))).task.id
+    original = fine_tuning_job.load_items
+    pages = []
+
+    def load_and_cancel(loader, refs, **kwargs):
+        on_page = kwargs.pop("on_page")
+
+        def cancel_on_last_page(done, total):
+            on_page(done, total)
+            pages.append(done)
+            if done == total:  # the cancel arrives as loading ends: the next stage must not start
+                dao.request_cancel(task_id)
+                time.sleep(settings.heartbeat_seconds * 2.5)  # the heartbeat relays the cancel
+
+        return original(loader, refs, on_page=cancel_on_last_page, **kwargs)
+
+    monkeypatch.setattr(fine_tuning_job, "load_items", load_and_cancel)
+    status = run_task("fine_tuning", task_id, fine_tuning_job.run, settings=settings, db=mongo_db)
+    task = dao.get(task_id)
+    assert status is TaskStatus.canceled and task.status is TaskStatus.canceled
+    assert pages == [60]  # one page: the items load in pages of 64
+    assert task.progress.stage == "loading items"  # neither the start model nor training was reached

@@ -181,3 +181,56 @@ def test_a_deferral_whose_message_cannot_be_sent_releases_the_task_and_raises(mo
     released = dao.get(task.id)
     assert released.status is TaskStatus.pending and released.lease_owner is None
     assert released.detail.startswith("waiting: lock held; re-sending failed (ActorNotFound")
+
+
+class SourceMisconfigured(RuntimeError):
+    """Stands for a loader's source-configuration error (a table that does not exist)."""
+
+    permanent = True
+
+
+def test_an_error_declaring_itself_permanent_is_refused_at_once(mongo_db):
+    dao = TasksDAO.for_kind(mongo_db, "probe")
+    task = dao.create(ProbeRequest(), max_attempts=3).task
+    runs = []
+
+    def job(ctx: TaskContext) -> dict:
+        runs.append(ctx.task.attempt)
+        try:
+            raise SourceMisconfigured("relation \"items\" does not exist")
+        except SourceMisconfigured as exc:  # wrapped: the declaration is found on the cause
+            raise RuntimeError("loading items failed") from exc
+
+    assert run_task("probe", task.id, job, settings=fast_settings(), db=mongo_db) is TaskStatus.refused
+    refused = dao.get(task.id)
+    assert runs == [1] and refused.attempt == 1
+    assert "attempt 1/3 failed: RuntimeError: loading items failed" in refused.detail
+    assert "permanent: not retried" in refused.detail
+
+
+def test_one_rule_decides_retry_fail_refuse_and_cancel():
+    from dao.task_outcome import after_broker_gave_up, after_failed_attempt
+
+    assert after_failed_attempt(1, 3, "boom").status is TaskStatus.pending
+    assert after_failed_attempt(1, 3, "boom").detail == "boom; retrying (1/3 used)"
+    assert after_failed_attempt(3, 3, "boom").status is TaskStatus.failed
+    assert after_failed_attempt(1, 3, "boom", permanent=True).status is TaskStatus.refused
+    assert after_failed_attempt(1, 3, "boom", permanent=True, cancel_requested=True).status is TaskStatus.canceled
+    assert after_broker_gave_up("gave up", SourceMisconfigured("x")).status is TaskStatus.refused
+    assert after_broker_gave_up("gave up", OSError("x")).status is TaskStatus.failed
+
+
+def test_an_error_raised_after_a_cancel_request_ends_canceled(mongo_db):
+    dao = TasksDAO.for_kind(mongo_db, "probe")
+    task = dao.create(ProbeRequest(), max_attempts=3).task
+
+    def job(ctx: TaskContext) -> dict:
+        dao.request_cancel(task.id)
+        deadline = time.monotonic() + 5
+        while not ctx.cancel_requested and time.monotonic() < deadline:
+            time.sleep(0.02)
+        raise ConnectionError("MLflow wait cut short")  # e.g. a retry loop that gave up on should_stop
+
+    assert run_task("probe", task.id, job, settings=fast_settings(), db=mongo_db) is TaskStatus.canceled
+    canceled = dao.get(task.id)
+    assert canceled.attempt == 1 and canceled.detail.startswith("canceled; attempt 1/3 failed: ConnectionError")

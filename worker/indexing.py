@@ -1,7 +1,13 @@
-"""Embedding items into vector-store collections: the first index of a deployment, and the shared
-page-by-page machinery the reindex job (:mod:`worker.jobs.reindex_job`) uses.
+"""Building vector-store collections: the one builder used by ``clicktune index`` and the reindex job.
 
-Data flow of one page (the same for ``clicktune index`` and for a reindex)::
+:func:`build_collection` is the whole flow, once: create a collection → for each page of items
+(load → embed → upsert) → verify the count → switch the deployment's blue pointer by
+compare-and-set → drop the old collection. On any failure before the switch the new collection is
+dropped and the blue pointer is left as it was. :func:`build_index` (the first index of a
+deployment, or a full rebuild) and :mod:`worker.jobs.reindex_job` (re-embed the blue collection with
+another model) differ only in where the pages come from and what they check between pages.
+
+Data flow of one page::
 
     (object_id, loader meta) ──loader.load──▶ DownloadedItem ──item_to_text──▶ model.encode_items
         ──▶ store.upsert(ids, embeddings, metadatas={"clicktune_meta": json(meta)})
@@ -13,14 +19,7 @@ JSON string: Chroma metadata values must be scalars), and the collection's metad
 model embedded them — that is what lets a reindex re-embed it with another model.
 
 A page with an item that cannot be loaded raises :class:`ItemsMissing`: an index is never silently
-smaller than its source.
-
-Model references (:func:`resolve_model`):
-
-- ``base:<name>``: a base model shipped with the service (``base:all-MiniLM-L6-v2``);
-- ``run:<32 hex>`` / a bare run id: the model logged for that MLflow run;
-- ``models:/<name>@<alias>`` / ``models:/<name>/<version>``: a registered MLflow model version;
-- ``dir:<path>``: a model directory written by ``EmbeddingsModelInterface.save`` (local use, tests).
+smaller than its source. Model references are :class:`finetuning.model_ref.ModelRef`.
 """
 
 from __future__ import annotations
@@ -31,12 +30,12 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field
 
 from dao.blue_pointer import DEFAULT_POINTER, BluePointer, BluePointers
+from finetuning.model_ref import ModelRef
 from worker.vector_store import CollectionNotFound, VectorStore, validate_collection_name
 
 log = logging.getLogger(__name__)
@@ -47,7 +46,6 @@ COLLECTION_MODEL_KEY = "clicktune_model_ref"
 COLLECTION_POINTER_KEY = "clicktune_pointer"
 COLLECTION_CREATED_KEY = "clicktune_created_at"
 
-_RUN_ID = re.compile(r"^(?:run:)?([0-9a-fA-F]{32})$")
 _UNSAFE = re.compile(r"[^a-zA-Z0-9._-]+")
 
 
@@ -69,61 +67,9 @@ class ItemsMissing(RuntimeError):
         return bool(self.failures) and all(getattr(f, "transient", False) for f in self.failures)
 
 
-# --------------------------------------------------------------------------------------------
-# Model references
-# --------------------------------------------------------------------------------------------
-
-def normalize_model_ref(ref: str) -> str:
-    """Canonical form of a model reference (``run:<hex>`` for run ids); ``ValueError`` if unknown."""
-    ref = ref.strip()
-    if match := _RUN_ID.match(ref):
-        return f"run:{match.group(1).lower()}"
-    if ref.startswith(("base:", "models:/", "dir:")) and len(ref.split(":", 1)[1].strip("/")) > 0:
-        return ref
-    raise ValueError(
-        f"unrecognised model reference {ref!r}: expected run:<32 hex>, base:<name>, "
-        "models:/<name>@<alias> or dir:<path>"
-    )
-
-
-def run_id_of(ref: str) -> str | None:
-    """The MLflow run id of a ``run:`` reference, else ``None``."""
-    match = _RUN_ID.match(ref.strip())
-    return match.group(1).lower() if match else None
-
-
-def resolve_model(ref: str, tracking_uri: str | None = None, device: str | None = None):
-    """Load the :class:`~finetuning.models.base.EmbeddingsModelInterface` a reference names.
-
-    ``tracking_uri`` is needed for ``run:`` and ``models:/`` references (MLflow downloads).
-    """
-    from finetuning.models.registry import load_base_or_saved
-
-    ref = normalize_model_ref(ref)
-    if ref.startswith("dir:"):
-        return load_base_or_saved(Path(ref[4:]).expanduser(), device=device)
-    if ref.startswith("base:"):
-        return load_base_or_saved(ref[5:], device=device)
-    if not tracking_uri:
-        raise ValueError(f"model {ref} lives in MLflow: set CLICKTUNE_MLFLOW_TRACKING_URI")
-    manager = experiments_manager(tracking_uri)
-    if ref.startswith("models:/"):
-        return manager.download_model(ref, device=device)
-    return manager.download_model_by_run_id(run_id_of(ref) or "", device=device)
-
-
-def experiments_manager(tracking_uri: str):
-    """An :class:`~finetuning.experiments.mlflow_manager.ExperimentsManager` for registry look-ups
-    (bounded retries; ``TrackingUnavailable`` when MLflow cannot be reached)."""
-    from finetuning.experiments.mlflow_manager import ExperimentsManager
-
-    return ExperimentsManager(tracking_uri, model_line="clicktune-reindex")
-
-
 def new_collection_name(line: str, model_ref: str) -> str:
     """``<line>-<model token>-<8 hex>``: unique, readable, 3–512 chars of ``[a-zA-Z0-9._-]``."""
-    token = run_id_of(model_ref)
-    token = token[:12] if token else model_ref.split(":", 1)[-1].rsplit("/", 1)[-1]
+    token = ModelRef.parse(model_ref).token
     parts = [_UNSAFE.sub("-", part).strip("-._") or "x" for part in (line[:80], token[:40])]
     name = f"{parts[0]}-{parts[1]}-{uuid.uuid4().hex[:8]}"
     name = re.sub(r"\.{2,}", ".", name)
@@ -141,55 +87,6 @@ class ItemRef(BaseModel):
 
     object_id: str
     meta: dict[str, Any] = Field(default_factory=dict)
-
-
-class ItemsConfig(BaseModel):
-    """What ``clicktune index --items-config`` reads (JSON text or a JSON file).
-
-    ``loader`` is a loader config (``loaders.create_loader``); the items come from exactly one of
-    ``items`` (inline), ``items_file`` (JSON lines ``{"object_id", "meta"}``) or
-    ``scan_directory: true`` (every file under a ``local_file`` loader's ``root_dir``:
-    ``object_id`` = file name without extension, ``meta = {"path": <relative path>}``).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    loader: dict[str, Any]
-    items: list[ItemRef] | None = None
-    items_file: str | None = None
-    scan_directory: bool = False
-    pattern: str = Field("*", description="Glob for scan_directory.")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> "ItemsConfig":
-        given = sum([self.items is not None, self.items_file is not None, self.scan_directory])
-        if given != 1:
-            raise ValueError("give exactly one of items, items_file, scan_directory")
-        return self
-
-    @classmethod
-    def parse(cls, text_or_path: str) -> "ItemsConfig":
-        path = Path(text_or_path)
-        if not text_or_path.lstrip().startswith("{") and path.exists():
-            text_or_path = path.read_text()
-        return cls.model_validate_json(text_or_path)
-
-    def iter_items(self) -> Iterator[ItemRef]:
-        if self.items is not None:
-            yield from self.items
-        elif self.items_file is not None:
-            with open(self.items_file) as handle:
-                for line in handle:
-                    if line.strip():
-                        yield ItemRef.model_validate_json(line)
-        else:
-            root = self.loader.get("root_dir") or self.loader.get("root")
-            if not root:
-                raise ValueError("scan_directory needs a local_file loader with root_dir")
-            base = Path(root)
-            for path in sorted(p for p in base.rglob(self.pattern) if p.is_file()):
-                relative = path.relative_to(base).as_posix()
-                yield ItemRef(object_id=path.stem, meta={"path": relative})
 
 
 def pages_of(items: Iterable[ItemRef], page_size: int) -> Iterator[list[ItemRef]]:
@@ -212,8 +109,15 @@ def item_input(item: Any) -> Any:
     return item.data
 
 
-def embed_page(model: Any, loader: Any, refs: Sequence[ItemRef], batch_size: int = 64):
-    """Load and embed one page. Returns ``(ids, embeddings, metadatas)``; raises :class:`ItemsMissing`."""
+def embed_page(model: Any, loader: Any, refs: Sequence[ItemRef], batch_size: int = 64,
+               between_batches: Callable[[], None] | None = None):
+    """Load and embed one page. Returns ``(ids, embeddings, metadatas)``; raises :class:`ItemsMissing`.
+
+    The page is encoded ``batch_size`` items at a time with ``between_batches()`` called between
+    them (raise from it to stop: a cancel is seen within one batch, not one page).
+    """
+    import torch
+
     from loaders.item_meta import ItemMeta
 
     metas = [ItemMeta.from_search_result(ref.object_id, ref.meta) for ref in refs]
@@ -227,7 +131,13 @@ def embed_page(model: Any, loader: Any, refs: Sequence[ItemRef], batch_size: int
 
         raise ItemsMissing([LoadFailure(i, "not returned by the loader") for i in missing])
     ids = [ref.object_id for ref in refs]
-    embeddings = model.encode_items([item_input(by_id[i]) for i in ids], batch_size=batch_size)
+    inputs = [item_input(by_id[i]) for i in ids]
+    parts = []
+    for start in range(0, len(inputs), batch_size):
+        if start and between_batches is not None:
+            between_batches()
+        parts.append(model.encode_items(inputs[start:start + batch_size], batch_size=batch_size))
+    embeddings = torch.cat(parts) if len(parts) > 1 else parts[0] if parts else model.encode_items([])
     metadatas = [{ITEM_META_KEY: json.dumps(ref.meta, sort_keys=True)} for ref in refs]
     return ids, embeddings, metadatas
 
@@ -261,8 +171,16 @@ def loader_config_of(store: VectorStore, collection: str, fallback: dict[str, An
 
 
 # --------------------------------------------------------------------------------------------
-# The first index of a deployment
+# The builder
 # --------------------------------------------------------------------------------------------
+
+class CollectionIncomplete(RuntimeError):
+    """The new collection does not hold as many items as were meant to be written."""
+
+
+class CollectionConflict(RuntimeError):
+    """The blue pointer moved while the collection was being built; the new collection is dropped."""
+
 
 @dataclass
 class IndexResult:
@@ -273,6 +191,75 @@ class IndexResult:
     previous_collection: str | None = None
     old_collection_dropped: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def build_collection(
+    *,
+    store: VectorStore,
+    pointers: BluePointers,
+    pointer_name: str,
+    previous: BluePointer | None,
+    model: Any,
+    model_ref: str,
+    loader: Any,
+    loader_config: dict[str, Any],
+    pages: Iterable[Sequence[ItemRef]],
+    expected_count: int | None = None,
+    metadata: dict[str, Any] | None = None,
+    model_uri: str | None = None,
+    reindex_task_id: str | None = None,
+    before_page: Callable[[], None] | None = None,
+    on_stage: Callable[[str, int], None] | None = None,
+) -> IndexResult:
+    """Embed ``pages`` into a new collection and make it the blue of ``pointer_name`` (see module docstring).
+
+    ``previous``: the pointer as read before the build (``None`` for a first deployment); the switch
+    is a compare-and-set on its collection and model. ``expected_count``: how many items the new
+    collection must hold (default: as many as were written). ``before_page()`` runs before every
+    page, between the encoding batches of a page, and before the switch (raise from it to stop:
+    cancel, a lost lock). ``on_stage(stage,
+    items_done)`` reports ``embedding`` after each page, then ``verifying`` and ``dropping old collection``.
+    """
+    name = new_collection_name(pointer_name, model_ref)
+    store.create_collection(name, {**collection_metadata(model_ref, loader_config, pointer_name), **(metadata or {})})
+    done = 0
+    try:
+        for page in pages:
+            if before_page is not None:
+                before_page()
+            ids, embeddings, metadatas = embed_page(model, loader, page, between_batches=before_page)
+            store.upsert(name, ids, embeddings, metadatas)
+            done += len(ids)
+            if on_stage is not None:
+                on_stage("embedding", done)
+        if on_stage is not None:
+            on_stage("verifying", done)
+        count = store.count(name)
+        expected = done if expected_count is None else expected_count
+        if count != expected:
+            raise CollectionIncomplete(f"new collection {name} holds {count} items, expected {expected}"
+                                       f"{f' (the source {previous.collection})' if previous else ''}")
+        if before_page is not None:
+            before_page()
+        fields: dict[str, Any] = dict(collection=name, model_ref=model_ref, model_uri=model_uri, item_count=count,
+                                      loader=loader_config, embedding_dimension=_dimension(model),
+                                      reindex_task_id=reindex_task_id)
+        if previous is None:
+            switched = pointers.create(BluePointer(name=pointer_name, **fields))
+        else:
+            switched = pointers.switch(pointer_name, previous.collection, expected_model_ref=previous.model_ref,
+                                       **fields)
+        if not switched:
+            raise CollectionConflict(f"deployment {pointer_name!r} was switched by someone else meanwhile")
+    except BaseException:
+        drop_collection(store, name)
+        raise
+    dropped = False
+    if previous is not None and previous.collection != name:
+        if on_stage is not None:
+            on_stage("dropping old collection", done)
+        dropped = drop_collection(store, previous.collection)
+    return IndexResult(pointer_name, name, model_ref, count, previous.collection if previous else None, dropped)
 
 
 def build_index(
@@ -290,56 +277,24 @@ def build_index(
     on_page: Callable[[int, int | None], None] | None = None,
     loader_settings: Any = None,
 ) -> IndexResult:
-    """Embed ``items`` into a new collection and make it the blue of ``pointer_name``.
+    """Embed ``items`` into a new collection and make it the blue of ``pointer_name`` (``clicktune index``).
 
-    If the deployment already has a blue collection, the switch is a compare-and-set on it (a
-    concurrent switch makes this fail and the new collection is dropped) and the old collection is
-    dropped after the switch. On any error the new collection is removed and nothing is switched.
-    ``on_page(items_done, total)`` is called after every page.
+    If the deployment already has a blue collection, the switch is a compare-and-set on it and the
+    old collection is dropped after the switch. ``on_page(items_done, total)`` after every page.
     """
     from loaders import create_loader
 
-    model_ref = normalize_model_ref(model_ref)
-    previous = pointers.get(pointer_name)
-    name = new_collection_name(pointer_name, model_ref)
-    store.create_collection(name, collection_metadata(model_ref, loader_config, pointer_name))
-    done = 0
-    try:
-        loader = create_loader(loader_config, loader_settings) if loader_settings is not None else create_loader(loader_config)
-        try:
-            for page in pages_of(items, page_size):
-                ids, embeddings, metadatas = embed_page(model, loader, page)
-                store.upsert(name, ids, embeddings, metadatas)
-                done += len(ids)
-                if on_page:
-                    on_page(done, total)
-        finally:
-            close = getattr(loader, "close", None)
-            if close:
-                close()
-        count = store.count(name)
-        if count != done:
-            raise RuntimeError(f"collection {name} holds {count} items, {done} were written (duplicate ids?)")
-        dimension = _dimension(model)
-        if previous is None:
-            switched = pointers.create(BluePointer(
-                name=pointer_name, collection=name, model_ref=model_ref, model_uri=model_uri,
-                loader=loader_config, item_count=count, embedding_dimension=dimension,
-            ))
-        else:
-            switched = pointers.switch(
-                pointer_name, previous.collection, collection=name, model_ref=model_ref, model_uri=model_uri,
-                item_count=count, loader=loader_config, embedding_dimension=dimension,
-            )
-        if not switched:
-            raise RuntimeError(f"deployment {pointer_name!r} was switched by someone else meanwhile")
-    except BaseException:
-        _drop_quietly(store, name)
-        raise
-    dropped = False
-    if previous is not None and previous.collection != name:
-        dropped = _drop_quietly(store, previous.collection)
-    return IndexResult(pointer_name, name, model_ref, count, previous.collection if previous else None, dropped)
+    def report(stage: str, done: int) -> None:
+        if on_page is not None and stage == "embedding":
+            on_page(done, total)
+
+    with (create_loader(loader_config, loader_settings) if loader_settings is not None
+          else create_loader(loader_config)) as loader:
+        return build_collection(
+            store=store, pointers=pointers, pointer_name=pointer_name, previous=pointers.get(pointer_name),
+            model=model, model_ref=ModelRef.canonical(model_ref), loader=loader, loader_config=loader_config,
+            pages=pages_of(items, page_size), model_uri=model_uri, on_stage=report,
+        )
 
 
 def _dimension(model: Any) -> int | None:
@@ -349,7 +304,8 @@ def _dimension(model: Any) -> int | None:
         return None
 
 
-def _drop_quietly(store: VectorStore, name: str) -> bool:
+def drop_collection(store: VectorStore, name: str) -> bool:
+    """Delete a collection; a failure is logged, never raised (it runs while another error propagates)."""
     try:
         return store.delete_collection(name)
     except CollectionNotFound:
@@ -357,4 +313,3 @@ def _drop_quietly(store: VectorStore, name: str) -> bool:
     except Exception:
         log.exception("could not drop collection %s", name)
         return False
-

@@ -1,11 +1,13 @@
 """Experiments over MLflow: iterations, runs, portable models, registry, hyperopt search.
 
-- :mod:`.mlflow_manager` — ``ExperimentsManager`` (the ``ExperimentTracker`` given to the fine-tuner)
+- :mod:`.mlflow_manager` — ``ExperimentsManager`` (the ``ExperimentTracker`` given to the fine-tuner),
+  composed of :mod:`.iterations`, :mod:`.runs` and :mod:`.registry` over :mod:`.client` (retrying proxy);
+  :mod:`.records` — tags, the recorded ``ModelChoice``, filter literals
 - :mod:`.model_logging` — portable pyfunc models (model directory + code, explicit requirements)
 - :mod:`.naming` — experiment / registered-model names and tags
 - :mod:`.search_space`, :mod:`.hyperopt_search` — TPE over ``FineTuningParams``
 - :mod:`.iteration` — ``run_iteration``: search or continue, skip finished trials, register the best
-- :mod:`.retry` — bounded retries and ``TrackingUnavailable``
+- :mod:`.retry` — bounded retries (``TrackingRetryPolicy``) and ``TrackingUnavailable``
 """
 
 from finetuning.experiments.hyperopt_search import NoSuccessfulTrial, search, search_with_trials
@@ -16,9 +18,10 @@ from finetuning.experiments.mlflow_manager import (
     ExperimentsManager,
     FinishedRun,
     IterationOutcome,
+    ModelChoice,
     NoModelLogged,
 )
-from finetuning.experiments.retry import RetryPolicy, TrackingUnavailable
+from finetuning.experiments.retry import TrackingRetryPolicy, TrackingUnavailable
 from finetuning.experiments.search_space import DEFAULT_SPACE, build_space, params_from_sample
 
 __all__ = [
@@ -29,9 +32,10 @@ __all__ = [
     "FinishedRun",
     "IterationOutcome",
     "IterationResult",
+    "ModelChoice",
     "NoModelLogged",
     "NoSuccessfulTrial",
-    "RetryPolicy",
+    "TrackingRetryPolicy",
     "TrackingUnavailable",
     "TrialRecord",
     "build_space",

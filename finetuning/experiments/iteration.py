@@ -2,7 +2,8 @@
 
 ``run_iteration(manager, train_fn, start_ref=..., batch_id=..., settings=...)``:
 
-1. ``manager.start_iteration(start_ref, batch_id)`` — the iteration's MLflow experiment.
+1. ``manager.start_iteration(start_ref, batch_id)`` — the iteration's MLflow experiment; runs an
+   interrupted earlier attempt of the same task left ``RUNNING`` are closed ``KILLED``.
 2. Choose the trials:
 
    - **first iteration of a model line** (the start is not a run of the line and no earlier
@@ -16,11 +17,14 @@
    raises is closed as FAILED and scores worst; the others go on. ``TrackingUnavailable`` and
    the ``fatal_exceptions`` given (e.g. a cancel) stop the iteration. Memory is released after
    every trial (``gc.collect()``, ``torch.cuda.empty_cache()``).
-4. ``manager.finish_iteration()`` registers the best run's model with the candidate alias.
+4. ``manager.finish_iteration()`` chooses the best run, records the choice on the run and the model
+   version, and registers the model with the candidate alias; the result carries the choice as read
+   back from the registered version (``manager.model_choice``).
 
 ``train_fn(params, tracker) -> float`` trains one run: it reports metrics with
 ``tracker.save_metric`` (the main metric included), stores the model with
-``tracker.save_model(model)`` and returns the run's quality.
+``tracker.save_model(model)``, records the held-out metrics before/after with
+``tracker.save_evaluation`` and returns the run's quality.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ class IterationResult:
     registered_name: str
     version: str
     trials: list[TrialRecord] = field(default_factory=list)
+    metrics_before: dict[str, float] = field(default_factory=dict)
+    metrics_after: dict[str, float] = field(default_factory=dict)
 
     @property
     def trained(self) -> int:
@@ -101,6 +107,7 @@ def run_iteration(
 ) -> IterationResult:
     """Run one iteration (see the module docstring) and return what was registered."""
     experiment_id = manager.start_iteration(start_ref, batch_id)
+    manager.end_interrupted_runs()  # runs an earlier attempt of the same task left RUNNING
     fatal = (TrackingUnavailable, *fatal_exceptions)
     records: list[TrialRecord] = []
 
@@ -161,14 +168,16 @@ def run_iteration(
                 on_trial(index, len(candidates), best)
 
     outcome = manager.finish_iteration()
-    best_run_id, best_quality = manager.get_best_quality()
+    choice = manager.model_choice(outcome.name, outcome.version)
     return IterationResult(
         experiment_id=experiment_id,
         mode=mode,
-        best_run_id=outcome.run_id,
-        best_quality=best_quality if best_run_id == outcome.run_id else None,
+        best_run_id=choice.run_id,
+        best_quality=choice.quality,
         model_uri=outcome.model_uri,
         registered_name=outcome.name,
         version=outcome.version,
         trials=records,
+        metrics_before=choice.metrics_before,
+        metrics_after=choice.metrics_after,
     )

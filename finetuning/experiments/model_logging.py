@@ -32,6 +32,8 @@ from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 import numpy as np
 
+from finetuning.experiments.naming import TAG_MODEL_ID
+from finetuning.experiments.records import NoModelLogged, filter_literal
 from finetuning.experiments.pyfunc_model import MODEL_DIR_ARTIFACT
 from finetuning.models.base import EmbeddingsModelInterface
 
@@ -166,3 +168,21 @@ def load_logged_model(
         return load_model(download_model_dir(model_uri, tracking_uri=tracking_uri, dst=dst), device=device)
     with tempfile.TemporaryDirectory(prefix="clicktune-dl-") as tmp:
         return load_model(download_model_dir(model_uri, tracking_uri=tracking_uri, dst=tmp), device=device)
+
+
+def logged_model_uri(client, run_id: str) -> str:
+    """``models:/<model_id>`` of the model ``run_id`` logged (its ``clicktune.model_id`` tag, else the
+    newest LoggedModel whose source is the run); ``NoModelLogged`` when there is none."""
+    run = client.get_run(run_id)
+    model_id = run.data.tags.get(TAG_MODEL_ID)
+    if not model_id:
+        models = client.search_logged_models(
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"source_run_id = {filter_literal(run_id)}",
+            order_by=[{"field_name": "creation_timestamp", "ascending": False}],
+            max_results=1,
+        )
+        if not models:
+            raise NoModelLogged(f"run {run_id} has no logged model")
+        model_id = models[0].model_id
+    return f"models:/{model_id}"

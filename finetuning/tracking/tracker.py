@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 if TYPE_CHECKING:
     from finetuning.models.base import EmbeddingsModelInterface
@@ -47,6 +47,10 @@ class ExperimentTracker(ABC):
         ``quality`` is the main metric of the weights being stored (default: :meth:`get_quality`,
         the run's best logged value; they differ when training keeps weights that were not the
         best-scoring validation). Returns whether it was stored."""
+
+    def save_evaluation(self, metrics_before: Mapping[str, float], metrics_after: Mapping[str, float]) -> None:
+        """Record the held-out metrics of the start weights and of the weights the run kept (where the
+        model choice reads them). Trackers that do not choose models may ignore it."""
 
     @abstractmethod
     def get_quality(self) -> float:

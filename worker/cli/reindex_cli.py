@@ -32,7 +32,9 @@ def index(
 
     from dao.blue_pointer import BluePointers
     from dao.mongo import mongo_database
-    from worker.indexing import ItemsConfig, build_index, normalize_model_ref, resolve_model
+    from finetuning.model_ref import ModelRef
+    from worker.cli.items_config import ItemsConfig
+    from worker.indexing import build_index
     from worker.settings import get_settings
     from worker.vector_store import create_vector_store
 
@@ -40,21 +42,21 @@ def index(
     settings = get_settings()
     try:
         config = ItemsConfig.parse(items_config)
-        model_ref = normalize_model_ref(model)
+        model_ref = ModelRef.parse(model)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     refs = list(config.iter_items())
     if not refs:
         raise typer.BadParameter("the items config lists no items")
     console.print(f"loading model [bold]{model_ref}[/]")
-    embedder = resolve_model(model_ref, settings.mlflow_tracking_uri)
+    embedder = model_ref.load(settings.mlflow_tracking_uri)
     store = create_vector_store(settings)
     pointers = BluePointers(mongo_database(settings.mongo_url, settings.mongo_db))
     with Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
         bar = progress.add_task("embedding", total=len(refs))
         result = build_index(
-            store=store, pointers=pointers, model=embedder, model_ref=model_ref, loader_config=config.loader,
+            store=store, pointers=pointers, model=embedder, model_ref=str(model_ref), loader_config=config.loader,
             items=refs, pointer_name=name or settings.blue_pointer_name,
             page_size=page_size or settings.reindex_page_size, total=len(refs),
             on_page=lambda done, total: progress.update(bar, completed=done),

@@ -3,23 +3,23 @@
 ``run(ctx)`` follows the job contract of :mod:`worker.lifecycle` (claim, lease, retries and the
 final status are the runner's). The steps, each in one place:
 
-1. **settings**: ``FineTuningSettings`` from the task options (:mod:`worker.fine_tuning.training`),
+1. **settings**: ``FineTuningSettings`` from the task options (:mod:`worker.jobs.fine_tuning.training`),
    the loader config and the search space — anything invalid is ``refused`` before any work.
-2. **batch** (:mod:`worker.fine_tuning.batch_reader`): an open batch is released first (release id
+2. **batch** (:mod:`worker.jobs.fine_tuning.batch_reader`): an open batch is released first (release id
    ``fine_tuning:<task id>``); unknown batch, no sessions, no clicks → ``refused``.
 3. **sessions → inputs** (``finetuning.inputs.sessions_to_inputs``).
-4. **items** (:mod:`worker.fine_tuning.items`): every shown result is loaded through
+4. **items** (:mod:`worker.jobs.fine_tuning.items`): every shown result is loaded through
    ``options.loader``; items missing at their source are removed from the sessions and counted
    (``items_missing``); nothing usable left → ``refused``.
 5. **split** by query (``TrainTestSplitter(test_size)``) and the ``ItemsSet``.
-6. **start model** (:mod:`worker.fine_tuning.start_model`): ``base:<name>`` or downloaded from MLflow.
+6. **start model** (:mod:`worker.jobs.fine_tuning.start_model`): ``base:<name>`` or downloaded from MLflow.
 7. **iteration** (``finetuning.experiments.run_iteration``): hyperopt on a model line's first
    iteration, the best earlier parameters later; trials already finished in MLflow are skipped; the
    best run's model is registered with alias ``candidate``. Cancel stops the running trial after
    its current batch (``StopOnRequest``) and ends the task ``canceled``.
-8. **quality gate** (:mod:`worker.fine_tuning.quality_gate`): the candidate must beat the start
+8. **quality gate** (:mod:`worker.jobs.fine_tuning.quality_gate`): the candidate must beat the start
    model's held-out main metric (plus ``min_improvement``).
-9. **report** (:mod:`worker.fine_tuning.report`): a PNG logged to the best run.
+9. **report** (:mod:`worker.jobs.fine_tuning.report`): a PNG logged to the best run.
 10. **deploy**: with ``deploy_as_blue`` and a passed gate, a reindex task is enqueued
     (``source_run_id`` = start model, ``dest_run_id`` = best run, ``wait_on_conflict``,
     ``parent_id`` = this task, idempotency key ``fine_tuning:<task id>:reindex``, so a redelivered
@@ -34,21 +34,21 @@ finished in MLflow are not trained again.
 from __future__ import annotations
 
 import logging
-import math
 
 from dao.blue_pointer import BluePointers
 from dao.task_documents import FineTuningResult
 from dao.tasks import LeaseLost
-from finetuning.experiments import IterationResult, build_space, release_memory, run_iteration
-from finetuning.experiments.mlflow_manager import ExperimentsManager, mlflow_metric_name
+from finetuning.experiments import IterationResult, build_space, naming, release_memory, run_iteration
+from finetuning.experiments.client import tracking_client
+from finetuning.experiments.mlflow_manager import ExperimentsManager
 from finetuning.inputs import ItemsSet, TrainTestSplitter, sessions_to_inputs
-from worker.fine_tuning.batch_reader import read_batch
-from worker.fine_tuning.items import collect_item_refs, create_task_loader, drop_missing, load_items
-from worker.fine_tuning.quality_gate import GateDecision, quality_gate
-from worker.fine_tuning.report import log_report, metric_histories
-from worker.fine_tuning.start_model import default_model_line, load_start_model
-from worker.fine_tuning.training import TrialRunner, build_settings
-from worker.indexing import experiments_manager, run_id_of
+from finetuning.model_ref import ModelRef
+from worker.jobs.fine_tuning.batch_reader import read_batch
+from worker.jobs.fine_tuning.items import collect_item_refs, create_task_loader, drop_missing, load_items
+from worker.jobs.fine_tuning.quality_gate import GateDecision, quality_gate
+from worker.jobs.fine_tuning.report import log_report
+from worker.jobs.fine_tuning.start_model import default_model_line, load_start_model
+from worker.jobs.fine_tuning.training import TrialRunner, build_settings
 from worker.lifecycle import TaskCanceled, TaskContext, TaskRefused
 from worker.lifecycle.errors import safe_detail
 
@@ -69,155 +69,113 @@ def run(ctx: TaskContext) -> dict:
             build_space(options.search_space)
         except (ValueError, TypeError, KeyError) as exc:
             raise TaskRefused(f"options.search_space is invalid: {safe_detail(exc)}") from None
-    loader = create_task_loader(options.loader)
     start_model = runner = None
     try:
-        # 2-3. the batch's sessions
-        ctx.progress("reading batch", 0.0, batch_id=task.batch_id)
-        batch = read_batch(ctx.db, task.batch_id, release_id=f"fine_tuning:{task.id}",
-                           on_page=lambda n: ctx.progress("reading batch", None, sessions_read=n))
-        inputs = sessions_to_inputs(batch.sessions)
-        refs = collect_item_refs(batch.sessions)
-        sessions_total = len(batch.sessions)
-        del batch
+        with create_task_loader(options.loader) as loader:
+            # 2-3. the batch's sessions
+            ctx.stage("reading batch", 0.0, batch_id=task.batch_id)
+            batch = read_batch(ctx.db, task.batch_id, release_id=f"fine_tuning:{task.id}",
+                               on_page=lambda n: ctx.progress("reading batch", None, sessions_read=n))
+            inputs = sessions_to_inputs(batch.sessions)
+            refs = collect_item_refs(batch.sessions)
+            sessions_total = len(batch.sessions)
+            del batch
 
-        # 4. the items they showed
-        ctx.progress("loading items", 0.0, items_total=len(refs))
-        loaded = load_items(loader, refs, fields=options.text_fields,
-                            on_page=lambda done, total: ctx.progress("loading items", done / total,
-                                                                     items_done=done, items_total=total),
-                            should_stop=ctx.raise_if_canceled)
-        inputs, sessions_dropped = drop_missing(inputs, loaded.contents)
-        if loaded.failures:
-            log.warning("fine_tuning %s: %d item(s) missing, e.g. %s", task.id, len(loaded.failures),
-                        "; ".join(f"{f.id}: {f.reason}" for f in loaded.failures[:3]))
-        if not any(item.clicked_ids for item in inputs):
-            raise TaskRefused(f"no usable session left in batch {task.batch_id!r}: {len(loaded.failures)} of "
-                              f"{len(refs)} items could not be loaded and no session with a click on a loaded "
-                              "item remains")
+            # 4. the items they showed
+            ctx.stage("loading items", 0.0, items_total=len(refs))
+            loaded = load_items(loader, refs, fields=options.text_fields,
+                                on_page=lambda done, total: ctx.progress("loading items", done / total,
+                                                                         items_done=done, items_total=total),
+                                should_stop=ctx.raise_if_canceled)
+            inputs, sessions_dropped = drop_missing(inputs, loaded.contents)
+            if loaded.failures:
+                log.warning("fine_tuning %s: %d item(s) missing, e.g. %s", task.id, len(loaded.failures),
+                            "; ".join(f"{f.id}: {f.reason}" for f in loaded.failures[:3]))
+            if not any(item.clicked_ids for item in inputs):
+                raise TaskRefused(f"no usable session left in batch {task.batch_id!r}: {len(loaded.failures)} of "
+                                  f"{len(refs)} items could not be loaded and no session with a click on a loaded "
+                                  "item remains")
 
-        # 5. split by query, items set
-        ctx.progress("splitting", 0.0, sessions_used=len(inputs), items_missing=len(loaded.failures))
-        train, test = TrainTestSplitter(test_size=options.test_size, random_state=options.seed)(inputs)
-        if not any(item.clicked_ids for item in train) or not any(item.clicked_ids for item in test):
-            raise TaskRefused(f"batch {task.batch_id!r} has too few distinct clicked queries to train and hold "
-                              f"some out ({len(train)} train / {len(test)} held-out sessions with test_size="
-                              f"{options.test_size:g})")
-        items = ItemsSet(loaded.contents)
-        del loaded.contents
+            # 5. split by query, items set
+            ctx.stage("splitting", 0.0, sessions_used=len(inputs), items_missing=len(loaded.failures))
+            train, test = TrainTestSplitter(test_size=options.test_size, random_state=options.seed)(inputs)
+            if not any(item.clicked_ids for item in train) or not any(item.clicked_ids for item in test):
+                raise TaskRefused(f"batch {task.batch_id!r} has too few distinct clicked queries to train and hold "
+                                  f"some out ({len(train)} train / {len(test)} held-out sessions with test_size="
+                                  f"{options.test_size:g})")
+            items = ItemsSet(loaded.contents)
+            del loaded.contents
 
-        # 6. the start model and its model line
-        ctx.progress("loading start model", 0.0, start_model=start_ref)
-        start_model = load_start_model(start_ref, tracking_uri, options.max_seq_length)
-        model_line = options.model_line or default_model_line(start_ref, experiments_manager(tracking_uri).client)
-        manager = ExperimentsManager(tracking_uri, model_line, main_metric=settings.main_metric,
-                                     higher_is_better=settings.higher_is_better)
+            # 6. the start model and its model line
+            ctx.stage("loading start model", 0.0, start_model=start_ref)
+            start_model = load_start_model(start_ref, tracking_uri, options.max_seq_length, should_stop=ctx.should_stop)
+            model_line = options.model_line or default_model_line(start_ref, tracking_client(tracking_uri, should_stop=ctx.should_stop))
+            manager = ExperimentsManager(tracking_uri, model_line, main_metric=settings.main_metric,
+                                         higher_is_better=settings.higher_is_better, should_stop=ctx.should_stop,
+                                         run_tags={naming.TAG_TASK_ID: task.id})
 
-        # 7. the iteration: search or continue, train, register the best
-        runner = TrialRunner(start_model, train, test, items, settings, progress=ctx.progress,
-                             should_stop=ctx.should_stop, raise_if_canceled=ctx.raise_if_canceled)
-        runner.state.total = options.max_evals
-        ctx.progress("training", 0.0, trial=0, trials_total=options.max_evals, model_line=model_line)
-        iteration = run_iteration(manager, runner, start_ref=start_ref, batch_id=task.batch_id, settings=settings,
-                                  space=options.search_space, max_evals=options.max_evals, seed=options.seed,
-                                  on_trial=runner.on_trial, fatal_exceptions=(TaskCanceled, LeaseLost))
-        ctx.raise_if_canceled()
+            # 7. the iteration: search or continue, train, register the best
+            runner = TrialRunner(start_model, train, test, items, settings, progress=ctx.progress,
+                                 should_stop=ctx.should_stop, raise_if_canceled=ctx.raise_if_canceled)
+            runner.state.total = options.max_evals
+            ctx.stage("training", 0.0, trial=0, trials_total=options.max_evals, model_line=model_line)
+            iteration = run_iteration(manager, runner, start_ref=start_ref, batch_id=task.batch_id, settings=settings,
+                                      space=options.search_space, max_evals=options.max_evals, seed=options.seed,
+                                      on_trial=runner.on_trial, fatal_exceptions=(TaskCanceled, LeaseLost))
+            ctx.raise_if_canceled()
 
-        # 8. quality gate on the held-out sessions
-        ctx.progress("evaluating", 1.0)
-        before, after = _best_run_metrics(manager, iteration, runner)
-        main = settings.main_metric
-        gate = quality_gate(main, before.get(main), after.get(main, iteration.best_quality),
-                            higher_is_better=settings.higher_is_better, min_improvement=options.min_improvement)
+            # 8. quality gate on the held-out sessions
+            ctx.stage("evaluating", 1.0)
+            before, after = iteration.metrics_before, iteration.metrics_after
+            main = settings.main_metric
+            gate = quality_gate(main, before.get(main), after.get(main, iteration.best_quality),
+                                higher_is_better=settings.higher_is_better, min_improvement=options.min_improvement)
 
-        # 9. report
-        ctx.progress("reporting", 1.0)
-        report = _report(manager, iteration, main, before, after, task.id)
+            # 9. report
+            ctx.stage("reporting", 1.0)
+            report = _report(manager, iteration, main, before, after, task.id)
 
-        # 10. deploy as blue through a reindex task
-        deployed, reason, reindex_task_id = _deploy(ctx, gate, start_ref, iteration.best_run_id)
-        ctx.progress("finished", 1.0, best_metric=after.get(main))
-        result = FineTuningResult(
-            best_run_id=iteration.best_run_id,
-            best_model_uri=iteration.model_uri,
-            registered_model_name=iteration.registered_name,
-            registered_model_version=iteration.version,
-            metrics_before=before,
-            metrics_after=after,
-            reindex_task_id=reindex_task_id,
-            main_metric=main,
-            deployed=deployed,
-            deploy_reason=reason,
-            sessions_used=len(inputs),
-            items_missing=len(refs) - len(items),
-            trials_trained=iteration.trained,
-            trials_skipped=iteration.skipped,
-            report_artifact=report,
-            # extras (FineTuningResult allows them)
-            model_line=model_line,
-            experiment_id=iteration.experiment_id,
-            iteration_mode=iteration.mode,
-            trials_failed=sum(t.status == "failed" for t in iteration.trials),
-            sessions_total=sessions_total,
-            sessions_dropped=sessions_dropped,
-            train_sessions=len(train),
-            held_out_sessions=len(test),
-            items_total=len(refs),
-            start_model=start_ref,
-            quality_gate_passed=gate.passed,
-        )
-        return result.model_dump()
+            # 10. deploy as blue through a reindex task
+            deployed, reason, reindex_task_id = _deploy(ctx, gate, start_ref, iteration.best_run_id)
+            ctx.progress("finished", 1.0, best_metric=after.get(main))
+            result = FineTuningResult(
+                best_run_id=iteration.best_run_id,
+                best_model_uri=iteration.model_uri,
+                registered_model_name=iteration.registered_name,
+                registered_model_version=iteration.version,
+                metrics_before=before,
+                metrics_after=after,
+                reindex_task_id=reindex_task_id,
+                main_metric=main,
+                deployed=deployed,
+                deploy_reason=reason,
+                sessions_used=len(inputs),
+                items_missing=len(refs) - len(items),
+                trials_trained=iteration.trained,
+                trials_skipped=iteration.skipped,
+                report_artifact=report,
+                # extras (FineTuningResult allows them)
+                model_line=model_line,
+                experiment_id=iteration.experiment_id,
+                iteration_mode=iteration.mode,
+                trials_failed=sum(t.status == "failed" for t in iteration.trials),
+                sessions_total=sessions_total,
+                sessions_dropped=sessions_dropped,
+                train_sessions=len(train),
+                held_out_sessions=len(test),
+                items_total=len(refs),
+                start_model=start_ref,
+                quality_gate_passed=gate.passed,
+            )
+            return result.model_dump()
     finally:
-        close = getattr(loader, "close", None)
-        if close is not None:
-            try:
-                close()
-            except Exception:
-                log.exception("closing the loader failed")
         del start_model, runner
         release_memory()
 
 
 # --------------------------------------------------------------------------------------------
-# steps 8-10
+# steps 9-10
 # --------------------------------------------------------------------------------------------
-
-def _clean(metrics: dict[str, float]) -> dict[str, float]:
-    return {name: float(value) for name, value in metrics.items() if value is not None and not math.isnan(value)}
-
-
-def _best_run_metrics(manager: ExperimentsManager, iteration: IterationResult,
-                      runner: TrialRunner) -> tuple[dict[str, float], dict[str, float]]:
-    """Held-out metrics of the start model and of the best run's model.
-
-    From the trial trained in this attempt when there is one; else (the best run finished in an
-    earlier attempt of this task, or in another task of the same iteration) from the run's metric
-    history in MLflow: step 0 is the start model, the kept model is the step whose main metric is
-    the run's recorded quality (training may keep weights within noise of a better-scoring start,
-    see ``finetuning.callbacks.KeepBestWeights``), else the step where it was best.
-    """
-    params_id = next((t.params_id for t in iteration.trials if t.run_id == iteration.best_run_id), None)
-    outcome = runner.outcomes.get(params_id) if params_id else None
-    if outcome is not None:
-        return _clean(outcome.metrics_before), _clean(outcome.metrics_after)
-    histories = metric_histories(manager.client, iteration.best_run_id)
-    val = {name: dict(points) for name, points in histories.items() if name.startswith("val_") and points}
-    main_points = val.get(mlflow_metric_name(manager.main_metric), {})
-    before_step = min(main_points) if main_points else 0
-    pick = max if manager.higher_is_better else min
-    best_step = pick(main_points, key=main_points.get) if main_points else before_step
-    kept = iteration.best_quality
-    matching = [s for s, v in main_points.items() if kept is not None and math.isclose(v, kept, rel_tol=1e-6)]
-    if matching:
-        best_step = max(matching)
-
-    def ours(name: str) -> str:  # MLflow's ``val_ndcg_at_10`` back to our ``val_ndcg@10``
-        return name.replace("_at_", "@")
-
-    before = {ours(n): points[before_step] for n, points in val.items() if before_step in points}
-    after = {ours(n): points[best_step] for n, points in val.items() if best_step in points}
-    return _clean(before), _clean(after)
-
 
 def _report(manager: ExperimentsManager, iteration: IterationResult, main: str, before: dict[str, float],
             after: dict[str, float], task_id: str) -> str | None:
@@ -237,7 +195,7 @@ def _deploy(ctx: TaskContext, gate: GateDecision, start_ref: str, best_run_id: s
         return False, f"deploy_as_blue not requested; {gate.reason}", None
     if not gate.passed:
         return False, f"not deployed: {gate.reason}", None
-    if start_ref.startswith(("base:", "run:")) and not BluePointers(ctx.db).find_by_model(start_ref):
+    if ModelRef.parse(start_ref).kind in ("base", "run") and not BluePointers(ctx.db).find_by_model(start_ref):
         return False, (f"not deployed: the start model {start_ref} is not blue in any deployment "
                        "(build the first index with `clicktune index`); " + gate.reason), None
     reindex_task_id = _enqueue_reindex(ctx, start_ref, best_run_id)
@@ -258,7 +216,7 @@ def _enqueue_reindex(ctx: TaskContext, start_ref: str, best_run_id: str) -> str:
         client = ClicktuneClient(settings, db=ctx.db, broker=broker)
         return client.enqueue_reindex({
             "source_run_id": start_ref,
-            "dest_run_id": f"run:{run_id_of(best_run_id) or best_run_id}",
+            "dest_run_id": str(ModelRef.parse(best_run_id)),
             "wait_on_conflict": ctx.task.wait_on_conflict,
             "parent_id": ctx.task.id,
             "idempotency_key": f"fine_tuning:{ctx.task.id}:reindex",

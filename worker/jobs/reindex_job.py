@@ -31,21 +31,20 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 from dao.blue_pointer import BluePointer, BluePointers
-from dao.locks import LeaseKeeper, LeaseLocks, LockHeld, model_lock_name
+from dao.locks import LockKeeper, LeaseLocks, LockHeld, model_lock_name
+from finetuning.experiments.client import tracking_client
+from finetuning.experiments.records import BLUE_ALIAS, filter_literal
+from finetuning.model_ref import ModelNotFound, ModelRef
 from worker.indexing import (
+    CollectionConflict,
     ItemsMissing,
-    collection_metadata,
-    embed_page,
-    experiments_manager,
+    build_collection,
+    drop_collection,
     loader_config_of,
-    new_collection_name,
-    normalize_model_ref,
     refs_from_page,
-    resolve_model,
-    run_id_of,
 )
 from worker.lifecycle import TaskContext, TaskDeferred, TaskFailed, TaskRefused
 from worker.lifecycle.errors import safe_detail
@@ -53,17 +52,8 @@ from worker.vector_store import CollectionNotFound, VectorStore, create_vector_s
 
 log = logging.getLogger(__name__)
 
-BLUE_ALIAS = "blue"
 #: Collection metadata key naming the reindex task that built the collection.
 COLLECTION_TASK_KEY = "clicktune_reindex_task"
-
-
-class ReindexIncomplete(RuntimeError):
-    """The new collection does not hold every item of the source collection."""
-
-
-class ReindexConflict(RuntimeError):
-    """The blue pointer moved while this reindex ran; its collection is dropped."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -75,7 +65,7 @@ def run(ctx: TaskContext) -> dict:
     task, settings = ctx.task, ctx.settings
     ctx.progress("resolving", 0.0)
     try:
-        dest_ref = normalize_model_ref(task.dest_run_id)
+        dest_ref = ModelRef.canonical(task.dest_run_id)
     except ValueError as exc:
         raise TaskRefused(str(exc)) from None
     pointers = BluePointers(ctx.db)
@@ -83,27 +73,25 @@ def run(ctx: TaskContext) -> dict:
     if dest_ref == pointer.model_ref:
         raise TaskRefused(f"{dest_ref} is already the blue model of deployment {pointer.name!r}")
 
-    store = create_vector_store(settings)
+    locks = LeaseLocks(ctx.db)
+    owner = f"reindex:{task.id}"
+    resources = [model_lock_name(pointer.model_ref), model_lock_name(dest_ref), f"blue:{pointer.name}"]
+    lease = settings.model_lock_lease_seconds
     try:
-        locks = LeaseLocks(ctx.db)
-        owner = f"reindex:{task.id}"
-        resources = [model_lock_name(pointer.model_ref), model_lock_name(dest_ref), f"blue:{pointer.name}"]
-        lease = settings.model_lock_lease_seconds
-        try:
-            locks.acquire_all(resources, owner, lease)
-        except LockHeld as held:
-            if task.wait_on_conflict:
-                raise TaskDeferred(f"waiting: {held}", settings.reindex_conflict_delay_ms) from None
-            raise TaskRefused(f"{held}; enqueue with wait_on_conflict to wait for it") from None
-        with locks.keep_alive(resources, owner, lease) as keeper:
+        locks.acquire_all(resources, owner, lease)
+    except LockHeld as held:
+        if task.wait_on_conflict:
+            raise TaskDeferred(f"waiting: {held}", settings.reindex_conflict_delay_ms) from None
+        raise TaskRefused(f"{held}; enqueue with wait_on_conflict to wait for it") from None
+    try:
+        with locks.keep_alive(resources, owner, lease) as keeper, create_vector_store(settings) as store:
             current = pointers.get(pointer.name)
             if current is None or current.collection != pointer.collection:
-                raise ReindexConflict(f"the blue collection of {pointer.name!r} changed before the locks were taken")
+                raise CollectionConflict(f"the blue collection of {pointer.name!r} changed before the locks were taken")
             _drop_leftovers(store, task.id, keep=pointer.collection)
             return _reindex(ctx, store, pointers, pointer, dest_ref, keeper)
     finally:
-        store.close()
-        gc.collect()
+        gc.collect()  # the destination model's weights
 
 
 # --------------------------------------------------------------------------------------------
@@ -119,13 +107,14 @@ def _find_pointer(ctx: TaskContext, pointers: BluePointers) -> BluePointer:
         return matches[0]
     if task.source_run_id:
         try:
-            source_ref = normalize_model_ref(task.source_run_id)
+            source = ModelRef.parse(task.source_run_id)
         except ValueError as exc:
             raise TaskRefused(str(exc)) from None
+        source_ref = str(source)
         matches = pointers.find_by_model(source_ref)
-        if not matches and source_ref.startswith("models:/"):
-            run_id = _registered_run_id(source_ref, settings.mlflow_tracking_uri)
-            matches = pointers.find_by_model(f"run:{run_id}") if run_id else []
+        if not matches and source.kind == "registered":
+            run_id = _registered_run_id(source, settings.mlflow_tracking_uri)
+            matches = pointers.find_by_model(str(ModelRef("run", run_id))) if run_id else []
         if not matches:
             raise TaskRefused(f"model {source_ref} is not blue in any deployment (see `clicktune blue`)")
         if len(matches) > 1:
@@ -143,7 +132,7 @@ def _find_pointer(ctx: TaskContext, pointers: BluePointers) -> BluePointer:
 
 
 def _reindex(ctx: TaskContext, store: VectorStore, pointers: BluePointers, pointer: BluePointer,
-             dest_ref: str, keeper: LeaseKeeper) -> dict[str, Any]:
+             dest_ref: str, keeper: LockKeeper) -> dict[str, Any]:
     settings = ctx.settings
     old = pointer.collection
     try:
@@ -151,61 +140,42 @@ def _reindex(ctx: TaskContext, store: VectorStore, pointers: BluePointers, point
         loader_config = loader_config_of(store, old, pointer.loader)
     except (CollectionNotFound, ValueError) as exc:
         raise TaskRefused(f"the blue collection of {pointer.name!r} is unusable: {exc}") from None
-    loader = _create_loader(loader_config)
-    ctx.progress("loading model", 0.0, source_collection=old, items_total=source_count)
-    model = _load_model(dest_ref, settings.mlflow_tracking_uri)
-
-    new = new_collection_name(pointer.name, dest_ref)
-    store.create_collection(new, {**collection_metadata(dest_ref, loader_config, pointer.name),
-                                  COLLECTION_TASK_KEY: ctx.task.id})
     started = time.monotonic()
-    done = 0
-    try:
-        ctx.progress("embedding", 0.0, dest_collection=new, items_done=0, items_total=source_count)
-        for page in store.iter_items(old, settings.reindex_page_size):
+    with _create_loader(loader_config) as loader:
+        ctx.stage("loading model", 0.0, source_collection=old, items_total=source_count)
+        model = _load_model(dest_ref, settings.mlflow_tracking_uri, ctx.should_stop)
+
+        def between_pages() -> None:
             ctx.raise_if_canceled()
             keeper.check()
-            ids, embeddings, metadatas = embed_page(model, loader, refs_from_page(page.ids, page.metadatas))
-            store.upsert(new, ids, embeddings, metadatas)
-            done += len(ids)
-            ctx.progress("embedding", done / source_count if source_count else 1.0,
-                         items_done=done, items_total=source_count)
-        ctx.progress("verifying", 1.0, items_done=done, items_total=source_count)
-        count = store.count(new)
-        if count != source_count:
-            raise ReindexIncomplete(f"new collection {new} holds {count} items, the source {old} holds {source_count}")
-        ctx.raise_if_canceled()
-        keeper.check()
-        switched = pointers.switch(
-            pointer.name, old, expected_model_ref=pointer.model_ref, collection=new, model_ref=dest_ref,
-            item_count=count, loader=loader_config, embedding_dimension=_dimension(model),
-            reindex_task_id=ctx.task.id,
-        )
-        if not switched:
-            raise ReindexConflict(f"the blue pointer of {pointer.name!r} moved away from {old} meanwhile")
-    except ItemsMissing as exc:
-        _drop(store, new)
-        if exc.transient:
-            raise  # may go away: let Dramatiq retry the task
-        raise TaskFailed(f"reindex stopped, blue unchanged ({old}): {exc}") from None
-    except BaseException:
-        _drop(store, new)
-        raise
-    finally:
-        _close(loader)
-        del model
 
-    ctx.progress("dropping old collection", 1.0, items_done=done, items_total=source_count)
-    dropped = _drop(store, old)
+        def report(stage: str, done: int) -> None:
+            fraction = done / source_count if source_count and stage == "embedding" else 1.0
+            ctx.progress(stage, fraction, items_done=done, items_total=source_count)
+
+        pages = (refs_from_page(page.ids, page.metadatas) for page in store.iter_items(old, settings.reindex_page_size))
+        try:
+            built = build_collection(
+                store=store, pointers=pointers, pointer_name=pointer.name, previous=pointer, model=model,
+                model_ref=dest_ref, loader=loader, loader_config=loader_config, pages=pages,
+                expected_count=source_count, metadata={COLLECTION_TASK_KEY: ctx.task.id},
+                reindex_task_id=ctx.task.id, before_page=between_pages, on_stage=report,
+            )
+        except ItemsMissing as exc:
+            if exc.transient:
+                raise  # may go away: let Dramatiq retry the task
+            raise TaskFailed(f"reindex stopped, blue unchanged ({old}): {exc}") from None
+        finally:
+            del model
     alias = _move_blue_alias(dest_ref, settings.mlflow_tracking_uri)
     return {
         "deployment": pointer.name,
         "source_model": pointer.model_ref,
         "dest_model": dest_ref,
         "previous_collection": old,
-        "collection": new,
-        "item_count": count,
-        "old_collection_dropped": dropped,
+        "collection": built.collection,
+        "item_count": built.item_count,
+        "old_collection_dropped": built.old_collection_dropped,
         "registry_alias": alias,
         "seconds": round(time.monotonic() - started, 3),
     }
@@ -222,32 +192,12 @@ def _create_loader(config: dict[str, Any]):
         raise TaskRefused(f"the blue collection's loader config is invalid: {safe_detail(exc)}") from None
 
 
-def _load_model(ref: str, tracking_uri: str):
+def _load_model(ref: str, tracking_uri: str, should_stop: Callable[[], bool]):
     """The destination model; an unknown reference is bad input (refused), MLflow down is retried."""
     try:
-        return resolve_model(ref, tracking_uri)
-    except (KeyError, LookupError, FileNotFoundError, ValueError) as exc:
-        raise TaskRefused(f"cannot load model {ref}: {safe_detail(exc)}") from None
-    except Exception as exc:
-        if _mlflow_not_found(exc) or type(exc).__name__ == "NoModelLogged":
-            raise TaskRefused(f"cannot load model {ref}: {safe_detail(exc)}") from None
-        raise
-
-
-def _mlflow_not_found(exc: BaseException) -> bool:
-    try:
-        from mlflow.exceptions import MlflowException
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(exc, MlflowException) and getattr(exc, "error_code", "") in {
-        "RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
-
-
-def _dimension(model: Any) -> int | None:
-    try:
-        return int(model.get_embedding_dimension())
-    except Exception:
-        return None
+        return ModelRef.parse(ref).load(tracking_uri, should_stop=should_stop)
+    except ModelNotFound as exc:
+        raise TaskRefused(f"cannot load model {ref}: {safe_detail(exc.__cause__ or exc)}") from None
 
 
 def _drop_leftovers(store: VectorStore, task_id: str, keep: str) -> list[str]:
@@ -257,7 +207,7 @@ def _drop_leftovers(store: VectorStore, task_id: str, keep: str) -> list[str]:
         if name == keep:
             continue
         try:
-            if store.collection_metadata(name).get(COLLECTION_TASK_KEY) == task_id and _drop(store, name):
+            if store.collection_metadata(name).get(COLLECTION_TASK_KEY) == task_id and drop_collection(store, name):
                 dropped.append(name)
         except CollectionNotFound:
             continue
@@ -266,56 +216,31 @@ def _drop_leftovers(store: VectorStore, task_id: str, keep: str) -> list[str]:
     return dropped
 
 
-def _drop(store: VectorStore, name: str) -> bool:
-    try:
-        return store.delete_collection(name)
-    except Exception:
-        log.exception("could not drop collection %s", name)
-        return False
-
-
-def _close(loader: Any) -> None:
-    close = getattr(loader, "close", None)
-    if close is not None:
-        try:
-            close()
-        except Exception:
-            log.exception("closing the loader failed")
-
-
 # --------------------------------------------------------------------------------------------
 # MLflow registry (best effort: the blue pointer in Mongo is the source of truth)
 # --------------------------------------------------------------------------------------------
 
-def _registered_run_id(model_uri: str, tracking_uri: str) -> str | None:
+def _registered_run_id(ref: ModelRef, tracking_uri: str) -> str | None:
     """The run behind ``models:/<name>@<alias>`` or ``models:/<name>/<version>``."""
     try:
-        from mlflow import MlflowClient
-
-        client = MlflowClient(tracking_uri=tracking_uri)
-        body = model_uri[len("models:/"):]
-        if "@" in body:
-            name, alias = body.rsplit("@", 1)
-            return client.get_model_version_by_alias(name, alias).run_id
-        name, version = body.rsplit("/", 1)
-        return client.get_model_version(name, version).run_id
+        return ref.source_run_id(tracking_client(tracking_uri))
     except Exception as exc:
-        log.warning("could not resolve %s: %s", model_uri, type(exc).__name__)
+        log.warning("could not resolve %s: %s", ref, type(exc).__name__)
         return None
 
 
 def _move_blue_alias(dest_ref: str, tracking_uri: str) -> dict[str, str] | None:
     """Point the registry alias ``blue`` at the newest registered version of the destination run."""
-    run_id = run_id_of(dest_ref)
+    run_id = ModelRef.parse(dest_ref).run_id
     if run_id is None or not tracking_uri:
         return None
     try:
-        manager = experiments_manager(tracking_uri)
-        versions = manager.client.search_model_versions(f"run_id = '{run_id}'")
+        client = tracking_client(tracking_uri)
+        versions = client.search_model_versions(f"run_id = {filter_literal(run_id)}")
         if not versions:
             return None
         newest = max(versions, key=lambda v: int(v.version))
-        manager.set_alias(newest.name, BLUE_ALIAS, newest.version)
+        client.set_registered_model_alias(newest.name, BLUE_ALIAS, str(newest.version))
         return {"name": newest.name, "version": str(newest.version), "alias": BLUE_ALIAS}
     except Exception as exc:
         log.warning("could not move the %r alias to run %s: %s", BLUE_ALIAS, run_id, type(exc).__name__)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Iterable
 
 from pydantic import SecretStr
 
 from dao.task_documents import bounded_detail
+from finetuning.redaction import redact
 
 
 class TaskRefused(Exception):
@@ -40,20 +40,6 @@ class TaskFailed(Exception):
 
 class TaskCanceled(Exception):
     """Raised by :meth:`TaskContext.raise_if_canceled` after a cancel request: the task ends ``canceled``."""
-
-
-_URL_CREDENTIALS = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://)[^/\s@:]*:[^/\s@]*@")
-_KEY_VALUE = re.compile(r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key)(\s*[=:]\s*)([^\s,;&'\"]+)")
-
-
-def redact(text: str, secrets: Iterable[SecretStr | str | None] = ()) -> str:
-    """Remove credentials: known secret values, ``user:pass@`` in URLs and ``password=…`` pairs."""
-    for secret in secrets:
-        raw = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
-        if raw and len(raw) >= 4:
-            text = text.replace(raw, "***")
-    text = _URL_CREDENTIALS.sub(r"\1***@", text)
-    return _KEY_VALUE.sub(r"\1\2***", text)
 
 
 def redacted_detail(text: str, secrets: Iterable[SecretStr | str | None] = ()) -> str:

@@ -23,6 +23,7 @@ from pymongo.errors import PyMongoError
 
 from dao.mongo import mongo_database
 from dao.task_documents import TASK_KINDS, TaskStatus
+from dao.task_outcome import after_broker_gave_up
 from dao.tasks import TasksDAO
 from worker.lifecycle.errors import safe_detail
 from worker.settings import Settings
@@ -39,7 +40,8 @@ def _task_of(message: Any) -> tuple[str, str] | None:
 
 
 class TaskOutcome(Middleware):
-    """Mark a ``pending`` task ``failed`` when Dramatiq drops its message.
+    """Conclude a ``pending`` task when Dramatiq drops its message (``failed``, or ``refused`` for a
+    permanent error: :func:`dao.task_outcome.after_broker_gave_up`).
 
     Must come BEFORE ``Retries`` in the middleware list: Dramatiq runs ``after_*`` hooks in reverse
     order, and this one reads ``message.failed``, which ``Retries`` sets once ``max_retries`` is exhausted.
@@ -51,28 +53,29 @@ class TaskOutcome(Middleware):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def _fail(self, message: Any, detail: str) -> None:
+    def _conclude(self, message: Any, reason: str, exception: BaseException | None = None) -> None:
         target = _task_of(message)
         if target is None:
             return
         kind, task_id = target
+        decision = after_broker_gave_up(reason, exception)
         try:
             dao = TasksDAO.for_kind(mongo_database(self.settings.mongo_url, self.settings.mongo_db), kind)
-            if dao.transition(task_id, TaskStatus.pending, TaskStatus.failed, detail=detail):
-                log.warning("%s %s: failed (%s)", kind, task_id, detail)
+            if dao.transition(task_id, TaskStatus.pending, decision.status, detail=decision.detail):
+                log.warning("%s %s: %s (%s)", kind, task_id, decision.status.value, decision.detail)
         except PyMongoError as exc:  # the lease reaper is the backstop
-            log.error("%s %s: could not mark failed: %s", kind, task_id, type(exc).__name__)
+            log.error("%s %s: could not mark %s: %s", kind, task_id, decision.status.value, type(exc).__name__)
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         if exception is None or not message.failed:
             return
         retries = message.options.get("retries", 0)
         secrets = [self.settings.mongo_url, self.settings.redis_url]
-        self._fail(message, f"gave up after {retries} deliveries: {safe_detail(exception, secrets)}")
+        self._conclude(message, f"gave up after {retries} deliveries: {safe_detail(exception, secrets)}", exception)
 
     def after_skip_message(self, broker, message):
         if message.failed:
-            self._fail(message, "the message was dropped before it ran (older than max_message_age_ms)")
+            self._conclude(message, "the message was dropped before it ran (older than max_message_age_ms)")
 
 
 class LeaseReaper(Middleware):

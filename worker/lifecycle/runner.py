@@ -15,9 +15,12 @@ Job contract — a job is a plain function::
   with that delay, the attempt not counted (e.g. a lock held by another task)
 * raise ``TaskFailed(detail)``            → ``failed`` now, no retries (a permanent failure the job
   has already cleaned up after)
-* ``ctx.raise_if_canceled()`` raised      → ``canceled``
+* ``ctx.raise_if_canceled()`` raised      → ``canceled`` (so does any other error raised after a cancel
+  request, e.g. an MLflow wait cut short by it)
+* an exception declaring ``permanent = True`` → ``refused`` at once with the reason
 * any other exception (infrastructure)    → back to ``pending`` and re-raised, so Dramatiq retries it
   with backoff; once the task's attempts are used up → ``failed`` with a secret-free ``detail``
+  (the rule: :func:`dao.task_outcome.after_failed_attempt`, shared with the reaper)
 * Dramatiq's time limit interrupts it     → ``failed`` ("time limit … exceeded"), never retried
 * worker shutdown interrupts it           → back to ``pending``, re-raised (retried elsewhere)
 
@@ -42,10 +45,11 @@ from pymongo.database import Database
 
 from dao.mongo import mongo_database
 from dao.task_documents import TaskStatus
+from dao.task_outcome import after_failed_attempt, is_permanent
 from dao.tasks import LeaseLost, TasksDAO
 from worker.lifecycle.context import TaskContext
 from worker.lifecycle.errors import TaskCanceled, TaskDeferred, TaskFailed, TaskRefused, redacted_detail, safe_detail
-from worker.lifecycle.heartbeat import LeaseKeeper
+from worker.lifecycle.heartbeat import TaskLeaseKeeper
 from worker.logs import task_log_context
 from worker.settings import Settings, get_settings
 
@@ -91,10 +95,11 @@ def run_task(kind: str, task_id: str, job: Job, *, settings: Settings | None = N
         detail = f"stored request is invalid: {safe_detail(exc, secrets)}"
         dao.finish(task_id, owner, TaskStatus.refused, detail=detail)
         return TaskStatus.refused
-    if task.attempt > task.max_attempts:
-        dao.finish(task_id, owner, TaskStatus.failed, detail=f"no attempts left ({task.attempt - 1}/{task.max_attempts} "
-                   f"used; the last one's worker stopped renewing its lease)")
-        return TaskStatus.failed
+    if task.attempt > task.max_attempts:  # the previous attempt's worker died and none is left
+        decision = after_failed_attempt(task.attempt - 1, task.max_attempts,
+                                        "the last attempt's worker stopped renewing its lease")
+        dao.finish(task_id, owner, decision.status, detail=decision.detail)
+        return decision.status
     if task.cancel_requested:
         dao.finish(task_id, owner, TaskStatus.canceled, detail="canceled on request")
         return TaskStatus.canceled
@@ -102,48 +107,24 @@ def run_task(kind: str, task_id: str, job: Job, *, settings: Settings | None = N
     ctx = TaskContext(kind, task, settings, db, dao, owner)
     time_limit_s = _time_limit_s(kind, settings)
     grace = max(settings.lease_seconds, 2 * settings.heartbeat_seconds)
-    keeper = LeaseKeeper(dao, task_id, owner, lease_s=settings.lease_seconds, interval_s=settings.heartbeat_seconds,
-                         hard_deadline=time.monotonic() + time_limit_s + grace,
-                         on_cancel=ctx._mark_cancel_requested, on_lost=ctx._mark_lease_lost)
-    keeper.start()
-    attempt = f"attempt {task.attempt}/{task.max_attempts}"
-    try:
-        with task_log_context(task_id, kind):
-            result = job(ctx)
-    except TaskRefused as exc:
-        keeper.stop()
-        return _finish(dao, task_id, owner, TaskStatus.refused, detail=redacted_detail(exc.detail, secrets))
-    except TaskCanceled:
-        keeper.stop()
-        return _finish(dao, task_id, owner, TaskStatus.canceled, detail="canceled on request")
-    except TaskDeferred as exc:
-        keeper.stop()
-        return _defer(kind, dao, task.id, task.attempt, owner, exc, redacted_detail(exc.detail, secrets))
-    except TaskFailed as exc:
-        keeper.stop()
-        return _finish(dao, task_id, owner, TaskStatus.failed, detail=redacted_detail(exc.detail, secrets))
-    except LeaseLost:
-        keeper.stop()
-        log.warning("%s %s: lease lost during %s; leaving the task to its new owner", kind, task_id, attempt)
-        return None
-    except TimeLimitExceeded:
-        keeper.stop()
-        return _finish(dao, task_id, owner, TaskStatus.failed,
-                       detail=f"time limit of {time_limit_s:g}s exceeded ({attempt})")
-    except Shutdown:
-        keeper.stop()
-        dao.release(task_id, owner, detail=f"worker shut down during {attempt}; retrying")
-        raise
-    except Exception as exc:
-        keeper.stop()
-        detail = f"{attempt} failed: {safe_detail(exc, secrets)}"
-        if task.attempt >= task.max_attempts:
-            _finish(dao, task_id, owner, TaskStatus.failed, detail=detail)
-            log.error("%s %s: %s; no attempts left", kind, task_id, detail)
-            return TaskStatus.failed
-        dao.release(task_id, owner, detail=f"{detail}; retrying")
-        raise
-    keeper.stop()
+
+    def deadline_passed() -> None:  # the job ignored its time limit: end the task, drop its result
+        _finish(dao, task_id, owner, TaskStatus.failed,
+                detail="time limit exceeded and the job did not stop; the task was marked failed")
+        ctx._mark_lease_lost()
+
+    result: Any = None
+    error: BaseException | None = None
+    with TaskLeaseKeeper(dao, task_id, owner, lease_s=settings.lease_seconds, interval_s=settings.heartbeat_seconds,
+                         hard_deadline=time.monotonic() + time_limit_s + grace, on_cancel=ctx._mark_cancel_requested,
+                         on_lost=ctx._mark_lease_lost, on_deadline=deadline_passed):
+        try:
+            with task_log_context(task_id, kind):
+                result = job(ctx)
+        except BaseException as exc:  # concluded below, once the keeper has stopped
+            error = exc
+    if error is not None:
+        return _after_error(kind, dao, ctx, owner, error, time_limit_s, secrets)
     if ctx.lease_lost:
         log.warning("%s %s: finished after its lease was lost; result dropped", kind, task_id)
         return None
@@ -153,6 +134,38 @@ def run_task(kind: str, task_id: str, job: Job, *, settings: Settings | None = N
         return _finish(dao, task_id, owner, TaskStatus.failed,
                        detail=f"job returned {type(result).__name__}, expected a dict of result fields")
     return _finish(dao, task_id, owner, TaskStatus.done, result=result)
+
+
+def _after_error(kind: str, dao: TasksDAO, ctx: TaskContext, owner: str, error: BaseException,
+                 time_limit_s: float, secrets: list) -> TaskStatus | None:
+    """The status a job's exception leads to (see the module docstring); re-raises what Dramatiq must retry."""
+    task = ctx.task
+    task_id, attempt = task.id, f"attempt {task.attempt}/{task.max_attempts}"
+    if isinstance(error, TaskRefused):
+        return _finish(dao, task_id, owner, TaskStatus.refused, detail=redacted_detail(error.detail, secrets))
+    if isinstance(error, TaskCanceled):
+        return _finish(dao, task_id, owner, TaskStatus.canceled, detail="canceled on request")
+    if isinstance(error, TaskDeferred):
+        return _defer(kind, dao, task_id, task.attempt, owner, error, redacted_detail(error.detail, secrets))
+    if isinstance(error, TaskFailed):
+        return _finish(dao, task_id, owner, TaskStatus.failed, detail=redacted_detail(error.detail, secrets))
+    if isinstance(error, LeaseLost) or ctx.lease_lost:  # whatever it raised, the task is another owner's
+        log.warning("%s %s: lease lost during %s; leaving the task to its new owner", kind, task_id, attempt)
+        return None
+    if isinstance(error, TimeLimitExceeded):
+        return _finish(dao, task_id, owner, TaskStatus.failed, detail=f"time limit of {time_limit_s:g}s exceeded ({attempt})")
+    if isinstance(error, Shutdown):
+        dao.release(task_id, owner, detail=f"worker shut down during {attempt}; retrying")
+        raise error
+    if not isinstance(error, Exception):
+        raise error
+    decision = after_failed_attempt(task.attempt, task.max_attempts, f"{attempt} failed: {safe_detail(error, secrets)}",
+                                    permanent=is_permanent(error), cancel_requested=ctx.cancel_requested)
+    if decision.retry:
+        dao.release(task_id, owner, detail=decision.detail)
+        raise error
+    log.error("%s %s: %s", kind, task_id, decision.detail)
+    return _finish(dao, task_id, owner, decision.status, detail=decision.detail)
 
 
 def _defer(kind: str, dao: TasksDAO, task_id: str, attempt: int, owner: str, deferred: TaskDeferred,

@@ -123,9 +123,6 @@ class VectorStore(ABC):
     def list_collections(self) -> list[str]:
         """Names of all collections."""
 
-    def has_collection(self, name: str) -> bool:
-        return name in self.list_collections()
-
     def close(self) -> None:
         """Release client resources (no-op by default)."""
 

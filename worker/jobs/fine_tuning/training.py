@@ -5,8 +5,9 @@ starts from a fresh copy of the **start** weights (never from the previous trial
 :func:`finetuning.train.fine_tune` with two callbacks — ``StopOnRequest(should_stop)`` (cancel or
 lost lease stops training after the current batch) and ``ProgressReporter`` (task progress every
 few steps) — and, when a trial was stopped, calls ``raise_if_canceled`` so the iteration ends
-(``TaskCanceled`` is a fatal exception of ``run_iteration``). The outcome of each trained trial is
-kept by parameter id, so the job can read ``metrics_before``/``metrics_after`` of the best run.
+(``TaskCanceled`` is a fatal exception of ``run_iteration``). Each trained trial records its
+held-out metrics before/after on its run (``tracker.save_evaluation``), where the model choice
+reads them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from finetuning.callbacks import ProgressReporter, StopOnRequest
 from finetuning.inputs import FineTuningInput, TextQueryRetriever
 from finetuning.models.base import EmbeddingsModelInterface
 from finetuning.params import FineTuningParams, FineTuningSettings
-from finetuning.train import TrainingOutcome, fine_tune
+from finetuning.train import fine_tune
 from worker.lifecycle import TaskRefused
 from worker.lifecycle.errors import safe_detail
 
@@ -90,7 +91,6 @@ class TrialRunner:
     raise_if_canceled: Callable[[], None]
     accelerator: str = "auto"
     state: TrialState = field(default_factory=TrialState)
-    outcomes: dict[str, TrainingOutcome] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.steps_per_trial = planned_steps(self.train, self.settings)
@@ -120,7 +120,7 @@ class TrialRunner:
             del model
         if outcome.stopped:
             self.raise_if_canceled()
-        self.outcomes[params.id()] = outcome
+        tracker.save_evaluation(outcome.metrics_before, outcome.metrics_after)
         return outcome.best_quality
 
     def on_trial(self, index: int, total: int, best: float | None) -> None:

@@ -11,34 +11,22 @@ An explicit ``options.model_line`` always wins. A start model that does not exis
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from finetuning.experiments import naming
+from finetuning.model_ref import TASK_REF_KINDS, ModelNotFound, ModelRef
 from finetuning.models.base import EmbeddingsModelInterface
-from worker.indexing import resolve_model
 from worker.lifecycle import TaskRefused
 from worker.lifecycle.errors import safe_detail
 
 
-def _not_found(exc: BaseException) -> bool:
-    from mlflow.exceptions import MlflowException
-
-    if isinstance(exc, (KeyError, LookupError, FileNotFoundError, ValueError)):
-        return True
-    if type(exc).__name__ == "NoModelLogged":
-        return True
-    return isinstance(exc, MlflowException) and getattr(exc, "error_code", "") in {
-        "RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
-
-
-def load_start_model(ref: str, tracking_uri: str, max_seq_length: int | None = None) -> EmbeddingsModelInterface:
+def load_start_model(ref: str, tracking_uri: str, max_seq_length: int | None = None, *,
+                     should_stop: Callable[[], bool] | None = None) -> EmbeddingsModelInterface:
     """Load the start model (base weights or downloaded from MLflow), optionally capping its tokens."""
     try:
-        model = resolve_model(ref, tracking_uri)
-    except Exception as exc:
-        if _not_found(exc):
-            raise TaskRefused(f"cannot load start model {ref}: {safe_detail(exc)}") from None
-        raise
+        model = ModelRef.parse(ref).load(tracking_uri, should_stop=should_stop)
+    except (ModelNotFound, ValueError) as exc:
+        raise TaskRefused(f"cannot load start model {ref}: {safe_detail(exc.__cause__ or exc)}") from None
     if max_seq_length is not None:
         set_max_seq_length(model, max_seq_length)
     return model
@@ -54,19 +42,11 @@ def set_max_seq_length(model: Any, max_seq_length: int) -> None:
 
 def default_model_line(ref: str, client: Any | None) -> str:
     """The model line of a start reference (see module docstring); ``client`` is an ``MlflowClient``."""
-    start = naming.parse_start_ref(ref)
+    start = ModelRef.parse(ref, TASK_REF_KINDS)
     if start.kind == "base":
-        return start.value.rsplit("/", 1)[-1]
-    run_id = start.value if start.kind == "run" else None
-    registered_name = None
-    if start.kind == "registered" and client is not None:
-        body = start.value.removeprefix("models:/")
-        if "@" in body:
-            registered_name, alias = body.split("@", 1)
-            run_id = client.get_model_version_by_alias(registered_name, alias).run_id
-        else:
-            registered_name, version = body.rsplit("/", 1)
-            run_id = client.get_model_version(registered_name, version).run_id
+        return start.token
+    run_id = start.source_run_id(client) if client is not None else start.run_id
+    registered_name = start.registered_parts[0] if start.kind == "registered" else None
     if run_id and client is not None:
         line = client.get_run(run_id).data.tags.get(naming.TAG_MODEL_LINE)
         if line:
