@@ -107,7 +107,8 @@ def percentiles(samples: list[float]) -> dict:
 def build_blue(settings: Settings, db, n_items: int, root: Path) -> str:
     """Write ``n_items`` JSON documents, embed them with a tiny model and make them blue."""
     from finetuning.models.tiny import build_tiny_text_model
-    from worker.indexing import ItemRef, build_index, resolve_model
+    from finetuning.model_ref import ModelRef
+    from worker.indexing import ItemRef, build_index
     from worker.vector_store import create_vector_store
 
     rng = random.Random(7)
@@ -119,7 +120,7 @@ def build_blue(settings: Settings, db, n_items: int, root: Path) -> str:
         (items_dir / f"doc{i}.json").write_text(json.dumps(doc))
     model_dir = build_tiny_text_model(root / "model", seed=3, words=WORDS)
     ref = f"dir:{model_dir}"
-    build_index(store=create_vector_store(settings), pointers=BluePointers(db), model=resolve_model(ref), model_ref=ref,
+    build_index(store=create_vector_store(settings), pointers=BluePointers(db), model=ModelRef.parse(ref).load(), model_ref=ref,
                 loader_config={"source": "local_file", "root_dir": str(items_dir)},
                 items=[ItemRef(object_id=f"doc{i}", meta={"path": f"doc{i}.json"}) for i in range(n_items)],
                 page_size=512)

@@ -30,7 +30,8 @@ from dao.blue_pointer import BluePointers
 from tests.fixtures.fine_tuning import clickstream_records, write_items
 from tests.polling import wait_for
 from worker.api.auth import hash_key, store_key
-from worker.indexing import ItemRef, build_index, resolve_model
+from finetuning.model_ref import ModelRef
+from worker.indexing import ItemRef, build_index
 from worker.local_services import LocalProcess, free_port, start_process
 from worker.monitoring import heartbeat_key_prefix
 from worker.vector_store import create_vector_store
@@ -167,7 +168,7 @@ def test_a_search_service_round_trip_over_http(api_env, start_worker, clicktune_
     loader = {"source": "local_file", "root_dir": str(items_dir)}
     start_ref = f"run:{tiny_start_run}"
     first = build_index(store=create_vector_store(settings), pointers=BluePointers(mongo_db),
-                        model=resolve_model(start_ref, mlflow_server.url), model_ref=start_ref, loader_config=loader,
+                        model=ModelRef.parse(start_ref).load(mlflow_server.url), model_ref=start_ref, loader_config=loader,
                         items=[ItemRef(object_id=i, meta={"path": f"{i}.txt"}) for i in items],
                         pointer_name=f"api-{uuid.uuid4().hex[:6]}")
     env["CLICKTUNE_BLUE_POINTER_NAME"] = first.pointer
@@ -258,7 +259,7 @@ def test_a_search_service_round_trip_over_http(api_env, start_worker, clicktune_
             after = http.post("/v1/search", json={"query": query, "k": 5}, headers=search).json()
             assert after["model_ref"] == blue["model_ref"] and after["collection"] == blue["collection"]
             # the API's answers are the blue collection queried with the new model
-            tuned = resolve_model(blue["model_ref"], mlflow_server.url)
+            tuned = ModelRef.parse(blue["model_ref"]).load(mlflow_server.url)
             store = create_vector_store(settings)
             for record in records[:10]:
                 found = http.post("/v1/search", json={"query": record["search_query"], "k": 10}, headers=search).json()

@@ -27,7 +27,8 @@ from pymongo.database import Database
 
 from dao.blue_pointer import BluePointer, BluePointers
 from dao.mongo import mongo_database
-from worker.indexing import ITEM_META_KEY, resolve_model
+from finetuning.model_ref import ModelRef
+from worker.indexing import ITEM_META_KEY
 from worker.settings import Settings, get_settings
 from worker.vector_store import VectorStore, create_vector_store
 
@@ -116,7 +117,7 @@ class Searcher:
             loaded = self._loaded
             if loaded is None or loaded.model_ref != pointer.model_ref:
                 log.info("loading blue model %s", pointer.model_ref)
-                model = resolve_model(pointer.model_ref, self.settings.mlflow_tracking_uri, device="cpu")
+                model = ModelRef.parse(pointer.model_ref).load(self.settings.mlflow_tracking_uri, device="cpu")
                 self._loaded = loaded = _Loaded(pointer.model_ref, model)
             return loaded.model
 
