@@ -8,11 +8,12 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
-from mlflow.entities import Param, Run, RunStatus
+from mlflow.entities import DatasetInput, InputTag, Param, Run, RunStatus
 from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from pydantic import SecretStr
 
-from finetuning.experiments import naming
+from finetuning.experiments import naming, provenance
 from finetuning.experiments.model_logging import LoggedModelRef, load_logged_model, log_embeddings_model, logged_model_uri
 from finetuning.experiments.records import (
     SETTINGS_PREFIX,
@@ -42,10 +43,10 @@ class RunsMixin:
 
     # --- finding runs -----------------------------------------------------------------
     def finished_run(self: "ExperimentsManager", params: FineTuningParams) -> FinishedRun | None:
-        """The best FINISHED run of this iteration whose run name is ``params.id()``, if any."""
+        """The best FINISHED run of this iteration with these parameters (tag ``clicktune.params_id``), if any."""
         runs = self.client.search_runs(
             [self._require_iteration()],
-            f"attributes.run_name = {filter_literal(params.id())} and attributes.status = 'FINISHED'",
+            f"tags.`{naming.TAG_PARAMS_ID}` = {filter_literal(params.id())} and attributes.status = 'FINISHED'",
             order_by=[self._order()],
             max_results=1,
         )
@@ -76,19 +77,30 @@ class RunsMixin:
         return best.info.run_id, self._run_quality(best)
 
     # --- the current run ----------------------------------------------------------------
-    def start_run(self: "ExperimentsManager", params: FineTuningParams, settings: FineTuningSettings | None = None) -> str:
-        """Open a run named ``params.id()`` with the params and settings logged; returns its id."""
+    def start_run(self: "ExperimentsManager", params: FineTuningParams, settings: FineTuningSettings | None = None,
+                  trial: int | None = None) -> str:
+        """Open a run for ``params`` (trial number ``trial`` of the iteration); returns its id.
+
+        Name and tags come from :mod:`.provenance` (task, trial, attempt, data digests when the
+        iteration has a :class:`RunContext`); params and ``settings.*`` are logged, and the batch
+        is logged as the run's dataset input."""
         experiment_id = self._require_iteration()
         if self.run_id is not None:
             raise RuntimeError(f"run {self.run_id} is still open: finish_run() first")
-        tags = {naming.TAG_PARAMS_ID: params.id(), naming.TAG_MODEL_LINE: self.model_line}
-        run = self.client.create_run(experiment_id, run_name=params.id(), tags=tags)
+        context = getattr(self, "context", None)
+        tags = provenance.run_tags(context, model_line=self.model_line, batch_id=self.batch_id,
+                                   params_id=params.id(), trial=trial)
+        run = self.client.create_run(experiment_id, run_name=provenance.run_name(context, trial, params.id()), tags=tags)
         self.run_id = run.info.run_id
-        self._run_params, self._run_best, self._run_saved = params, None, None
+        self._run_params, self._run_best, self._run_saved, self._run_settings = params, None, None, settings
         logged = dict(params.to_mlflow_params())
         if settings is not None:
             logged.update({SETTINGS_PREFIX + k: v for k, v in settings.to_mlflow_params().items()})
         self._log_params(logged)
+        if context is not None and context.data is not None:
+            dataset = provenance.batch_dataset(context.data)._to_mlflow_entity()
+            self.client.log_inputs(self.run_id, datasets=[
+                DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, provenance.DATASET_CONTEXT)])])
         return self.run_id
 
     def _log_params(self: "ExperimentsManager", params: dict[str, str]) -> None:
@@ -183,6 +195,7 @@ class RunsMixin:
     def abandon_run(self: "ExperimentsManager") -> None:
         """Forget the current run locally without contacting MLflow (when closing it failed)."""
         self.run_id, self._run_params, self._run_best, self._run_saved = None, None, None, None
+        self._run_settings = None
 
     # --- reading runs and models --------------------------------------------------------
     def get_run_params(self: "ExperimentsManager", run_id: str) -> FineTuningParams:
