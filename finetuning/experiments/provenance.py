@@ -37,6 +37,9 @@ TAG_ITEMS_COUNT = "clicktune.items_count"
 TAG_ITEMS_DIGEST = "clicktune.items_digest"
 #: MLflow shows this tag as the run's description.
 TAG_NOTE = "mlflow.note.content"
+# Tags of a registered version: the quality gate's decision.
+TAG_GATE_PASSED = "clicktune.gate_passed"
+TAG_GATE_REASON = "clicktune.gate_reason"
 
 DATASET_CONTEXT = "train"
 

@@ -14,7 +14,15 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from pydantic import SecretStr
 
 from finetuning.experiments import naming, provenance
-from finetuning.experiments.model_logging import LoggedModelRef, load_logged_model, log_embeddings_model, logged_model_uri
+from finetuning.experiments.model_card import ModelCard, render_card
+from finetuning.experiments.model_logging import (
+    FORMAT_SENTENCE_TRANSFORMERS,
+    LoggedModelRef,
+    load_logged_model,
+    log_embeddings_model,
+    logged_model_uri,
+    model_format,
+)
 from finetuning.experiments.records import (
     SETTINGS_PREFIX,
     TAG_METRICS_AFTER,
@@ -161,8 +169,10 @@ class RunsMixin:
                 return False
         tags = {naming.TAG_MODEL_LINE: self.model_line,
                 naming.TAG_PARAMS_ID: self._run_params.id() if self._run_params else ""}
+        card = render_card(self.model_card(self._run_params, getattr(self, "_run_settings", None), run_id=run_id,
+                                           sentence_transformers=model_format(model) == FORMAT_SENTENCE_TRANSFORMERS))
         ref: LoggedModelRef = self.client.retry("log_model", log_embeddings_model, model, self.client.raw,
-                                                run_id=run_id, tags=tags)
+                                                run_id=run_id, tags=tags, card=card)
         self.client.set_tag(run_id, naming.TAG_MODEL_ID, ref.model_id)
         self.client.set_tag(run_id, naming.TAG_MODEL_QUALITY, repr(quality))
         if self._run_saved is not None:
@@ -173,6 +183,19 @@ class RunsMixin:
                 logger.warning("could not delete superseded model %s: %s", previous_model_id, error)
         self._run_saved = (quality, ref.model_id)
         return True
+
+    def model_card(self: "ExperimentsManager", params: FineTuningParams | None, settings: FineTuningSettings | None,
+                   **fields: object) -> ModelCard:
+        """The model card of a model of this iteration trained with ``params``/``settings`` (``fields``:
+        run id, metrics, gate …)."""
+        context = getattr(self, "context", None)
+        return ModelCard(
+            model_line=self.model_line, start_model=str(self.start_ref), main_metric=self.main_metric,
+            task_id=context.task_id if context else None, data=context.data if context else None,
+            click_model=settings.confidence_calculator if settings else None,
+            loss=settings.loss_func if settings else None,
+            hyper_parameters=dict(params.to_mlflow_params()) if params else {}, **fields,
+        )
 
     def finish_run(self: "ExperimentsManager", status: str = "FINISHED", quality: float | None = None) -> None:
         """Close the current run with ``status`` (FINISHED/FAILED/KILLED).
