@@ -97,8 +97,8 @@ def render_card(card: ModelCard) -> str:
                   f"`{d.items_source}`, snapshot digest `{d.items_digest[:16]}`"]
     else:
         lines.append("- not recorded")
-    lines += ["", "## Training", "", f"- click model: `{card.click_model or 'n/a'}` (per-result relevance from "
-              "clicks and skips, position-aware)", f"- loss: `{card.loss or 'n/a'}`", "", "Hyper-parameters:", ""]
+    lines += ["", "## Training", "", f"- click model: `{card.click_model or 'n/a'}` (turns clicks and skips into "
+              "per-result relevance)", f"- loss: `{card.loss or 'n/a'}`", "", "Hyper-parameters:", ""]
     lines += [f"- `{k}`: `{v}`" for k, v in sorted(card.hyper_parameters.items())] or ["- n/a"]
     lines += ["", "## Evaluation (held-out sessions)", ""]
     if card.main_metric:
