@@ -28,15 +28,21 @@ TEXTS = ["red cat", "blue car news", "music and sport"]
 
 FRESH_PROCESS = """
 import json, sys
-import mlflow, mlflow.sentence_transformers, mlflow.pyfunc
-uri, tracking = sys.argv[1], sys.argv[2]
+import mlflow, mlflow.sentence_transformers, mlflow.pyfunc, pandas as pd
+uri, tracking, two_tower_uri = sys.argv[1], sys.argv[2], sys.argv[4]
 mlflow.set_tracking_uri(tracking)
 model = mlflow.sentence_transformers.load_model(uri)
 texts = json.loads(sys.argv[3])
-flavour = model.encode(texts, convert_to_numpy=True).tolist()
-pyfunc = mlflow.pyfunc.load_model(uri).predict(texts).tolist()
-leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("finetuning", "worker", "dao", "loaders"))
-print(json.dumps({"flavour": flavour, "pyfunc": pyfunc, "leaked": leaked}))
+out = {"flavour": model.encode(texts, convert_to_numpy=True).tolist(),
+       "pyfunc": mlflow.pyfunc.load_model(uri).predict(texts).tolist()}
+out["leaked"] = sorted(m for m in sys.modules if m.split(".")[0] in ("finetuning", "worker", "dao", "loaders"))
+# a model that is not one sentence-transformers tower: the pyfunc wrapper with the code it ships
+wrapper = mlflow.pyfunc.load_model(two_tower_uri)
+frame = pd.DataFrame({"text": texts})
+out.update({tower: wrapper.predict(frame, params={"tower": tower}).tolist() for tower in ("query", "items")})
+import finetuning
+out["finetuning_from"] = finetuning.__file__
+print(json.dumps(out))
 """
 
 
@@ -60,10 +66,11 @@ def finished_task(mongo_db, mongo_server, mlflow_server, tiny_start_run, tmp_pat
     return task, batch_id, MlflowClient(tracking_uri=mlflow_server.url)
 
 
-def test_fine_tuning_task_records_provenance_and_logs_a_portable_model(finished_task, mlflow_server, tmp_path):
+def test_fine_tuning_task_records_provenance_and_logs_a_portable_model(finished_task, mlflow_server,
+                                                                      tiny_two_tower_dir, tmp_path):
     task, batch_id, client = finished_task
     check_run_page_and_version(task, batch_id, client)
-    check_portable_model(task, client, mlflow_server.url, tmp_path)
+    check_portable_model(task, client, mlflow_server.url, tiny_two_tower_dir, tmp_path)
 
 
 def check_run_page_and_version(task, batch_id: str, client: MlflowClient) -> None:
@@ -113,8 +120,17 @@ def check_run_page_and_version(task, batch_id: str, client: MlflowClient) -> Non
     assert version.tags["clicktune.data_digest"] == tags["clicktune.data_digest"]
 
 
-def check_portable_model(task, client: MlflowClient, tracking_uri: str, tmp_path: Path) -> None:
+def check_portable_model(task, client: MlflowClient, tracking_uri: str, two_tower_dir: Path, tmp_path: Path) -> None:
+    """The registered model (one tower: the sentence-transformers flavour) and a two-tower model (the
+    pyfunc wrapper, which ships the modules it imports) load in a process that cannot import clicktune's
+    code and embed as the worker's copies do."""
+    from finetuning.experiments.model_logging import log_embeddings_model
+    from finetuning.models.registry import load_model
+
     uri = task.result.best_model_uri
+    two_tower = load_model(two_tower_dir)
+    two_tower_uri = log_embeddings_model(two_tower, client, run_id=task.result.best_run_id, name="two-towers",
+                                         card="# two towers\n").model_uri
 
     # the sentence-transformers flavour, requirements installable from PyPI, a model card
     import mlflow
@@ -141,7 +157,7 @@ def check_portable_model(task, client: MlflowClient, tracking_uri: str, tmp_path
 
     # a fresh process with neither clicktune on its path nor its modules imported
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run([sys.executable, "-I", "-c", FRESH_PROCESS, uri, tracking_uri, json.dumps(TEXTS)],
+    out = subprocess.run([sys.executable, "-I", "-c", FRESH_PROCESS, uri, tracking_uri, json.dumps(TEXTS), two_tower_uri],
                          capture_output=True, text=True, timeout=300, env=env, cwd=str(tmp_path))
     assert out.returncode == 0, out.stderr[-3000:]
     fresh = json.loads(out.stdout.strip().splitlines()[-1])
@@ -151,3 +167,7 @@ def check_portable_model(task, client: MlflowClient, tracking_uri: str, tmp_path
     expected = worker_copy.encode_queries(TEXTS).detach().cpu().numpy()
     np.testing.assert_allclose(np.array(fresh["flavour"]), expected, atol=1e-5)
     np.testing.assert_allclose(np.array(fresh["pyfunc"]), expected, atol=1e-5)
+    assert "/code/finetuning/" in fresh["finetuning_from"]  # the copy shipped with the wrapper model
+    np.testing.assert_allclose(np.array(fresh["query"]), two_tower.encode_queries(TEXTS).numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.array(fresh["items"]), two_tower.encode_items(TEXTS).numpy(), atol=1e-5)
+
