@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Mapping, Sequence
 
-from mlflow.entities import DatasetInput, InputTag, Param, Run, RunStatus
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, Run, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from pydantic import SecretStr
@@ -130,12 +131,20 @@ class RunsMixin:
 
     def save_metric(self: "ExperimentsManager", metric: MetricValue) -> None:
         """Log a metric (with its step) on the current run; tracks the run's best main metric."""
+        self.save_metrics([metric])
+
+    def save_metrics(self: "ExperimentsManager", metrics: Sequence[MetricValue]) -> None:
+        """Log several metrics (with their steps) in one call; tracks the run's best main metric."""
         run_id = self._require_run()
-        value = float(metric.value)
-        self.client.log_metric(run_id, mlflow_metric_name(metric.name), value, step=metric.step or 0)
-        if metric.name == self.main_metric and not math.isnan(value):
-            if self._run_best is None or self.is_better(value, self._run_best):
-                self._run_best = value
+        now = int(time.time() * 1000)
+        batch = [Metric(mlflow_metric_name(m.name), float(m.value), now, m.step or 0) for m in metrics]
+        if batch:
+            self.client.log_batch(run_id, metrics=batch)
+        for metric in metrics:
+            value = float(metric.value)
+            if metric.name == self.main_metric and not math.isnan(value):
+                if self._run_best is None or self.is_better(value, self._run_best):
+                    self._run_best = value
 
     def save_evaluation(self: "ExperimentsManager", metrics_before: Mapping[str, float],
                         metrics_after: Mapping[str, float]) -> None:

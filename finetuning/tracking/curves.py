@@ -46,7 +46,7 @@ class TrainingCurves(pl.Callback):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor):
             loss = float(loss.detach())
+        readings = [MetricValue(name, lr, step=self.steps) for name, lr in zip(LR_NAMES, self._lrs)]
         if loss is not None and not math.isnan(float(loss)):
-            self.tracker.save_metric(MetricValue("train_loss", float(loss), step=self.steps))
-        for name, lr in zip(LR_NAMES, self._lrs):
-            self.tracker.save_metric(MetricValue(name, lr, step=self.steps))
+            readings.insert(0, MetricValue("train_loss", float(loss), step=self.steps))
+        self.tracker.save_metrics(readings)
