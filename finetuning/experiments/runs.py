@@ -138,8 +138,8 @@ class RunsMixin:
         run_id = self._require_run()
         now = int(time.time() * 1000)
         batch = [Metric(mlflow_metric_name(m.name), float(m.value), now, m.step or 0) for m in metrics]
-        if batch:
-            self.client.log_batch(run_id, metrics=batch)
+        for start in range(0, len(batch), 1000):  # MLflow's limit per call
+            self.client.log_batch(run_id, metrics=batch[start : start + 1000])
         for metric in metrics:
             value = float(metric.value)
             if metric.name == self.main_metric and not math.isnan(value):
