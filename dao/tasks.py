@@ -195,8 +195,9 @@ class TasksDAO:
 
     def claim_raw(self, task_id: str, owner: str, lease_s: float, *, now: datetime | None = None) -> dict | None:
         """Atomically take a ``pending`` task, or a ``processing`` one whose lease expired: the stored
-        dict (``attempt`` incremented, lease held by ``owner``; the caller can refuse a document that
-        no longer validates), or ``None`` when the task is held by a live lease, terminal, or missing."""
+        dict (``attempt`` incremented, lease held by ``owner``, progress cleared: an earlier attempt's
+        stage is not this one's; the caller can refuse a document that no longer validates), or
+        ``None`` when the task is held by a live lease, terminal, or missing."""
         now = now or utcnow()
         expires = now + timedelta(seconds=lease_s)
         raw = self.collection.find_one_and_update(
@@ -206,7 +207,7 @@ class TasksDAO:
             ]},
             {"$set": {"status": TaskStatus.processing.value, "lease_owner": owner,
                       "lease_expires_ms": _ms(expires), "lease_expires_at": expires,
-                      "started_at": now, "updated_at": now},
+                      "started_at": now, "updated_at": now, "progress": {}},
              "$inc": {"attempt": 1}},
             return_document=ReturnDocument.AFTER,
         )

@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal
 
 if TYPE_CHECKING:
     from finetuning.models.base import EmbeddingsModelInterface
@@ -143,16 +143,19 @@ class ModelRef:
             return client.get_model_version(name, version).run_id or None
         return None
 
-    def load(self, tracking_uri: str | None = None, device: str | None = None) -> "EmbeddingsModelInterface":
-        """Load the model. ``ModelNotFound`` when it does not exist; MLflow outages propagate."""
+    def load(self, tracking_uri: str | None = None, device: str | None = None, *,
+             should_stop: Callable[[], bool] | None = None) -> "EmbeddingsModelInterface":
+        """Load the model. ``ModelNotFound`` when it does not exist; MLflow outages propagate
+        (after bounded retries, cut short once ``should_stop()`` is true)."""
         try:
-            return self._load(tracking_uri, device)
+            return self._load(tracking_uri, device, should_stop)
         except Exception as exc:
             if is_model_not_found(exc):
                 raise ModelNotFound(f"cannot load model {self}: {type(exc).__name__}: {exc}") from exc
             raise
 
-    def _load(self, tracking_uri: str | None, device: str | None) -> "EmbeddingsModelInterface":
+    def _load(self, tracking_uri: str | None, device: str | None,
+              should_stop: Callable[[], bool] | None) -> "EmbeddingsModelInterface":
         from finetuning.models.registry import load_base_or_saved
 
         if self.kind == "dir":
@@ -164,7 +167,7 @@ class ModelRef:
         from finetuning.experiments.client import tracking_client
         from finetuning.experiments.model_logging import load_logged_model, logged_model_uri
 
-        client = tracking_client(tracking_uri)
+        client = tracking_client(tracking_uri, should_stop=should_stop)
         uri = self.value if self.kind == "registered" else logged_model_uri(client, self.value)
         return client.retry("download_model", load_logged_model, uri, tracking_uri=tracking_uri, device=device)
 

@@ -366,3 +366,33 @@ def test_a_model_line_with_a_quote_works_through_every_filter(mlflow_server, tin
     assert second.previous_iteration_experiment_id() == first.experiment_id
     assert [p.id() for p in second.get_previous_iteration_top_params()] == [params.id()]
     assert second.model_choice(outcome.name, outcome.version).run_id == outcome.run_id
+
+
+def test_runs_an_interrupted_attempt_left_running_are_killed_by_the_next(mlflow_server, tiny_base):
+    line = f"test-killed-{uuid.uuid4().hex[:8]}"
+
+    def attempt(task_id: str) -> ExperimentsManager:
+        manager = ExperimentsManager(mlflow_server.url, line, main_metric="val_margin",
+                                     run_tags={"clicktune.task_id": task_id})
+        manager.start_iteration("base:tiny", "b")
+        return manager
+
+    killed = attempt("task-1")
+    left = killed.start_run(FineTuningParams(query_lr=1e-4), SETTINGS)  # the worker dies here: never finished
+    other = attempt("task-2")  # another live task of the same iteration
+    theirs = other.start_run(FineTuningParams(query_lr=2e-4), SETTINGS)
+    client = MlflowClient(mlflow_server.url)
+    assert client.get_run(left).data.tags["clicktune.task_id"] == "task-1"
+
+    result = run_iteration(attempt("task-1"), lambda params, tracker: _train_tiny(tracker, tiny_base, 0.5),
+                           start_ref="base:tiny", batch_id="b", settings=SETTINGS, space=SPACE, max_evals=1)
+
+    assert client.get_run(left).info.status == "KILLED"
+    assert client.get_run(theirs).info.status == "RUNNING"  # never another task's run
+    assert client.get_run(result.best_run_id).info.status == "FINISHED"
+
+
+def _train_tiny(tracker, tiny_base, quality: float) -> float:
+    tracker.save_metric(MetricValue("val_margin", quality, 0))
+    tracker.save_model(load_model(tiny_base))
+    return quality

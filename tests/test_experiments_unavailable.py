@@ -69,3 +69,15 @@ def test_transient_detection_follows_the_wrapped_cause():
         assert is_transient(wrapped)
     assert not is_transient(MlflowException("bad param", error_code="INVALID_PARAMETER_VALUE"))
     assert redact("http://u:p@host:5000/x and https://tok@h") == "http://***@host:5000/x and https://***@h"
+
+
+def test_a_stop_request_cuts_the_retry_waits_short():
+    port = free_port()  # nothing listens here
+    stop_at = time.monotonic() + 1.0
+    manager = ExperimentsManager(f"http://127.0.0.1:{port}", "line",
+                                 retries=TrackingRetryPolicy(attempts=50, wait_initial=5, wait_max=5, max_delay_s=120),
+                                 should_stop=lambda: time.monotonic() > stop_at)
+    started = time.monotonic()
+    with pytest.raises(TrackingUnavailable, match="stopped early on request"):
+        manager.start_iteration("base:x", "b")
+    assert time.monotonic() - started < 20  # without the stop: minutes of 5 s waits

@@ -210,3 +210,31 @@ def test_open_batch_is_released_once_and_cancel_stops_training(mongo_db, setting
 def test_quality_gate(before, after, higher, margin, passed):
     decision = quality_gate("val_x", before, after, higher_is_better=higher, min_improvement=margin)
     assert decision.passed is passed and decision.reason
+
+
+def test_cancel_while_items_load_stops_before_training(mongo_db, settings, world, start_run_id, monkeypatch):
+    items_dir, _, batch_id = world
+    dao = TasksDAO.for_kind(mongo_db, "fine_tuning")
+    task_id = dao.create(FineTuningRequest(embedding_model_id=start_run_id, batch_id=batch_id,
+                                           options=options(items_dir))).task.id
+    original = fine_tuning_job.load_items
+    pages = []
+
+    def load_and_cancel(loader, refs, **kwargs):
+        on_page = kwargs.pop("on_page")
+
+        def cancel_on_last_page(done, total):
+            on_page(done, total)
+            pages.append(done)
+            if done == total:  # the cancel arrives as loading ends: the next stage must not start
+                dao.request_cancel(task_id)
+                time.sleep(settings.heartbeat_seconds * 2.5)  # the heartbeat relays the cancel
+
+        return original(loader, refs, on_page=cancel_on_last_page, **kwargs)
+
+    monkeypatch.setattr(fine_tuning_job, "load_items", load_and_cancel)
+    status = run_task("fine_tuning", task_id, fine_tuning_job.run, settings=settings, db=mongo_db)
+    task = dao.get(task_id)
+    assert status is TaskStatus.canceled and task.status is TaskStatus.canceled
+    assert pages == [60]  # one page: the items load in pages of 64
+    assert task.progress.stage == "loading items"  # neither the start model nor training was reached

@@ -218,3 +218,19 @@ def test_one_rule_decides_retry_fail_refuse_and_cancel():
     assert after_failed_attempt(1, 3, "boom", permanent=True, cancel_requested=True).status is TaskStatus.canceled
     assert after_broker_gave_up("gave up", SourceMisconfigured("x")).status is TaskStatus.refused
     assert after_broker_gave_up("gave up", OSError("x")).status is TaskStatus.failed
+
+
+def test_an_error_raised_after_a_cancel_request_ends_canceled(mongo_db):
+    dao = TasksDAO.for_kind(mongo_db, "probe")
+    task = dao.create(ProbeRequest(), max_attempts=3).task
+
+    def job(ctx: TaskContext) -> dict:
+        dao.request_cancel(task.id)
+        deadline = time.monotonic() + 5
+        while not ctx.cancel_requested and time.monotonic() < deadline:
+            time.sleep(0.02)
+        raise ConnectionError("MLflow wait cut short")  # e.g. a retry loop that gave up on should_stop
+
+    assert run_task("probe", task.id, job, settings=fast_settings(), db=mongo_db) is TaskStatus.canceled
+    canceled = dao.get(task.id)
+    assert canceled.attempt == 1 and canceled.detail.startswith("canceled; attempt 1/3 failed: ConnectionError")

@@ -7,7 +7,9 @@ Real Mongo wire server, embedded Chroma in a temp dir, tiny models on disk, the 
 
 from __future__ import annotations
 
+import functools
 import json
+import time
 
 import numpy as np
 import psycopg2
@@ -251,3 +253,34 @@ def test_leftover_of_a_killed_attempt_is_dropped(settings, mongo_db, items_dir, 
     blue = BluePointers(mongo_db).get().collection
     assert sorted(store.list_collections()) == sorted([blue, "someone-elses"])
     assert first.collection not in store.list_collections()
+
+
+def test_cancel_inside_a_page_is_seen_between_encoding_batches(settings, mongo_db, items_dir, tiny_model_dirs,
+                                                                 monkeypatch):
+    old_dir, new_dir = tiny_model_dirs
+    first = _index(settings, mongo_db, old_dir, _local_loader(items_dir), _file_refs(make_docs(30)))
+    settings = settings.model_copy(update={"reindex_page_size": 30})  # one page of 30: no page boundary
+    task_id = _create(mongo_db, dest_run_id=f"dir:{new_dir}")
+    original_load = reindex_job._load_model
+    batches = []
+
+    def load_counting(*args):
+        model = original_load(*args)
+        encode = model.encode_items
+
+        def encode_and_cancel(items, batch_size=64):
+            batches.append(len(items))
+            if len(batches) == 1:
+                TasksDAO.for_kind(mongo_db, "reindex").request_cancel(task_id)
+                time.sleep(settings.heartbeat_seconds * 2.5)  # the heartbeat relays the cancel
+            return encode(items, batch_size=batch_size)
+
+        model.encode_items = encode_and_cancel
+        return model
+
+    monkeypatch.setattr(reindex_job, "_load_model", load_counting)
+    monkeypatch.setattr(indexing, "embed_page", functools.partial(indexing.embed_page, batch_size=8))
+    assert _run(settings, mongo_db, task_id) is TaskStatus.canceled
+    assert batches == [8]  # the page's other three batches were never encoded
+    assert BluePointers(mongo_db).get().collection == first.collection
+    assert create_vector_store(settings).list_collections() == [first.collection]

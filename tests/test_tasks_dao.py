@@ -151,3 +151,13 @@ def test_detail_is_bounded(probes):
     probes.claim(task.id, "w", lease_s=5)
     probes.finish(task.id, "w", TaskStatus.failed, detail="x" * 10_000)
     assert len(probes.get(task.id).detail) <= 2000
+
+
+def test_a_take_over_starts_with_empty_progress(probes):
+    task = probes.create(ProbeRequest(), max_attempts=2).task
+    t0 = utcnow()
+    probes.claim(task.id, "dead", lease_s=5, now=t0)
+    assert probes.set_progress(task.id, "dead", {"stage": "training", "fraction": 0.7, "step": 120})
+    taken = probes.claim(task.id, "next", lease_s=5, now=t0 + timedelta(seconds=6))  # the lease expired
+    assert taken.attempt == 2 and taken.progress.model_dump(exclude_none=True) == {}
+    assert probes.get(task.id).progress.stage is None  # no earlier attempt's stage or step is shown

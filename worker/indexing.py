@@ -109,8 +109,15 @@ def item_input(item: Any) -> Any:
     return item.data
 
 
-def embed_page(model: Any, loader: Any, refs: Sequence[ItemRef], batch_size: int = 64):
-    """Load and embed one page. Returns ``(ids, embeddings, metadatas)``; raises :class:`ItemsMissing`."""
+def embed_page(model: Any, loader: Any, refs: Sequence[ItemRef], batch_size: int = 64,
+               between_batches: Callable[[], None] | None = None):
+    """Load and embed one page. Returns ``(ids, embeddings, metadatas)``; raises :class:`ItemsMissing`.
+
+    The page is encoded ``batch_size`` items at a time with ``between_batches()`` called between
+    them (raise from it to stop: a cancel is seen within one batch, not one page).
+    """
+    import torch
+
     from loaders.item_meta import ItemMeta
 
     metas = [ItemMeta.from_search_result(ref.object_id, ref.meta) for ref in refs]
@@ -124,7 +131,13 @@ def embed_page(model: Any, loader: Any, refs: Sequence[ItemRef], batch_size: int
 
         raise ItemsMissing([LoadFailure(i, "not returned by the loader") for i in missing])
     ids = [ref.object_id for ref in refs]
-    embeddings = model.encode_items([item_input(by_id[i]) for i in ids], batch_size=batch_size)
+    inputs = [item_input(by_id[i]) for i in ids]
+    parts = []
+    for start in range(0, len(inputs), batch_size):
+        if start and between_batches is not None:
+            between_batches()
+        parts.append(model.encode_items(inputs[start:start + batch_size], batch_size=batch_size))
+    embeddings = torch.cat(parts) if len(parts) > 1 else parts[0] if parts else model.encode_items([])
     metadatas = [{ITEM_META_KEY: json.dumps(ref.meta, sort_keys=True)} for ref in refs]
     return ids, embeddings, metadatas
 
@@ -203,7 +216,8 @@ def build_collection(
     ``previous``: the pointer as read before the build (``None`` for a first deployment); the switch
     is a compare-and-set on its collection and model. ``expected_count``: how many items the new
     collection must hold (default: as many as were written). ``before_page()`` runs before every
-    page and before the switch (raise from it to stop: cancel, a lost lock). ``on_stage(stage,
+    page, between the encoding batches of a page, and before the switch (raise from it to stop:
+    cancel, a lost lock). ``on_stage(stage,
     items_done)`` reports ``embedding`` after each page, then ``verifying`` and ``dropping old collection``.
     """
     name = new_collection_name(pointer_name, model_ref)
@@ -213,7 +227,7 @@ def build_collection(
         for page in pages:
             if before_page is not None:
                 before_page()
-            ids, embeddings, metadatas = embed_page(model, loader, page)
+            ids, embeddings, metadatas = embed_page(model, loader, page, between_batches=before_page)
             store.upsert(name, ids, embeddings, metadatas)
             done += len(ids)
             if on_stage is not None:

@@ -2,7 +2,8 @@
 
 ``run_iteration(manager, train_fn, start_ref=..., batch_id=..., settings=...)``:
 
-1. ``manager.start_iteration(start_ref, batch_id)`` — the iteration's MLflow experiment.
+1. ``manager.start_iteration(start_ref, batch_id)`` — the iteration's MLflow experiment; runs an
+   interrupted earlier attempt of the same task left ``RUNNING`` are closed ``KILLED``.
 2. Choose the trials:
 
    - **first iteration of a model line** (the start is not a run of the line and no earlier
@@ -111,6 +112,7 @@ def run_iteration(
     ``context``: the task and data behind it — runs are then named ``t<task>-trial<n>`` and tagged
     with the task, trial, attempt and data, and the batch is each run's dataset input."""
     experiment_id = manager.start_iteration(start_ref, batch_id, context=context)
+    manager.end_interrupted_runs()  # runs an earlier attempt of the same task left RUNNING
     fatal = (TrackingUnavailable, *fatal_exceptions)
     records: list[TrialRecord] = []
 

@@ -24,6 +24,7 @@ The manager is not thread-safe: one manager per worker task.
 from __future__ import annotations
 
 import math
+from typing import Callable, Mapping
 
 from mlflow.entities import Run
 from pydantic import SecretStr
@@ -61,6 +62,10 @@ class ExperimentsManager(IterationsMixin, RunsMixin, RegistryMixin, ExperimentTr
         higher_is_better: direction of ``main_metric`` (default True).
         retries: bounded retry policy for every MLflow call (default :class:`TrackingRetryPolicy()`).
         candidate_alias: alias set by :meth:`finish_iteration` (default ``"candidate"``).
+        should_stop: when it returns True, waits for an unreachable server end at once (a cancel).
+        run_tags: tags set on every run this manager creates, e.g. ``{naming.TAG_TASK_ID: task id}``;
+            they also identify the runs an interrupted earlier attempt left open
+            (:meth:`~.runs.RunsMixin.end_interrupted_runs`).
     """
 
     def __init__(
@@ -71,15 +76,18 @@ class ExperimentsManager(IterationsMixin, RunsMixin, RegistryMixin, ExperimentTr
         higher_is_better: bool = True,
         retries: TrackingRetryPolicy | None = None,
         candidate_alias: str = CANDIDATE_ALIAS,
+        should_stop: Callable[[], bool] | None = None,
+        run_tags: Mapping[str, str] | None = None,
     ) -> None:
         uri = tracking_uri.get_secret_value() if isinstance(tracking_uri, SecretStr) else tracking_uri
         self._tracking_uri = uri
         self.retries = retries or TrackingRetryPolicy()
-        self.client = tracking_client(uri, self.retries)
+        self.client = tracking_client(uri, self.retries, should_stop)
         self.model_line = model_line
         self.main_metric = main_metric
         self.higher_is_better = higher_is_better
         self.candidate_alias = candidate_alias
+        self.run_tags = dict(run_tags or {})
         self.experiment_id: str | None = None
         self.start_ref: ModelRef | None = None
         self.batch_id: str | None = None

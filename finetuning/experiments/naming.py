@@ -32,6 +32,8 @@ TAG_BATCH_ID = "clicktune.batch_id"
 TAG_PARAMS_ID = "clicktune.params_id"
 TAG_MODEL_ID = "clicktune.model_id"
 TAG_MODEL_QUALITY = "clicktune.model_quality"
+#: Set on every run of a task's attempts (``ExperimentsManager(run_tags=...)``): which task made the run.
+TAG_TASK_ID = "clicktune.task_id"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_TOKEN = 64

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from finetuning.experiments import naming
 
 # Tags of a run (and of its model version) that name the task and the data.
-TAG_TASK_ID = "clicktune.task_id"
+TAG_TASK_ID = naming.TAG_TASK_ID
 TAG_TASK_KIND = "clicktune.task_kind"
 TAG_TRIAL = "clicktune.trial"
 TAG_ATTEMPT = "clicktune.attempt"

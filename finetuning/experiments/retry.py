@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Callable, TypeVar
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential
+from tenacity.stop import stop_base
 
 from finetuning.redaction import redact
 
@@ -87,10 +89,20 @@ class TrackingRetryPolicy(BaseModel):
 
     def call(self, what: str, fn: Callable[..., T], *args, **kwargs) -> T:
         """Run ``fn(*args, **kwargs)``; retry transient failures; raise ``TrackingUnavailable``."""
+        return self.call_unless(None, what, fn, *args, **kwargs)
+
+    def call_unless(self, should_stop: Callable[[], bool] | None, what: str, fn: Callable[..., T],
+                    *args, **kwargs) -> T:
+        """:meth:`call`, giving up early (``TrackingUnavailable``) once ``should_stop()`` is true — the
+        waits between tries end as soon as it is, so a cancel is not held up by an MLflow outage."""
+        stop = stop_after_attempt(self.attempts) | stop_after_delay(self.max_delay_s)
+        if should_stop is not None:
+            stop = stop | _StopWhen(should_stop)
         retrying = Retrying(
-            stop=stop_after_attempt(self.attempts) | stop_after_delay(self.max_delay_s),
+            stop=stop,
             wait=wait_exponential(multiplier=self.wait_initial, max=self.wait_max),
             retry=retry_if_exception(is_transient),
+            sleep=_interruptible_sleep(should_stop),
             before_sleep=lambda state: logger.warning(
                 "MLflow %s failed (attempt %d): %s", what, state.attempt_number, _short(state.outcome.exception())
             ),
@@ -100,9 +112,28 @@ class TrackingRetryPolicy(BaseModel):
         except RetryError as error:
             last = error.last_attempt.exception()
             attempts = error.last_attempt.attempt_number
+            stopped = " (stopped early on request)" if should_stop is not None and should_stop() else ""
             raise TrackingUnavailable(
-                f"MLflow tracking server unavailable: {what} failed {attempts} times; last error: {_short(last)}"
+                f"MLflow tracking server unavailable: {what} failed {attempts} times{stopped}; last error: {_short(last)}"
             ) from last
+
+
+class _StopWhen(stop_base):
+    def __init__(self, predicate: Callable[[], bool]) -> None:
+        self.predicate = predicate
+
+    def __call__(self, retry_state: object) -> bool:
+        return bool(self.predicate())
+
+
+def _interruptible_sleep(should_stop: Callable[[], bool] | None) -> Callable[[float], None]:
+    def sleep(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if should_stop is not None and should_stop():
+                return
+            time.sleep(min(left, 0.1))
+    return sleep
 
 
 def _short(exc: BaseException | None, limit: int = 300) -> str:

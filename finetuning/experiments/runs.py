@@ -85,6 +85,21 @@ class RunsMixin:
             return None, self._worst()
         return best.info.run_id, self._run_quality(best)
 
+    def end_interrupted_runs(self: "ExperimentsManager", status: str = "KILLED") -> list[str]:
+        """Close (``KILLED``) the runs of this iteration still ``RUNNING`` under this manager's
+        ``run_tags`` — left open by an earlier attempt that was killed or lost MLflow mid-run. Only
+        meaningful while the caller is the one live attempt of its task (it holds the task's lease);
+        without ``run_tags`` nothing is touched. Returns the closed run ids."""
+        if not self.run_tags:
+            return []
+        tags = " and ".join(f"tags.`{key}` = {filter_literal(value)}" for key, value in sorted(self.run_tags.items()))
+        runs = self.client.search_runs([self._require_iteration()], f"attributes.status = 'RUNNING' and {tags}")
+        closed = [run.info.run_id for run in runs if run.info.run_id != self.run_id]
+        for run_id in closed:
+            self.client.set_terminated(run_id, status)
+            logger.warning("closed run %s as %s: an earlier attempt left it running", run_id, status)
+        return closed
+
     # --- the current run ----------------------------------------------------------------
     def start_run(self: "ExperimentsManager", params: FineTuningParams, settings: FineTuningSettings | None = None,
                   trial: int | None = None) -> str:
@@ -97,8 +112,8 @@ class RunsMixin:
         if self.run_id is not None:
             raise RuntimeError(f"run {self.run_id} is still open: finish_run() first")
         context = getattr(self, "context", None)
-        tags = provenance.run_tags(context, model_line=self.model_line, batch_id=self.batch_id,
-                                   params_id=params.id(), trial=trial)
+        tags = {**self.run_tags, **provenance.run_tags(context, model_line=self.model_line, batch_id=self.batch_id,
+                                                       params_id=params.id(), trial=trial)}
         run = self.client.create_run(experiment_id, run_name=provenance.run_name(context, trial, params.id()), tags=tags)
         self.run_id = run.info.run_id
         self._run_params, self._run_best, self._run_saved, self._run_settings = params, None, None, settings

@@ -43,7 +43,7 @@ import logging
 from dao.blue_pointer import BluePointers
 from dao.task_documents import FineTuningResult
 from dao.tasks import LeaseLost
-from finetuning.experiments import IterationResult, build_space, release_memory, run_iteration
+from finetuning.experiments import IterationResult, build_space, naming, release_memory, run_iteration
 from finetuning.experiments.client import tracking_client
 from finetuning.experiments.mlflow_manager import ExperimentsManager
 from finetuning.experiments.model_card import GateOutcome
@@ -81,7 +81,7 @@ def run(ctx: TaskContext) -> dict:
     try:
         with create_task_loader(options.loader) as loader:
             # 2-3. the batch's sessions
-            ctx.progress("reading batch", 0.0, batch_id=task.batch_id)
+            ctx.stage("reading batch", 0.0, batch_id=task.batch_id)
             batch = read_batch(ctx.db, task.batch_id, release_id=f"fine_tuning:{task.id}",
                                on_page=lambda n: ctx.progress("reading batch", None, sessions_read=n))
             inputs = sessions_to_inputs(batch.sessions)
@@ -91,7 +91,7 @@ def run(ctx: TaskContext) -> dict:
             del batch
 
             # 4. the items they showed
-            ctx.progress("loading items", 0.0, items_total=len(refs))
+            ctx.stage("loading items", 0.0, items_total=len(refs))
             loaded = load_items(loader, refs, fields=options.text_fields,
                                 on_page=lambda done, total: ctx.progress("loading items", done / total,
                                                                          items_done=done, items_total=total),
@@ -106,7 +106,7 @@ def run(ctx: TaskContext) -> dict:
                                   "item remains")
 
             # 5. split by query, items set
-            ctx.progress("splitting", 0.0, sessions_used=len(inputs), items_missing=len(loaded.failures))
+            ctx.stage("splitting", 0.0, sessions_used=len(inputs), items_missing=len(loaded.failures))
             train, test = TrainTestSplitter(test_size=options.test_size, random_state=options.seed)(inputs)
             if not any(item.clicked_ids for item in train) or not any(item.clicked_ids for item in test):
                 raise TaskRefused(f"batch {task.batch_id!r} has too few distinct clicked queries to train and hold "
@@ -120,11 +120,12 @@ def run(ctx: TaskContext) -> dict:
             del loaded.contents
 
             # 6. the start model and its model line
-            ctx.progress("loading start model", 0.0, start_model=start_ref)
-            start_model = load_start_model(start_ref, tracking_uri, options.max_seq_length)
-            model_line = options.model_line or default_model_line(start_ref, tracking_client(tracking_uri))
+            ctx.stage("loading start model", 0.0, start_model=start_ref)
+            start_model = load_start_model(start_ref, tracking_uri, options.max_seq_length, should_stop=ctx.should_stop)
+            model_line = options.model_line or default_model_line(start_ref, tracking_client(tracking_uri, should_stop=ctx.should_stop))
             manager = ExperimentsManager(tracking_uri, model_line, main_metric=settings.main_metric,
-                                         higher_is_better=settings.higher_is_better)
+                                         higher_is_better=settings.higher_is_better, should_stop=ctx.should_stop,
+                                         run_tags={naming.TAG_TASK_ID: task.id})
             context = RunContext(task_id=task.id, kind="fine_tuning", model_line=model_line, batch_id=task.batch_id,
                                  attempt=task.attempt, data=data)
 
@@ -132,7 +133,7 @@ def run(ctx: TaskContext) -> dict:
             runner = TrialRunner(start_model, train, test, items, settings, progress=ctx.progress,
                                  should_stop=ctx.should_stop, raise_if_canceled=ctx.raise_if_canceled)
             runner.state.total = options.max_evals
-            ctx.progress("training", 0.0, trial=0, trials_total=options.max_evals, model_line=model_line)
+            ctx.stage("training", 0.0, trial=0, trials_total=options.max_evals, model_line=model_line)
             iteration = run_iteration(manager, runner, start_ref=start_ref, batch_id=task.batch_id, settings=settings,
                                       space=options.search_space, max_evals=options.max_evals, seed=options.seed,
                                       on_trial=runner.on_trial, fatal_exceptions=(TaskCanceled, LeaseLost),
@@ -140,14 +141,14 @@ def run(ctx: TaskContext) -> dict:
             ctx.raise_if_canceled()
 
             # 8. quality gate on the held-out sessions
-            ctx.progress("evaluating", 1.0)
+            ctx.stage("evaluating", 1.0)
             before, after = iteration.metrics_before, iteration.metrics_after
             main = settings.main_metric
             gate = quality_gate(main, before.get(main), after.get(main, iteration.best_quality),
                                 higher_is_better=settings.higher_is_better, min_improvement=options.min_improvement)
 
             # 9. report: the version's description and model card, the PNG
-            ctx.progress("reporting", 1.0)
+            ctx.stage("reporting", 1.0)
             _record_decision(manager, iteration, gate)
             report = _report(manager, iteration, main, before, after, task.id)
 

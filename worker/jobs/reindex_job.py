@@ -31,7 +31,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 from dao.blue_pointer import BluePointer, BluePointers
 from dao.locks import LockKeeper, LeaseLocks, LockHeld, model_lock_name
@@ -142,8 +142,8 @@ def _reindex(ctx: TaskContext, store: VectorStore, pointers: BluePointers, point
         raise TaskRefused(f"the blue collection of {pointer.name!r} is unusable: {exc}") from None
     started = time.monotonic()
     with _create_loader(loader_config) as loader:
-        ctx.progress("loading model", 0.0, source_collection=old, items_total=source_count)
-        model = _load_model(dest_ref, settings.mlflow_tracking_uri)
+        ctx.stage("loading model", 0.0, source_collection=old, items_total=source_count)
+        model = _load_model(dest_ref, settings.mlflow_tracking_uri, ctx.should_stop)
 
         def between_pages() -> None:
             ctx.raise_if_canceled()
@@ -192,10 +192,10 @@ def _create_loader(config: dict[str, Any]):
         raise TaskRefused(f"the blue collection's loader config is invalid: {safe_detail(exc)}") from None
 
 
-def _load_model(ref: str, tracking_uri: str):
+def _load_model(ref: str, tracking_uri: str, should_stop: Callable[[], bool]):
     """The destination model; an unknown reference is bad input (refused), MLflow down is retried."""
     try:
-        return ModelRef.parse(ref).load(tracking_uri)
+        return ModelRef.parse(ref).load(tracking_uri, should_stop=should_stop)
     except ModelNotFound as exc:
         raise TaskRefused(f"cannot load model {ref}: {safe_detail(exc.__cause__ or exc)}") from None
 

@@ -45,6 +45,12 @@ class TaskContext:
         if not self.dao.set_progress(self.task.id, self.owner, dict(self._progress)):
             self._lost.set()
 
+    def stage(self, stage: str, fraction: float | None = None, **fields: Any) -> None:
+        """Begin a stage of the job: stop here if a cancel was requested or the lease was lost
+        (:meth:`raise_if_canceled`), else report it (:meth:`progress`)."""
+        self.raise_if_canceled()
+        self.progress(stage, fraction, **fields)
+
     # -- stopping -----------------------------------------------------------------------------
     @property
     def cancel_requested(self) -> bool:

@@ -15,7 +15,8 @@ Job contract — a job is a plain function::
   with that delay, the attempt not counted (e.g. a lock held by another task)
 * raise ``TaskFailed(detail)``            → ``failed`` now, no retries (a permanent failure the job
   has already cleaned up after)
-* ``ctx.raise_if_canceled()`` raised      → ``canceled``
+* ``ctx.raise_if_canceled()`` raised      → ``canceled`` (so does any other error raised after a cancel
+  request, e.g. an MLflow wait cut short by it)
 * an exception declaring ``permanent = True`` → ``refused`` at once with the reason
 * any other exception (infrastructure)    → back to ``pending`` and re-raised, so Dramatiq retries it
   with backoff; once the task's attempts are used up → ``failed`` with a secret-free ``detail``
@@ -43,7 +44,7 @@ from pydantic import ValidationError
 from pymongo.database import Database
 
 from dao.mongo import mongo_database
-from dao.task_documents import TaskDocument, TaskStatus
+from dao.task_documents import TaskStatus
 from dao.task_outcome import after_failed_attempt, is_permanent
 from dao.tasks import LeaseLost, TasksDAO
 from worker.lifecycle.context import TaskContext
@@ -121,7 +122,7 @@ def run_task(kind: str, task_id: str, job: Job, *, settings: Settings | None = N
         except BaseException as exc:  # concluded below, once the keeper has stopped
             error = exc
     if error is not None:
-        return _after_error(kind, dao, task, owner, error, time_limit_s, secrets)
+        return _after_error(kind, dao, ctx, owner, error, time_limit_s, secrets)
     if ctx.lease_lost:
         log.warning("%s %s: finished after its lease was lost; result dropped", kind, task_id)
         return None
@@ -133,9 +134,10 @@ def run_task(kind: str, task_id: str, job: Job, *, settings: Settings | None = N
     return _finish(dao, task_id, owner, TaskStatus.done, result=result)
 
 
-def _after_error(kind: str, dao: TasksDAO, task: TaskDocument, owner: str, error: BaseException,
+def _after_error(kind: str, dao: TasksDAO, ctx: TaskContext, owner: str, error: BaseException,
                  time_limit_s: float, secrets: list) -> TaskStatus | None:
     """The status a job's exception leads to (see the module docstring); re-raises what Dramatiq must retry."""
+    task = ctx.task
     task_id, attempt = task.id, f"attempt {task.attempt}/{task.max_attempts}"
     if isinstance(error, TaskRefused):
         return _finish(dao, task_id, owner, TaskStatus.refused, detail=redacted_detail(error.detail, secrets))
@@ -145,7 +147,7 @@ def _after_error(kind: str, dao: TasksDAO, task: TaskDocument, owner: str, error
         return _defer(kind, dao, task_id, task.attempt, owner, error, redacted_detail(error.detail, secrets))
     if isinstance(error, TaskFailed):
         return _finish(dao, task_id, owner, TaskStatus.failed, detail=redacted_detail(error.detail, secrets))
-    if isinstance(error, LeaseLost):
+    if isinstance(error, LeaseLost) or ctx.lease_lost:  # whatever it raised, the task is another owner's
         log.warning("%s %s: lease lost during %s; leaving the task to its new owner", kind, task_id, attempt)
         return None
     if isinstance(error, TimeLimitExceeded):
@@ -156,7 +158,7 @@ def _after_error(kind: str, dao: TasksDAO, task: TaskDocument, owner: str, error
     if not isinstance(error, Exception):
         raise error
     decision = after_failed_attempt(task.attempt, task.max_attempts, f"{attempt} failed: {safe_detail(error, secrets)}",
-                                    permanent=is_permanent(error))
+                                    permanent=is_permanent(error), cancel_requested=ctx.cancel_requested)
     if decision.retry:
         dao.release(task_id, owner, detail=decision.detail)
         raise error

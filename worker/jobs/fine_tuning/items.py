@@ -79,10 +79,11 @@ def item_content(item: DownloadedItem, fields: Sequence[str] | None = None) -> A
 
 
 def load_items(loader: Any, refs: Mapping[str, Mapping[str, Any]], *, fields: Sequence[str] | None = None,
-               page_size: int = 256, on_page: Callable[[int, int], None] | None = None,
+               page_size: int = 64, on_page: Callable[[int, int], None] | None = None,
                should_stop: Callable[[], None] | None = None) -> LoadedItems:
     """Load every referenced item in pages. ``on_page(done, total)`` after each page;
-    ``should_stop()`` is called before each page (raise from it to stop, e.g. on cancel)."""
+    ``should_stop()`` is called before each page (raise from it to stop, e.g. on cancel): pages are
+    small so a cancel is seen within about one heartbeat."""
     from loaders.item_meta import ItemMeta
 
     loaded = LoadedItems()

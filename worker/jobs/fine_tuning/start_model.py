@@ -11,7 +11,7 @@ An explicit ``options.model_line`` always wins. A start model that does not exis
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from finetuning.experiments import naming
 from finetuning.model_ref import TASK_REF_KINDS, ModelNotFound, ModelRef
@@ -20,10 +20,11 @@ from worker.lifecycle import TaskRefused
 from worker.lifecycle.errors import safe_detail
 
 
-def load_start_model(ref: str, tracking_uri: str, max_seq_length: int | None = None) -> EmbeddingsModelInterface:
+def load_start_model(ref: str, tracking_uri: str, max_seq_length: int | None = None, *,
+                     should_stop: Callable[[], bool] | None = None) -> EmbeddingsModelInterface:
     """Load the start model (base weights or downloaded from MLflow), optionally capping its tokens."""
     try:
-        model = ModelRef.parse(ref).load(tracking_uri)
+        model = ModelRef.parse(ref).load(tracking_uri, should_stop=should_stop)
     except (ModelNotFound, ValueError) as exc:
         raise TaskRefused(f"cannot load start model {ref}: {safe_detail(exc.__cause__ or exc)}") from None
     if max_seq_length is not None:
