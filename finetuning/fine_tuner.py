@@ -238,8 +238,6 @@ class EmbeddingsFineTuner(pl.LightningModule):
                 scheduler.step()
 
         self.log("train_loss", loss.detach(), batch_size=max(1, len(inputs)), prog_bar=True)
-        if batch_idx % 10 == 0:
-            self.tracker.save_metric(MetricValue("train_loss", float(loss.detach()), step=batch_idx))
         return loss.detach()
 
     def on_train_start(self) -> None:

@@ -3,7 +3,9 @@
 - :mod:`.mlflow_manager` — ``ExperimentsManager`` (the ``ExperimentTracker`` given to the fine-tuner),
   composed of :mod:`.iterations`, :mod:`.runs` and :mod:`.registry` over :mod:`.client` (retrying proxy);
   :mod:`.records` — tags, the recorded ``ModelChoice``, filter literals
-- :mod:`.model_logging` — portable pyfunc models (model directory + code, explicit requirements)
+- :mod:`.model_logging` — portable models (``sentence_transformers`` flavour for one tower, else a
+  pyfunc wrapper shipping its code; PyPI requirements); :mod:`.model_card` — README and version description
+- :mod:`.provenance` — ``RunContext`` / ``DataSummary``: run names, run tags, the batch as dataset input
 - :mod:`.naming` — experiment / registered-model names and tags
 - :mod:`.search_space`, :mod:`.hyperopt_search` — TPE over ``FineTuningParams``
 - :mod:`.iteration` — ``run_iteration``: search or continue, skip finished trials, register the best

@@ -36,6 +36,7 @@ from typing import Any, Callable, Literal, Mapping
 
 from finetuning.experiments.hyperopt_search import OnTrial, search_with_trials
 from finetuning.experiments.mlflow_manager import ExperimentsManager
+from finetuning.experiments.provenance import RunContext
 from finetuning.experiments.retry import TrackingUnavailable
 from finetuning.params import FineTuningParams, FineTuningSettings
 
@@ -104,14 +105,19 @@ def run_iteration(
     seed: int | None = None,
     on_trial: OnTrial | None = None,
     fatal_exceptions: tuple[type[BaseException], ...] = (),
+    context: RunContext | None = None,
 ) -> IterationResult:
-    """Run one iteration (see the module docstring) and return what was registered."""
-    experiment_id = manager.start_iteration(start_ref, batch_id)
+    """Run one iteration (see the module docstring) and return what was registered.
+
+    ``context``: the task and data behind it — runs are then named ``t<task>-trial<n>`` and tagged
+    with the task, trial, attempt and data, and the batch is each run's dataset input."""
+    experiment_id = manager.start_iteration(start_ref, batch_id, context=context)
     manager.end_interrupted_runs()  # runs an earlier attempt of the same task left RUNNING
     fatal = (TrackingUnavailable, *fatal_exceptions)
     records: list[TrialRecord] = []
 
     def trial(params: FineTuningParams) -> float:
+        number = len(records) + 1
         finished = manager.finished_run(params)
         if finished is not None:
             logger.info("skipping trial %s: run %s already finished", params.id(), finished.run_id)
@@ -119,7 +125,7 @@ def run_iteration(
             if finished.quality is None:
                 raise ValueError(f"finished run {finished.run_id} has no {manager.main_metric}")
             return finished.quality
-        run_id = manager.start_run(params, settings)
+        run_id = manager.start_run(params, settings, trial=number)
         try:
             quality = train_fn(params, manager)
         except BaseException as error:

@@ -9,6 +9,7 @@ from mlflow.entities import Experiment, ViewType
 from mlflow.exceptions import MlflowException
 
 from finetuning.experiments import naming
+from finetuning.experiments.provenance import RunContext
 from finetuning.experiments.records import filter_literal
 from finetuning.model_ref import TASK_REF_KINDS, ModelRef
 from finetuning.params import FineTuningParams
@@ -35,8 +36,11 @@ class IterationsMixin:
             raise ValueError(f"{start.value!r} has no source run")
         return ModelRef("run", run_id)
 
-    def start_iteration(self: "ExperimentsManager", start_ref: str | ModelRef, batch_id: str) -> str:
-        """Get or create the experiment of (model line, start, batch); returns its id. Idempotent."""
+    def start_iteration(self: "ExperimentsManager", start_ref: str | ModelRef, batch_id: str,
+                        context: RunContext | None = None) -> str:
+        """Get or create the experiment of (model line, start, batch); returns its id. Idempotent.
+
+        ``context`` (the task and its data) names and tags the runs that follow (:mod:`.provenance`)."""
         start = self.resolve_start_ref(start_ref)
         name = naming.iteration_experiment_name(self.model_line, start, batch_id)
         tags = {
@@ -58,6 +62,7 @@ class IterationsMixin:
             if experiment.lifecycle_stage == "deleted":
                 self.client.restore_experiment(experiment_id)
         self.experiment_id, self.start_ref, self.batch_id = experiment_id, start, batch_id
+        self.context = context
         logger.info("iteration %s (experiment %s)", name, experiment_id)
         return experiment_id
 

@@ -1,4 +1,7 @@
-"""The MLflow pyfunc face of a clicktune model: ``predict`` turns texts into embeddings.
+"""The MLflow pyfunc face of a clicktune model that is not one sentence-transformers tower (two
+towers, CLIP): ``predict`` turns texts into embeddings. (A single tower is logged with the
+``sentence_transformers`` flavour instead.) This module and ``finetuning.models`` are copied into
+every such model, so they import nothing else of ours.
 
 Nothing of ours is pickled: the logged MLflow model holds the model directory written by
 ``EmbeddingsModelInterface.save`` as the artifact ``model_dir`` and the few lines of

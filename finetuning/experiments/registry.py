@@ -22,7 +22,16 @@ from finetuning.experiments.records import (
     filter_literal,
     metrics_from_json,
 )
+from finetuning.experiments.model_card import GateOutcome, render_card, version_description
+from finetuning.experiments.model_logging import (
+    FORMAT_PYFUNC,
+    FORMAT_SENTENCE_TRANSFORMERS,
+    TAG_MODEL_FORMAT,
+    write_card,
+)
+from finetuning.experiments.provenance import TAG_GATE_PASSED, TAG_GATE_REASON, TAG_TASK_ID, data_tags
 from finetuning.model_ref import is_model_not_found
+from finetuning.params import FineTuningParams
 
 if TYPE_CHECKING:
     from finetuning.experiments.mlflow_manager import ExperimentsManager
@@ -64,6 +73,39 @@ class RegistryMixin:
                 self.client.set_model_version_tag(name, str(version.version), key, value)
         self.set_alias(name, self.candidate_alias, str(version.version))
         return IterationOutcome(run_id, f"models:/{name}/{version.version}", name, str(version.version), choice)
+
+    def record_decision(self: "ExperimentsManager", name: str, version: str | int, gate: GateOutcome) -> str:
+        """After the quality gate: describe the version (before/after metrics, the decision and its
+        reason, task id, data digest), tag it with the decision and the data, and rewrite the model
+        card of its model with the same facts. Returns the description."""
+        found = self.client.get_model_version(name, str(version))
+        choice = ModelChoice.from_tags(found.run_id, found.tags or {})
+        run = self.client.get_run(found.run_id)
+        try:
+            params = FineTuningParams.from_mlflow_params(run.data.params)
+        except ValueError:
+            params = None
+        settings = self.get_run_settings(found.run_id)
+        card = self.model_card(params, settings, run_id=found.run_id, metrics_before=choice.metrics_before,
+                               metrics_after=choice.metrics_after, gate=gate)
+        context = getattr(self, "context", None)
+        if context is None or context.data is None:  # a later process: the data as the run recorded it
+            card = card.model_copy(update={"task_id": run.data.tags.get(TAG_TASK_ID)})
+        description = version_description(card)
+        self.client.update_model_version(name, str(version), description=description)
+        tags = {TAG_GATE_PASSED: str(gate.passed).lower(), TAG_GATE_REASON: gate.reason[:5000]}
+        if card.task_id:
+            tags[TAG_TASK_ID] = card.task_id
+        if card.data is not None:
+            tags.update(data_tags(card.data))
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, str(version), key, value)
+        model_id = found.source.removeprefix("models:/") if found.source.startswith("models:/") else None
+        if model_id:
+            fmt = self.client.get_logged_model(model_id).tags.get(TAG_MODEL_FORMAT, FORMAT_PYFUNC)
+            card = card.model_copy(update={"sentence_transformers": fmt == FORMAT_SENTENCE_TRANSFORMERS})
+            self.client.retry("write_card", write_card, self.client.raw, model_id, fmt, render_card(card))
+        return description
 
     def model_choice(self: "ExperimentsManager", name: str, version: str | int) -> ModelChoice:
         """The choice recorded on a registered model version by :meth:`finish_iteration`."""

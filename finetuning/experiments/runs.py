@@ -5,15 +5,25 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Mapping, Sequence
 
-from mlflow.entities import Param, Run, RunStatus
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, Run, RunStatus
 from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from pydantic import SecretStr
 
-from finetuning.experiments import naming
-from finetuning.experiments.model_logging import LoggedModelRef, load_logged_model, log_embeddings_model, logged_model_uri
+from finetuning.experiments import naming, provenance
+from finetuning.experiments.model_card import ModelCard, render_card
+from finetuning.experiments.model_logging import (
+    FORMAT_SENTENCE_TRANSFORMERS,
+    LoggedModelRef,
+    load_logged_model,
+    log_embeddings_model,
+    logged_model_uri,
+    model_format,
+)
 from finetuning.experiments.records import (
     SETTINGS_PREFIX,
     TAG_METRICS_AFTER,
@@ -42,10 +52,10 @@ class RunsMixin:
 
     # --- finding runs -----------------------------------------------------------------
     def finished_run(self: "ExperimentsManager", params: FineTuningParams) -> FinishedRun | None:
-        """The best FINISHED run of this iteration whose run name is ``params.id()``, if any."""
+        """The best FINISHED run of this iteration with these parameters (tag ``clicktune.params_id``), if any."""
         runs = self.client.search_runs(
             [self._require_iteration()],
-            f"attributes.run_name = {filter_literal(params.id())} and attributes.status = 'FINISHED'",
+            f"tags.`{naming.TAG_PARAMS_ID}` = {filter_literal(params.id())} and attributes.status = 'FINISHED'",
             order_by=[self._order()],
             max_results=1,
         )
@@ -91,19 +101,30 @@ class RunsMixin:
         return closed
 
     # --- the current run ----------------------------------------------------------------
-    def start_run(self: "ExperimentsManager", params: FineTuningParams, settings: FineTuningSettings | None = None) -> str:
-        """Open a run named ``params.id()`` with the params and settings logged; returns its id."""
+    def start_run(self: "ExperimentsManager", params: FineTuningParams, settings: FineTuningSettings | None = None,
+                  trial: int | None = None) -> str:
+        """Open a run for ``params`` (trial number ``trial`` of the iteration); returns its id.
+
+        Name and tags come from :mod:`.provenance` (task, trial, attempt, data digests when the
+        iteration has a :class:`RunContext`); params and ``settings.*`` are logged, and the batch
+        is logged as the run's dataset input."""
         experiment_id = self._require_iteration()
         if self.run_id is not None:
             raise RuntimeError(f"run {self.run_id} is still open: finish_run() first")
-        tags = {**self.run_tags, naming.TAG_PARAMS_ID: params.id(), naming.TAG_MODEL_LINE: self.model_line}
-        run = self.client.create_run(experiment_id, run_name=params.id(), tags=tags)
+        context = getattr(self, "context", None)
+        tags = {**self.run_tags, **provenance.run_tags(context, model_line=self.model_line, batch_id=self.batch_id,
+                                                       params_id=params.id(), trial=trial)}
+        run = self.client.create_run(experiment_id, run_name=provenance.run_name(context, trial, params.id()), tags=tags)
         self.run_id = run.info.run_id
-        self._run_params, self._run_best, self._run_saved = params, None, None
+        self._run_params, self._run_best, self._run_saved, self._run_settings = params, None, None, settings
         logged = dict(params.to_mlflow_params())
         if settings is not None:
             logged.update({SETTINGS_PREFIX + k: v for k, v in settings.to_mlflow_params().items()})
         self._log_params(logged)
+        if context is not None and context.data is not None:
+            dataset = provenance.batch_dataset(context.data)._to_mlflow_entity()
+            self.client.log_inputs(self.run_id, datasets=[
+                DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, provenance.DATASET_CONTEXT)])])
         return self.run_id
 
     def _log_params(self: "ExperimentsManager", params: dict[str, str]) -> None:
@@ -125,12 +146,20 @@ class RunsMixin:
 
     def save_metric(self: "ExperimentsManager", metric: MetricValue) -> None:
         """Log a metric (with its step) on the current run; tracks the run's best main metric."""
+        self.save_metrics([metric])
+
+    def save_metrics(self: "ExperimentsManager", metrics: Sequence[MetricValue]) -> None:
+        """Log several metrics (with their steps) in one call; tracks the run's best main metric."""
         run_id = self._require_run()
-        value = float(metric.value)
-        self.client.log_metric(run_id, mlflow_metric_name(metric.name), value, step=metric.step or 0)
-        if metric.name == self.main_metric and not math.isnan(value):
-            if self._run_best is None or self.is_better(value, self._run_best):
-                self._run_best = value
+        now = int(time.time() * 1000)
+        batch = [Metric(mlflow_metric_name(m.name), float(m.value), now, m.step or 0) for m in metrics]
+        for start in range(0, len(batch), 1000):  # MLflow's limit per call
+            self.client.log_batch(run_id, metrics=batch[start : start + 1000])
+        for metric in metrics:
+            value = float(metric.value)
+            if metric.name == self.main_metric and not math.isnan(value):
+                if self._run_best is None or self.is_better(value, self._run_best):
+                    self._run_best = value
 
     def save_evaluation(self: "ExperimentsManager", metrics_before: Mapping[str, float],
                         metrics_after: Mapping[str, float]) -> None:
@@ -164,8 +193,10 @@ class RunsMixin:
                 return False
         tags = {naming.TAG_MODEL_LINE: self.model_line,
                 naming.TAG_PARAMS_ID: self._run_params.id() if self._run_params else ""}
+        card = render_card(self.model_card(self._run_params, getattr(self, "_run_settings", None), run_id=run_id,
+                                           sentence_transformers=model_format(model) == FORMAT_SENTENCE_TRANSFORMERS))
         ref: LoggedModelRef = self.client.retry("log_model", log_embeddings_model, model, self.client.raw,
-                                                run_id=run_id, tags=tags)
+                                                run_id=run_id, tags=tags, card=card)
         self.client.set_tag(run_id, naming.TAG_MODEL_ID, ref.model_id)
         self.client.set_tag(run_id, naming.TAG_MODEL_QUALITY, repr(quality))
         if self._run_saved is not None:
@@ -176,6 +207,19 @@ class RunsMixin:
                 logger.warning("could not delete superseded model %s: %s", previous_model_id, error)
         self._run_saved = (quality, ref.model_id)
         return True
+
+    def model_card(self: "ExperimentsManager", params: FineTuningParams | None, settings: FineTuningSettings | None,
+                   **fields: object) -> ModelCard:
+        """The model card of a model of this iteration trained with ``params``/``settings`` (``fields``:
+        run id, metrics, gate …)."""
+        context = getattr(self, "context", None)
+        return ModelCard(
+            model_line=self.model_line, start_model=str(self.start_ref), main_metric=self.main_metric,
+            task_id=context.task_id if context else None, data=context.data if context else None,
+            click_model=settings.confidence_calculator if settings else None,
+            loss=settings.loss_func if settings else None,
+            hyper_parameters=dict(params.to_mlflow_params()) if params else {}, **fields,
+        )
 
     def finish_run(self: "ExperimentsManager", status: str = "FINISHED", quality: float | None = None) -> None:
         """Close the current run with ``status`` (FINISHED/FAILED/KILLED).
@@ -198,6 +242,7 @@ class RunsMixin:
     def abandon_run(self: "ExperimentsManager") -> None:
         """Forget the current run locally without contacting MLflow (when closing it failed)."""
         self.run_id, self._run_params, self._run_best, self._run_saved = None, None, None, None
+        self._run_settings = None
 
     # --- reading runs and models --------------------------------------------------------
     def get_run_params(self: "ExperimentsManager", run_id: str) -> FineTuningParams:

@@ -176,6 +176,11 @@ class TextEmbeddingsModel(EmbeddingsModelInterface):
         self.query_model.save(str(directory), create_model_card=False)
         if self._items_model is not None:
             self._items_model.save(str(directory / ITEMS_SUBDIR), create_model_card=False)
+        self.write_config(directory)
+        return directory
+
+    def write_config(self, directory: str | Path) -> Path:
+        """Write ``clicktune_model.json`` into ``directory`` (e.g. next to a tower saved by another tool)."""
         config = {
             "kind": self.kind,
             "format": "sentence-transformers",
@@ -183,8 +188,9 @@ class TextEmbeddingsModel(EmbeddingsModelInterface):
             "items_subdir": None if self.same_query_and_items else ITEMS_SUBDIR,
             "embedding_dimension": self.get_embedding_dimension(),
         }
-        (directory / MODEL_CONFIG_FILE).write_text(json.dumps(config, indent=2))
-        return directory
+        path = Path(directory) / MODEL_CONFIG_FILE
+        path.write_text(json.dumps(config, indent=2))
+        return path
 
     @classmethod
     def load(cls, directory: str | Path, device: str | None = None) -> "TextEmbeddingsModel":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 if TYPE_CHECKING:
     from finetuning.models.base import EmbeddingsModelInterface
@@ -36,6 +36,12 @@ class ExperimentTracker(ABC):
 
     @abstractmethod
     def save_metric(self, metric: MetricValue) -> None: ...
+
+    def save_metrics(self, metrics: Sequence[MetricValue]) -> None:
+        """Several readings at once (e.g. loss and learning rate of one step); trackers that talk to a
+        server send them in one call."""
+        for metric in metrics:
+            self.save_metric(metric)
 
     @abstractmethod
     def save_params(self, params: dict[str, object]) -> None: ...

@@ -19,7 +19,12 @@ final status are the runner's). The steps, each in one place:
    its current batch (``StopOnRequest``) and ends the task ``canceled``.
 8. **quality gate** (:mod:`worker.jobs.fine_tuning.quality_gate`): the candidate must beat the start
    model's held-out main metric (plus ``min_improvement``).
-9. **report** (:mod:`worker.jobs.fine_tuning.report`): a PNG logged to the best run.
+9. **report**: the registered version gets a description (before/after, the gate's decision and
+   reason, task id, data digest) and its model card is rewritten with them
+   (``ExperimentsManager.record_decision``); a PNG (:mod:`worker.jobs.fine_tuning.report`) is
+   logged to the best run. Runs are named ``t<task>-trial<n>`` and tagged with the task and its data
+   (:class:`~finetuning.experiments.provenance.RunContext`, built from
+   :mod:`worker.jobs.fine_tuning.data_summary`).
 10. **deploy**: with ``deploy_as_blue`` and a passed gate, a reindex task is enqueued
     (``source_run_id`` = start model, ``dest_run_id`` = best run, ``wait_on_conflict``,
     ``parent_id`` = this task, idempotency key ``fine_tuning:<task id>:reindex``, so a redelivered
@@ -41,9 +46,12 @@ from dao.tasks import LeaseLost
 from finetuning.experiments import IterationResult, build_space, naming, release_memory, run_iteration
 from finetuning.experiments.client import tracking_client
 from finetuning.experiments.mlflow_manager import ExperimentsManager
+from finetuning.experiments.model_card import GateOutcome
+from finetuning.experiments.provenance import RunContext
 from finetuning.inputs import ItemsSet, TrainTestSplitter, sessions_to_inputs
 from finetuning.model_ref import ModelRef
 from worker.jobs.fine_tuning.batch_reader import read_batch
+from worker.jobs.fine_tuning.data_summary import first_pass, summarise
 from worker.jobs.fine_tuning.items import collect_item_refs, create_task_loader, drop_missing, load_items
 from worker.jobs.fine_tuning.quality_gate import GateDecision, quality_gate
 from worker.jobs.fine_tuning.report import log_report
@@ -79,6 +87,7 @@ def run(ctx: TaskContext) -> dict:
             inputs = sessions_to_inputs(batch.sessions)
             refs = collect_item_refs(batch.sessions)
             sessions_total = len(batch.sessions)
+            raw_data, clicks = first_pass(batch.sessions), batch.clicks
             del batch
 
             # 4. the items they showed
@@ -104,6 +113,10 @@ def run(ctx: TaskContext) -> dict:
                                   f"some out ({len(train)} train / {len(test)} held-out sessions with test_size="
                                   f"{options.test_size:g})")
             items = ItemsSet(loaded.contents)
+            data = summarise(task.batch_id, raw_data, clicks=clicks, sessions_used=len(inputs),
+                             train_sessions=len(train), held_out_sessions=len(test), items_total=len(refs),
+                             contents=loaded.contents, items_missing=len(loaded.failures),
+                             loader_config=options.loader)
             del loaded.contents
 
             # 6. the start model and its model line
@@ -113,6 +126,8 @@ def run(ctx: TaskContext) -> dict:
             manager = ExperimentsManager(tracking_uri, model_line, main_metric=settings.main_metric,
                                          higher_is_better=settings.higher_is_better, should_stop=ctx.should_stop,
                                          run_tags={naming.TAG_TASK_ID: task.id})
+            context = RunContext(task_id=task.id, kind="fine_tuning", model_line=model_line, batch_id=task.batch_id,
+                                 attempt=task.attempt, data=data)
 
             # 7. the iteration: search or continue, train, register the best
             runner = TrialRunner(start_model, train, test, items, settings, progress=ctx.progress,
@@ -121,7 +136,8 @@ def run(ctx: TaskContext) -> dict:
             ctx.stage("training", 0.0, trial=0, trials_total=options.max_evals, model_line=model_line)
             iteration = run_iteration(manager, runner, start_ref=start_ref, batch_id=task.batch_id, settings=settings,
                                       space=options.search_space, max_evals=options.max_evals, seed=options.seed,
-                                      on_trial=runner.on_trial, fatal_exceptions=(TaskCanceled, LeaseLost))
+                                      on_trial=runner.on_trial, fatal_exceptions=(TaskCanceled, LeaseLost),
+                                      context=context)
             ctx.raise_if_canceled()
 
             # 8. quality gate on the held-out sessions
@@ -131,8 +147,9 @@ def run(ctx: TaskContext) -> dict:
             gate = quality_gate(main, before.get(main), after.get(main, iteration.best_quality),
                                 higher_is_better=settings.higher_is_better, min_improvement=options.min_improvement)
 
-            # 9. report
+            # 9. report: the version's description and model card, the PNG
             ctx.stage("reporting", 1.0)
+            _record_decision(manager, iteration, gate)
             report = _report(manager, iteration, main, before, after, task.id)
 
             # 10. deploy as blue through a reindex task
@@ -186,6 +203,16 @@ def _report(manager: ExperimentsManager, iteration: IterationResult, main: str, 
     except Exception as exc:  # a report is a convenience: never fail a trained task for it
         log.warning("fine-tuning report of run %s failed: %s", iteration.best_run_id, safe_detail(exc))
         return None
+
+
+def _record_decision(manager: ExperimentsManager, iteration: IterationResult, gate: GateDecision) -> None:
+    """Describe the registered version (before/after, the gate's decision, task, data digest) and
+    rewrite its model card; a failure is logged, never fails a trained task."""
+    try:
+        manager.record_decision(iteration.registered_name, iteration.version,
+                                GateOutcome(passed=gate.passed, reason=gate.reason))
+    except Exception as exc:
+        log.warning("describing %s v%s failed: %s", iteration.registered_name, iteration.version, safe_detail(exc))
 
 
 def _deploy(ctx: TaskContext, gate: GateDecision, start_ref: str, best_run_id: str) -> tuple[bool, str, str | None]:

@@ -1,7 +1,7 @@
 """The per-task report: a PNG with the best run's training/validation curves and before/after metrics.
 
-Curves come from the run's metric history in MLflow (``train_loss`` by batch, every ``val_*``
-metric by global step; step 0 is the start model), so the report shows what was actually logged.
+Curves come from the run's metric history in MLflow (``train_loss`` and ``lr`` per optimizer step,
+every ``val_*`` metric by step; step 0 is the start model); the before/after bars carry their values, so the report shows what was actually logged.
 The figure is drawn with matplotlib's Agg backend (no display) and logged as an artifact of the
 best run: ``report/fine_tuning_report.png``. A report is a convenience: the job logs a failure to
 build it and goes on.
@@ -41,16 +41,21 @@ def render_report(path: str | Path, histories: Mapping[str, list[tuple[int, floa
     import matplotlib.pyplot as plt
 
     figure, (loss_ax, val_ax, bar_ax) = plt.subplots(1, 3, figsize=(15, 4.5))
-    # train_loss is logged every 10th batch with the batch index as its step (it restarts each epoch):
-    # plot it in logging order; validation metrics carry the global step
+    # train_loss and lr are logged at every optimizer step (step = optimizer steps done)
     train = histories.get("train_loss", [])
     if train:
-        loss_ax.plot(range(len(train)), [v for _, v in train], marker=".", label="train_loss")
-        loss_ax.legend(loc="best")
+        loss_ax.plot([s for s, _ in train], [v for _, v in train], marker="." if len(train) < 50 else None,
+                     label="train_loss")
+        lr = histories.get("lr", [])
+        if lr:
+            lr_ax = loss_ax.twinx()
+            lr_ax.plot([s for s, _ in lr], [v for _, v in lr], color="tab:orange", linestyle=":", label="lr (right axis)")
+            lr_ax.legend(loc="upper right", fontsize=8)
+        loss_ax.legend(loc="upper left", fontsize=8)
     else:
         loss_ax.text(0.5, 0.5, "no training loss logged", ha="center", transform=loss_ax.transAxes)
-    loss_ax.set_title("training loss")
-    loss_ax.set_xlabel("logged batch (every 10th)")
+    loss_ax.set_title("training loss per step")
+    loss_ax.set_xlabel("optimizer step")
 
     main_key = mlflow_metric_name(main_metric)
     for name, points in sorted(histories.items()):
@@ -72,8 +77,10 @@ def render_report(path: str | Path, histories: Mapping[str, list[tuple[int, floa
     names = [n for n in metrics_after if n in metrics_before and n != "val_loss"
              and not math.isnan(metrics_before[n]) and not math.isnan(metrics_after[n])]
     xs = range(len(names))
-    bar_ax.bar([x - 0.2 for x in xs], [metrics_before[n] for n in names], width=0.4, label="start model")
-    bar_ax.bar([x + 0.2 for x in xs], [metrics_after[n] for n in names], width=0.4, label="candidate")
+    for offset, values, label in ((-0.2, metrics_before, "start model"), (0.2, metrics_after, "candidate")):
+        bars = bar_ax.bar([x + offset for x in xs], [values[n] for n in names], width=0.4, label=label)
+        bar_ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
+    bar_ax.margins(y=0.15)
     bar_ax.set_xticks(list(xs))
     bar_ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     bar_ax.set_title("before / after")

@@ -4,7 +4,7 @@
 starts from a fresh copy of the **start** weights (never from the previous trial's), runs
 :func:`finetuning.train.fine_tune` with two callbacks — ``StopOnRequest(should_stop)`` (cancel or
 lost lease stops training after the current batch) and ``ProgressReporter`` (task progress every
-few steps) — and, when a trial was stopped, calls ``raise_if_canceled`` so the iteration ends
+few steps) — plus ``TrainingCurves`` (loss and learning rate of every step to the tracker) — and, when a trial was stopped, calls ``raise_if_canceled`` so the iteration ends
 (``TaskCanceled`` is a fatal exception of ``run_iteration``). Each trained trial records its
 held-out metrics before/after on its run (``tracker.save_evaluation``), where the model choice
 reads them.
@@ -25,6 +25,7 @@ from finetuning.callbacks import ProgressReporter, StopOnRequest
 from finetuning.inputs import FineTuningInput, TextQueryRetriever
 from finetuning.models.base import EmbeddingsModelInterface
 from finetuning.params import FineTuningParams, FineTuningSettings
+from finetuning.tracking.curves import TrainingCurves
 from finetuning.train import fine_tune
 from worker.lifecycle import TaskRefused
 from worker.lifecycle.errors import safe_detail
@@ -115,7 +116,7 @@ class TrialRunner:
         model = self.fresh_model()
         try:
             outcome = fine_tune(model, self.train, self.test, self.items, params, self.settings, tracker,
-                                callbacks=[stop, reporter], accelerator=self.accelerator)
+                                callbacks=[stop, reporter, TrainingCurves(tracker)], accelerator=self.accelerator)
         finally:
             del model
         if outcome.stopped:
