@@ -115,6 +115,11 @@ class FineTuningSettings(_MlflowRoundTrip):
         1.0, ge=0, description="the best trained weights replace the start unless held-out queries score them "
         "worse by more than this many standard errors of the paired per-query difference (0: must beat the start)"
     )
+    mini_batch_size: int = Field(
+        32, ge=1, description="most texts per tower forward with autograd; a batch with more is gradient-cached "
+        "(embedded without a graph, loss backpropagated to the embeddings, then re-embedded mini-batch by mini-batch), "
+        "so activation memory is bounded by this, not by the number of shown results"
+    )
     group_sessions_by_query: bool = Field(
         True, description="batch_size counts distinct queries; all sessions of a query share one batch"
     )
