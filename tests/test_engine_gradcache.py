@@ -203,3 +203,21 @@ def test_embeddings_cache_rows_match_direct_encoding(tiny_model_dir):
     torch.testing.assert_close(rows, model.encode_items([items[i] for i in ids]), rtol=1e-5, atol=1e-6)
     assert cache.computed == 3
     torch.testing.assert_close(cache.queries(["red", "cat"]), model.encode_queries(["red", "cat"]), rtol=1e-5, atol=1e-6)
+
+
+def test_cached_step_runs_under_mixed_precision(tiny_model_dir):
+    """AMP (``settings.precision`` such as ``bf16-mixed`` runs the step under autocast): the cached
+    embeddings stay float32, the re-embedded mini-batches get their gradients in their own dtype."""
+    model = load_model(tiny_model_dir)
+    model.eval()
+    items, sessions = synthetic_world(n_items=40, n_sessions=20, seed=4)
+    inputs, items_set = sessions_to_inputs(sessions), ItemsSet(items)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        one_shot_loss, one_shot = _step(model, inputs, items_set, ClickInfoNCELoss(), mini_batch_size=10_000)
+        cached_loss, cached = _step(model, inputs, items_set, ClickInfoNCELoss(), mini_batch_size=4)
+    assert cached_loss == pytest.approx(one_shot_loss, rel=0.05)
+    assert set(cached) == set(one_shot)
+    assert all(torch.isfinite(g).all() and g.dtype == torch.float32 for g in cached.values())
+    total = torch.cat([g.flatten() for g in cached.values()])
+    reference = torch.cat([one_shot[name].flatten() for name in cached])
+    assert torch.nn.functional.cosine_similarity(total, reference, dim=0) > 0.95
