@@ -76,6 +76,8 @@ class FineTuningFeatures:
     def backward_through_towers(self) -> None:
         """After ``loss.backward()``: push the gradients left on gradient-cached embeddings through
         the towers, one mini-batch at a time (see :mod:`finetuning.grad_cache`)."""
+        for cache in self.cached:  # first release every graph kept from the first pass
+            cache.backward_kept()
         for cache in self.cached:
             cache.backward()
 

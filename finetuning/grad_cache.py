@@ -9,14 +9,18 @@ splits the step in two:
 
 1. :func:`embed` runs the tower over mini-batches of ``mini_batch_size`` inputs without autograd
    and returns the concatenated embeddings as a leaf tensor that requires grad (the "cache"); the
-   torch RNG state before each mini-batch is recorded, so dropout masks can be replayed;
+   torch RNG state before each mini-batch is recorded, so dropout masks can be replayed; the last
+   mini-batch runs with autograd and keeps its graph (one mini-batch of activations), so it is
+   not computed twice;
 2. the loss is computed on those leaves and ``backward`` stops at them (their ``.grad``);
-3. :meth:`CachedEmbeddings.backward` re-embeds each mini-batch with autograd under its recorded
-   RNG state (same dropout, so the same embeddings) and backpropagates the cached gradient rows
-   through the tower, one mini-batch graph alive at a time.
+3. :meth:`CachedEmbeddings.backward` backpropagates the kept mini-batch, then re-embeds each
+   other mini-batch with autograd under its recorded RNG state (same dropout, so the same
+   embeddings) and backpropagates the cached gradient rows through the tower, one mini-batch
+   graph alive at a time.
 
 The loss and the parameter gradients equal those of the one-shot forward (to float tolerance);
-peak activation memory is that of one mini-batch per tower. A side of at most ``mini_batch_size``
+peak activation memory is that of one mini-batch per tower (the kept ones are released first).
+A side of at most ``mini_batch_size``
 inputs is embedded directly with autograd (no second pass), so a batch that fits costs exactly
 the one-shot forward. Mini-batches group inputs of similar length (less padding); the output
 rows keep the input order.
@@ -66,27 +70,37 @@ def mini_batches(inputs: Sequence[Any], size: int) -> list[list[int]]:
 
 @dataclass
 class CachedEmbeddings:
-    """Embeddings computed without autograd (``embeddings`` is a leaf that requires grad) and what
-    it takes to push their gradient through the tower: the inputs of each mini-batch and its RNG
-    state."""
+    """Embeddings computed mostly without autograd (``embeddings`` is a leaf that requires grad)
+    and what it takes to push their gradient through the tower: the inputs of each mini-batch and
+    its RNG state; the last mini-batch was embedded with autograd and keeps its graph (``kept``),
+    so it is not computed twice."""
 
     embeddings: torch.Tensor
     forward: Forward
     inputs: list[Any]
     chunks: list[list[int]] = field(default_factory=list)
     rng: list[RandContext] = field(default_factory=list)
+    kept: torch.Tensor | None = None  # rows of the last chunk, with their graph
+
+    def _grad_rows(self, chunk: list[int], like: torch.Tensor) -> torch.Tensor:
+        grad = self.embeddings.grad
+        return grad.index_select(0, torch.tensor(chunk, device=grad.device)).to(like.dtype)
+
+    def backward_kept(self) -> None:
+        """Backpropagate the last mini-batch through the graph kept from the first pass."""
+        if self.kept is not None and self.embeddings.grad is not None:
+            self.kept.backward(self._grad_rows(self.chunks[-1], self.kept))
+        self.kept = None
 
     def backward(self) -> None:
-        """Re-embed each mini-batch with autograd (same RNG state, so the same dropout) and
+        """Re-embed each other mini-batch with autograd (same RNG state, so the same dropout) and
         backpropagate the gradient the loss left on ``embeddings``; no-op when it has none."""
-        grad = self.embeddings.grad
-        if grad is None:
-            return
-        for chunk, rng in zip(self.chunks, self.rng):
-            index = torch.tensor(chunk, device=grad.device)
-            with rng:
-                rows = self.forward([self.inputs[i] for i in chunk])
-            rows.backward(grad.index_select(0, index).to(rows.dtype))
+        self.backward_kept()
+        if self.embeddings.grad is not None:
+            for chunk, rng in zip(self.chunks[:-1], self.rng):
+                with rng:
+                    rows = self.forward([self.inputs[i] for i in chunk])
+                rows.backward(self._grad_rows(chunk, rows))
         self.embeddings.grad = None
 
 
@@ -111,11 +125,17 @@ def embed(
     devices = [device] if device is not None else []
     parts: list[torch.Tensor] = []
     states: list[RandContext] = []
-    with torch.no_grad():
-        for chunk in chunks:
-            if grad:
-                states.append(RandContext(devices))
-            parts.append(forward([inputs[i] for i in chunk]))
+    kept = None
+    for number, chunk in enumerate(chunks):
+        values = [inputs[i] for i in chunk]
+        if grad and number == len(chunks) - 1:  # the last mini-batch keeps its graph: computed once
+            kept = forward(values)
+            parts.append(kept.detach())
+            continue
+        if grad:
+            states.append(RandContext(devices))
+        with torch.no_grad():
+            parts.append(forward(values))
     stacked = torch.cat(parts)
     order = torch.tensor([i for chunk in chunks for i in chunk], device=stacked.device)
     out = torch.empty_like(stacked)
@@ -123,4 +143,4 @@ def embed(
     if not grad:
         return out, None
     leaf = out.float().detach().requires_grad_(True)
-    return leaf, CachedEmbeddings(leaf, forward, inputs, chunks, states)
+    return leaf, CachedEmbeddings(leaf, forward, inputs, chunks, states, kept)
