@@ -67,7 +67,7 @@ class EmbeddingsFineTuner(pl.LightningModule):
         decay_steps: when set, the learning rate also decays linearly to zero over this many
             batches (chained with the StepLR); ``None`` (default) keeps the seed behaviour.
         mini_batch_size: most texts (or images) per tower forward that keeps an autograd graph;
-            larger batches are gradient-cached (default 32, see :mod:`finetuning.grad_cache`), so
+            larger batches are gradient-cached (default 16, see :mod:`finetuning.grad_cache`), so
             activation memory does not grow with the number of shown results.
     """
 
@@ -87,7 +87,7 @@ class EmbeddingsFineTuner(pl.LightningModule):
         gamma: float = 0.9,
         gradient_clip_val: float | None = 1.0,
         decay_steps: int | None = None,
-        mini_batch_size: int = 32,
+        mini_batch_size: int = 16,
     ) -> None:
         super().__init__()
         validate_scheduler_params(step_size, gamma)
