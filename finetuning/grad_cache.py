@@ -63,9 +63,14 @@ def _length(value: Any) -> int:
 
 
 def mini_batches(inputs: Sequence[Any], size: int) -> list[list[int]]:
-    """Indices of ``inputs`` in chunks of at most ``size``, texts of similar length together."""
+    """Indices of ``inputs`` in chunks of at most ``size``, texts of similar length together, the
+    short remainder first: the last chunk (the one :func:`embed` keeps the graph of instead of
+    recomputing) is a full one of the longest texts, the costliest to compute twice."""
     order = sorted(range(len(inputs)), key=lambda i: _length(inputs[i]))
-    return [order[start : start + size] for start in range(0, len(order), size)]
+    if not order:
+        return []
+    first = len(order) % size or size
+    return [order[:first]] + [order[start : start + size] for start in range(first, len(order), size)]
 
 
 @dataclass
