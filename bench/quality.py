@@ -58,6 +58,28 @@ from finetuning.train import fine_tune  # noqa: E402
 CACHE = REPO / "bench" / ".cache"
 
 
+def rss_mb() -> dict[str, float]:
+    """This process's resident memory now and its peak so far, in MiB (Linux)."""
+    import resource
+
+    with open("/proc/self/statm") as statm:
+        current = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return {"rss_mb": round(current), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap back to the OS (glibc keeps it otherwise), so a stage's
+    peak is not stacked on memory an earlier stage freed but the allocator kept."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc
+        pass
+
+
 def emit(record: dict) -> None:
     print(json.dumps(record, default=float), flush=True)
 
@@ -84,6 +106,37 @@ def encode_corpus(model: TextEmbeddingsModel, texts: list[str], batch_size: int 
         cache.parent.mkdir(parents=True, exist_ok=True)
         torch.save(out, cache)
     return out
+
+
+def simulate_click_inputs(
+    dataset: BeirDataset,
+    model_name: str,
+    max_seq_length: int | None,
+    query_ids: list[str],
+    top_k: int = 10,
+    sessions_per_query: int = 10,
+    seed: int = 0,
+    base: TextEmbeddingsModel | None = None,
+    base_docs: torch.Tensor | None = None,
+    click_model: str = "pbm",
+    popularity: str = "uniform",
+) -> list:
+    """Simulated search sessions (as ``FineTuningInput``) of the train queries ``query_ids``: the
+    base model ranks the corpus (its embeddings from the cache when ``base_docs`` is not given),
+    the top ``top_k`` are shown and the simulated user ``click_model`` clicks (``finetuning.simulation``
+    registry; position-based by default), ``sessions_per_query`` sessions a query or, with
+    ``popularity="zipf"``, a Zipf-law count per query."""
+    doc_ids = dataset.doc_ids
+    if base is None:
+        base = load_base(model_name, max_seq_length)
+    if base_docs is None:
+        texts = [dataset.doc_text(d) for d in doc_ids]
+        base_docs = encode_corpus(base, texts, cache=cache_path(dataset, doc_ids, model_name, base.max_seq_length))
+    engine = EmbeddingRanker(base, doc_ids=doc_ids, doc_embeddings=base_docs, name=f"{model_name}-base")
+    zipf = make_popularity("zipf") if popularity == "zipf" else None
+    sessions = simulate_sessions(dataset, split="train", ranker=engine, top_k=top_k, sessions_per_query=1 if zipf else sessions_per_query,
+                                 seed=seed, query_ids=query_ids, click_model=make_click_model(click_model, seed=seed), popularity=zipf)
+    return sessions_to_inputs(sessions)
 
 
 def evaluate(model: TextEmbeddingsModel, dataset: BeirDataset, query_ids: list[str], doc_ids: list[str], doc_embeddings: torch.Tensor) -> dict[str, float]:
@@ -196,18 +249,16 @@ def main(argv: list[str] | None = None) -> dict:
     base = load_base(args.model, args.max_seq_length)
     base_docs = encode_corpus(base, texts, cache=cache_path(dataset, doc_ids, args.model, base.max_seq_length))
     base_metrics = evaluate(base, dataset, test_ids, doc_ids, base_docs)
-    emit({"stage": "base", **info, **base_metrics, "seconds": time.perf_counter() - started})
+    emit({"stage": "base", **rss_mb(), **info, **base_metrics, "seconds": time.perf_counter() - started})
 
     # 2. simulated sessions for train queries only, the base model as the search engine
     started = time.perf_counter()
-    engine = EmbeddingRanker(base, doc_ids=doc_ids, doc_embeddings=base_docs, name=f"{args.model}-base")
-    popularity = make_popularity("zipf") if args.popularity == "zipf" else None
-    sessions = simulate_sessions(dataset, split="train", ranker=engine, top_k=args.top_k, sessions_per_query=1 if popularity else args.sessions_per_query, seed=args.seed, query_ids=train_ids,
-                                 click_model=make_click_model(args.click_model, seed=args.seed), popularity=popularity)
-    inputs = sessions_to_inputs(sessions)
+    inputs = simulate_click_inputs(dataset, args.model, args.max_seq_length, train_ids, top_k=args.top_k,
+                                   sessions_per_query=args.sessions_per_query, seed=args.seed, base=base, base_docs=base_docs,
+                                   click_model=args.click_model, popularity=args.popularity)
     train_inputs, val_inputs = TrainTestSplitter(test_size=args.validation_share, random_state=args.seed)(inputs)
     clicks = sum(len(i.clicked_ids) for i in inputs)
-    emit({"stage": "simulation", "sessions": len(inputs), "clicks": clicks, "train_sessions": len(train_inputs), "val_sessions": len(val_inputs), "seconds": time.perf_counter() - started})
+    emit({"stage": "simulation", **rss_mb(), "sessions": len(inputs), "clicks": clicks, "train_sessions": len(train_inputs), "val_sessions": len(val_inputs), "seconds": time.perf_counter() - started})
 
     # 3. ours
     started = time.perf_counter()
@@ -223,11 +274,13 @@ def main(argv: list[str] | None = None) -> dict:
                         callbacks=callbacks, accelerator="auto", save_model=False)
     train_seconds = time.perf_counter() - started
     ours_metrics = evaluate(ours, dataset, test_ids, doc_ids, encode_corpus(ours, texts))
-    emit({"stage": "ours", **ours_metrics, "lr": lr, "confidence": settings.confidence_calculator, "train_seconds": train_seconds, "steps": outcome.steps, "best_step": outcome.best_step, "selection": outcome.selection,
+    emit({"stage": "ours", **rss_mb(), **ours_metrics, "lr": lr, "confidence": settings.confidence_calculator, "train_seconds": train_seconds, "steps": outcome.steps, "best_step": outcome.best_step, "selection": outcome.selection,
           "val_ndcg@10_before": outcome.metrics_before.get("val_ndcg@10"), "val_ndcg@10_after": outcome.metrics_after.get("val_ndcg@10"),
           "val_ndcg@10_curve": tracker.values("val_ndcg@10"), **({"last_weights": callbacks[0].scores} if callbacks else {}),
           "seconds": time.perf_counter() - started})
 
+    del ours, outcome, tracker, callbacks  # nothing of our run is needed for the gold baseline
+    release_memory()
     summary = {"stage": "summary", **info, "base_ndcg@10": base_metrics["ndcg@10"], "ours_ndcg@10": ours_metrics["ndcg@10"],
                "ours_gain": ours_metrics["ndcg@10"] - base_metrics["ndcg@10"], "never_below_base": ours_metrics["ndcg@10"] >= base_metrics["ndcg@10"]}
     # 4. gold pairs with sentence-transformers MNRL, same model / epochs / batch / lr
@@ -236,10 +289,11 @@ def main(argv: list[str] | None = None) -> dict:
         gold = load_base(args.model, args.max_seq_length)
         timing = train_gold_mnrl(gold, dataset, train_ids, args.epochs, args.batch_size, args.lr, args.seed)
         gold_metrics = evaluate(gold, dataset, test_ids, doc_ids, encode_corpus(gold, texts))
-        emit({"stage": "gold", **gold_metrics, **timing, "seconds": time.perf_counter() - started})
+        emit({"stage": "gold", **rss_mb(), **gold_metrics, **timing, "seconds": time.perf_counter() - started})
         gold_gain = gold_metrics["ndcg@10"] - base_metrics["ndcg@10"]
         summary.update({"gold_ndcg@10": gold_metrics["ndcg@10"], "gold_gain": gold_gain,
                         "gain_ratio": summary["ours_gain"] / gold_gain if gold_gain != 0 else None})
+    summary.update(rss_mb())
     emit(summary)
     return summary
 

@@ -16,7 +16,10 @@ For a batch of sessions it
    been looked at), downsampled by item group (``_downsample_not_events``: all parts of one object
    are kept or dropped together), weighted by their examination confidence (by
    1 − P(relevant) with a relevance model),
-4. embeds every distinct query and every distinct item of the batch exactly once,
+4. embeds every distinct query and every distinct item of the batch exactly once, in
+   mini-batches of ``mini_batch_size`` with gradient caching when autograd is on (activation
+   memory set by the mini-batch, not by the number of shown results; :mod:`finetuning.grad_cache`)
+   or from an :class:`~finetuning.embedding_cache.EmbeddingsCache` in validation,
 5. returns :class:`FineTuningFeatures`: the embeddings, an in-batch negative-weight matrix
    (0 for a query's positives and for results it showed but never examined, the examination
    confidence for its hard negatives, 1 for items of other queries), and the seed's pairwise view
@@ -37,6 +40,8 @@ import lightning.pytorch as pl
 import torch
 
 from finetuning.confidences import dummy_confidences
+from finetuning.embedding_cache import EmbeddingsCache
+from finetuning.grad_cache import CachedEmbeddings, embed
 from finetuning.inputs.input import FineTuningInput
 from finetuning.inputs.query_retriever import QueryRetriever, TextQueryRetriever
 from finetuning.models.base import EmbeddingsModelInterface
@@ -66,6 +71,15 @@ class FineTuningFeatures:
     is_similarity: bool = True
     query_texts: list[Any] = field(default_factory=list)
     item_ids: list[str] = field(default_factory=list)
+    cached: list[CachedEmbeddings] = field(default_factory=list, repr=False)  # embeddings computed without autograd
+
+    def backward_through_towers(self) -> None:
+        """After ``loss.backward()``: push the gradients left on gradient-cached embeddings through
+        the towers, one mini-batch at a time (see :mod:`finetuning.grad_cache`)."""
+        for cache in self.cached:  # first release every graph kept from the first pass
+            cache.backward_kept()
+        for cache in self.cached:
+            cache.backward()
 
     @property
     def confidences(self) -> torch.Tensor:
@@ -103,7 +117,8 @@ class FeaturesExtractor(pl.LightningModule):
     item groups kept, 0 < f <= 1); ``min_abs_difference_threshold``/``max_abs_difference_threshold``
     (pairs whose |pos - neg| score gap is outside [min, max] are dropped from the pairwise view);
     ``confidence_calculator`` (default uniform); ``negatives_above_last_click_only`` (default True);
-    ``query_retriever`` (default text); ``seed``.
+    ``query_retriever`` (default text); ``seed``; ``mini_batch_size`` (most inputs per tower
+    forward with autograd: beyond it embeddings are gradient-cached, see :mod:`finetuning.grad_cache`).
     """
 
     def __init__(
@@ -119,6 +134,7 @@ class FeaturesExtractor(pl.LightningModule):
         negatives_above_last_click_only: bool = True,
         query_retriever: QueryRetriever | None = None,
         seed: int = 0,
+        mini_batch_size: int = 16,
     ) -> None:
         super().__init__()
         if not 0 < negative_downsampling_factor <= 1:
@@ -133,6 +149,9 @@ class FeaturesExtractor(pl.LightningModule):
         self.confidence_calculator = confidence_calculator
         self.negatives_above_last_click_only = negatives_above_last_click_only
         self.query_retriever = query_retriever or TextQueryRetriever()
+        if mini_batch_size < 1:
+            raise ValueError("mini_batch_size must be >= 1")
+        self.mini_batch_size = mini_batch_size
         self._rng = random.Random(seed)
 
     # --- seed methods -----------------------------------------------------------------
@@ -174,8 +193,10 @@ class FeaturesExtractor(pl.LightningModule):
         """Features of one (ordinary session, irrelevant session) pair; either side may be None."""
         return self._get_fine_tuning_features([i for i in (not_irrelevant_input, irrelevant_input) if i is not None], items_set)
 
-    def forward(self, batch: Batch, items_set: Mapping[str, Any]) -> FineTuningFeatures:
-        return self._get_fine_tuning_features(flatten_batch(batch), items_set)
+    def forward(self, batch: Batch, items_set: Mapping[str, Any], embeddings: EmbeddingsCache | None = None) -> FineTuningFeatures:
+        """Features of a batch; with ``embeddings`` (validation) rows come from that cache, else the
+        towers run (gradient-cached beyond ``mini_batch_size`` inputs when autograd is on)."""
+        return self._get_fine_tuning_features(flatten_batch(batch), items_set, embeddings)
 
     # --- the work ---------------------------------------------------------------------
     def _item_ids_of(self, item: FineTuningInput, object_id: str, items_set: Mapping[str, Any]) -> list[str]:
@@ -203,7 +224,9 @@ class FeaturesExtractor(pl.LightningModule):
             out.update({id(item): posterior for item in sessions})
         return out
 
-    def _get_fine_tuning_features(self, inputs: Sequence[FineTuningInput], items_set: Mapping[str, Any]) -> FineTuningFeatures:
+    def _get_fine_tuning_features(
+        self, inputs: Sequence[FineTuningInput], items_set: Mapping[str, Any], embeddings: EmbeddingsCache | None = None
+    ) -> FineTuningFeatures:
         relevance = self._relevance_by_input(inputs)
         if self.not_irrelevant_only:
             inputs = [i for i in inputs if not i.is_irrelevant]
@@ -256,14 +279,8 @@ class FeaturesExtractor(pl.LightningModule):
         item_ids = list(item_index)
 
         # 4: embed each distinct query and item once
-        query_embeddings = self.model.forward_query(queries) if queries else None
-        item_embeddings = self.model.forward_items(self._rows(items_set, item_ids)) if item_ids else None
-        device = self._device_of(query_embeddings)
-        dim = self.model.get_embedding_dimension()
-        if query_embeddings is None:
-            query_embeddings = torch.zeros(0, dim, device=device)
-        if item_embeddings is None:
-            item_embeddings = torch.zeros(0, dim, device=device)
+        query_embeddings, item_embeddings, cached = self._embed(queries, item_ids, items_set, embeddings)
+        device = query_embeddings.device
 
         # 5: in-batch negative weights and the pairwise view
         negative_weights = torch.ones(len(queries), len(item_ids))
@@ -321,6 +338,7 @@ class FeaturesExtractor(pl.LightningModule):
             is_similarity=self.is_similarity,
             query_texts=queries,
             item_ids=item_ids,
+            cached=cached,
         )
 
     @staticmethod
@@ -329,10 +347,29 @@ class FeaturesExtractor(pl.LightningModule):
             return items_set.rows(ids)
         return [items_set[i] for i in ids]
 
-    def _device_of(self, tensor: torch.Tensor | None) -> torch.device:
-        if tensor is not None:
-            return tensor.device
+    def _model_device(self) -> torch.device:
         try:
             return next(self.model.parameters()).device
         except StopIteration:
             return torch.device("cpu")
+
+    def _embed(
+        self, queries: list[Any], item_ids: list[str], items_set: Mapping[str, Any], embeddings: EmbeddingsCache | None
+    ) -> tuple[torch.Tensor, torch.Tensor, list[CachedEmbeddings]]:
+        """(query rows, item rows, pending gradient caches). From ``embeddings`` when given; else
+        through the towers in mini-batches of ``mini_batch_size`` (:func:`finetuning.grad_cache.embed`)."""
+        if embeddings is not None:
+            return embeddings.queries(queries), embeddings.items(item_ids, items_set), []
+        device = self._model_device()
+        dim = self.model.get_embedding_dimension()
+        out: list[torch.Tensor] = []
+        cached: list[CachedEmbeddings] = []
+        for forward, values in ((self.model.forward_query, queries), (self.model.forward_items, self._rows(items_set, item_ids))):
+            if not values:
+                out.append(torch.zeros(0, dim, device=device))
+                continue
+            rows, cache = embed(forward, values, self.mini_batch_size, device)
+            out.append(rows)
+            if cache is not None:
+                cached.append(cache)
+        return out[0], out[1], cached

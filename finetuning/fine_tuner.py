@@ -25,6 +25,7 @@ from torch.optim import AdamW
 from torch.optim.lr_scheduler import ChainedScheduler, MultiplicativeLR, StepLR
 
 from finetuning.confidences import dummy_confidences
+from finetuning.embedding_cache import EmbeddingsCache
 from finetuning.features_extractor import Batch, FeaturesExtractor, flatten_batch
 from finetuning.inputs.input import FineTuningInput
 from finetuning.inputs.items_set import ItemsSet
@@ -65,6 +66,9 @@ class EmbeddingsFineTuner(pl.LightningModule):
             sentence-transformers training; ``None`` disables).
         decay_steps: when set, the learning rate also decays linearly to zero over this many
             batches (chained with the StepLR); ``None`` (default) keeps the seed behaviour.
+        mini_batch_size: most texts (or images) per tower forward that keeps an autograd graph;
+            larger batches are gradient-cached (default 16, see :mod:`finetuning.grad_cache`), so
+            activation memory does not grow with the number of shown results.
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class EmbeddingsFineTuner(pl.LightningModule):
         gamma: float = 0.9,
         gradient_clip_val: float | None = 1.0,
         decay_steps: int | None = None,
+        mini_batch_size: int = 16,
     ) -> None:
         super().__init__()
         validate_scheduler_params(step_size, gamma)
@@ -114,7 +119,10 @@ class EmbeddingsFineTuner(pl.LightningModule):
             confidence_calculator=confidence_calculator,
             negatives_above_last_click_only=fine_tuning_params.negatives_above_last_click_only,
             query_retriever=query_retriever,
+            mini_batch_size=mini_batch_size,
         )
+        # validation embeddings of the current weights (renewed when the weights change)
+        self.embeddings_cache = EmbeddingsCache(model, batch_size=max(64, mini_batch_size))
         if fine_tuning_params.num_fixed_layers > 0:
             model.fix_query_model(fine_tuning_params.num_fixed_layers)
             if not model.same_query_and_items:
@@ -151,6 +159,7 @@ class EmbeddingsFineTuner(pl.LightningModule):
             step_size=settings.step_size,
             gamma=settings.gamma,
             gradient_clip_val=settings.gradient_clip_val,
+            mini_batch_size=settings.mini_batch_size,
         )
 
     # --- data ---------------------------------------------------------------------------
@@ -220,6 +229,10 @@ class EmbeddingsFineTuner(pl.LightningModule):
         return list(value) if isinstance(value, (list, tuple)) else [value]
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        """One optimizer step per batch. Embeddings beyond ``mini_batch_size`` inputs per tower
+        come without autograd (gradient caching): ``manual_backward(loss)`` stops at them and
+        ``features.backward_through_towers()`` re-embeds them mini-batch by mini-batch to carry
+        their gradients into the weights before clipping and stepping."""
         inputs = flatten_batch(batch)
         self._set_retriever_training(True)
         features = self.features_extractor(inputs, self.items_set("train"))
@@ -230,6 +243,7 @@ class EmbeddingsFineTuner(pl.LightningModule):
             optimizer.zero_grad()
         if loss.requires_grad:  # a batch without any click has nothing to learn from
             self.manual_backward(loss)
+            features.backward_through_towers()
             for optimizer in optimizers:
                 if self.gradient_clip_val:
                     self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
@@ -246,11 +260,12 @@ class EmbeddingsFineTuner(pl.LightningModule):
 
     # --- validation -------------------------------------------------------------------------
     def validation_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        """Loss of a held-out batch (a list of inputs, of (input, input) tuples, or one tuple)."""
+        """Loss of a held-out batch (a list of inputs, of (input, input) tuples, or one tuple),
+        from the embeddings cache of the current weights (each distinct text embedded once)."""
         inputs = flatten_batch(batch)
         self._set_retriever_training(False)
-        with torch.no_grad():
-            features = self.features_extractor(inputs, self.items_set("test"))
+        with torch.inference_mode():
+            features = self.features_extractor(inputs, self.items_set("test"), embeddings=self.embeddings_cache)
             loss = self.loss_func(features)
         if features.positive_item_index.numel() or len(features):
             self._val_loss_sum += float(loss) * max(1, len(inputs))
@@ -264,7 +279,9 @@ class EmbeddingsFineTuner(pl.LightningModule):
         mean_loss = self._val_loss_sum / self._val_loss_count if self._val_loss_count else math.nan
         self._val_loss_sum, self._val_loss_count = 0.0, 0
         results = {"val_loss": mean_loss}
-        context = MetricContext(self.model, self.items_set("test"), self.query_retriever, self.ranker, self.confidence_calculator)
+        context = MetricContext(
+            self.model, self.items_set("test"), self.query_retriever, self.ranker, self.confidence_calculator, self.embeddings_cache
+        )
         per_query: dict[str, list[float]] = {}
         for calculator in self.metric_calculators:
             for name, value in calculator.compute(context).items():

@@ -10,7 +10,8 @@ relevance model as the calculator (:class:`~finetuning.click_relevance.ClickRele
 clicked result's gain is its posterior probability of relevance instead, and a query whose
 clicked results are all more likely noise than relevant (posterior < 0.5) is left out. The
 pool is every result shown in the held-out sessions (plus any ``extra_pool_ids``), so a
-validation costs one encoding of a few hundred items, not the corpus.
+validation costs one encoding of a few hundred items, not the corpus; with the context's
+embeddings cache those are the rows the validation steps already computed.
 Item parts (long-text chunks) are ranked and then mapped back to their object, keeping each
 object's best position. Uses :mod:`finetuning.metrics.retrieval`.
 """
@@ -104,9 +105,8 @@ def evaluate_sessions_per_query(
     pool_ids = [i for i in pool if i in context.items_set]
     if not queries or not pool_ids:
         return {}
-    items = [context.items_set[i] for i in pool_ids]
-    query_embeddings = context.model.encode_queries(queries, batch_size=batch_size)
-    item_embeddings = context.model.encode_items(items, batch_size=batch_size)
+    query_embeddings = context.encode_queries(queries, batch_size=batch_size)
+    item_embeddings = context.encode_items(pool_ids, batch_size=batch_size)
     similarity = ranker_name(context.ranker)
     ranked_parts = top_k_ids(query_embeddings, item_embeddings, pool_ids, k=max(ks) * 4, similarity=similarity)
     ranked: list[list[str]] = []
