@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> dict:
     doc_ids = dataset.doc_ids
     texts = [dataset.doc_text(d) for d in doc_ids]
     test_ids = dataset.query_ids("test")[: args.max_test_queries]
-    train_ids = [q for q in dataset.query_ids("train") if "test" not in dataset.split_of(q)]
+    train_ids = dataset.training_query_ids()
     if args.max_train_queries:
         import random
 

@@ -102,7 +102,7 @@ def dataset_stats(directory: Path) -> dict[str, Any]:
     from finetuning.datasets.beir import BeirDataset
 
     data = BeirDataset.load(directory)
-    train = [q for q in data.query_ids("train") if "test" not in data.split_of(q)]
+    train = data.training_query_ids()
     pairs = sum(sum(score > 0 for score in data.qrels("train")[q].values()) for q in train)
     return {"docs": len(data.corpus), "train_queries": len(train), "gold_pairs": pairs, "test_queries": len(data.query_ids("test"))}
 

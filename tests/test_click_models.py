@@ -280,3 +280,12 @@ def test_simulate_clicks_command_takes_a_click_model_and_a_popularity(tmp_path):
     for bad in (["--click-model", "nope"], ["--click-model", "cascade", "--click-param", "gamma=1"], ["--popularity", "zipf", "--sessions-per-query", "3"]):
         refused = CliRunner().invoke(app, [*args, *bad])
         assert refused.exit_code == 2, (bad, refused.output)
+
+
+def test_training_queries_leave_out_test_queries_by_id_and_by_text():
+    corpus = {f"d{i}": {"title": "", "text": f"doc {i}"} for i in range(3)}
+    queries = {"q1": "Vitamin D and bones", "q2": "vitamin d  and BONES", "q3": "coffee", "q4": "tea"}
+    data = BeirDataset(corpus=corpus, queries=queries, name="leak",
+                       qrels_by_split={"train": {"q1": {"d0": 1}, "q3": {"d1": 1}, "q4": {"d2": 1}},
+                                       "test": {"q2": {"d0": 1}, "q4": {"d2": 1}}})
+    assert data.training_query_ids() == ["q3"]  # q1 shares q2's text, q4 is judged in test

@@ -161,7 +161,7 @@ class Demo:
         with console.status(f"reading {path}…"):
             full = BeirDataset.load(path)
             rng = random.Random(self.config.seed)
-            train_ids = full.query_ids("train")
+            train_ids = full.training_query_ids()
             test_ids = full.query_ids("test")
             chosen = (rng.sample(train_ids, min(self.config.train_queries, len(train_ids)))
                       + rng.sample(test_ids, min(self.config.test_queries, len(test_ids))))

@@ -121,6 +121,17 @@ class BeirDataset:
         """Judged query ids of ``split`` that have a query text, in file order."""
         return [query_id for query_id in self.qrels(split) if query_id in self.queries]
 
+    def training_query_ids(self, split: str = "train", held_out: str = "test") -> list[str]:
+        """Query ids of ``split`` that may reach training: neither judged in ``held_out`` nor sharing
+        its text (after case and whitespace folding) with a ``held_out`` query — BEIR sets repeat some
+        texts under other ids across splits (SciFact 2, NFCorpus 4), and such a query would leak."""
+        if held_out not in self.qrels_by_split:
+            return self.query_ids(split)
+        held = set(self.query_ids(held_out))
+        held_texts = {" ".join(self.queries[q].lower().split()) for q in held}
+        return [q for q in self.query_ids(split)
+                if q not in held and " ".join(self.queries[q].lower().split()) not in held_texts]
+
     def split_of(self, query_id: str) -> list[str]:
         """The splits whose qrels judge ``query_id``."""
         return [split for split, qrels in self.qrels_by_split.items() if query_id in qrels]

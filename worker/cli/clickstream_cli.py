@@ -191,7 +191,9 @@ def simulate_clicks(
     data = BeirDataset.load(dataset, max_docs=max_docs, seed=seed)
     if split not in data.splits:
         _fail(f"split {split!r} not in {data.splits}", 2)
-    query_ids = data.query_ids(split)[:max_queries] if max_queries else None
+    # train sessions never include a query judged in (or worded as) a test query
+    split_ids = data.training_query_ids() if split == "train" else data.query_ids(split)
+    query_ids = split_ids[:max_queries] if max_queries else split_ids
     if ranker == "bm25":
         engine = BM25Ranker(data.doc_texts())
     elif ranker == "embedding":
