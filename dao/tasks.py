@@ -318,14 +318,15 @@ class TasksDAO:
         return self.create(request, max_attempts=max_attempts or old.max_attempts)
 
     # ---------------------------------------------------------------- recovery
-    def reap_expired(self, now: datetime | None = None, *, limit: int = 100) -> list[ReapedTask]:
+    def reap_expired(self, now: datetime | None = None, *, limit: int = 100,
+                     pending_fields: dict[str, Any] | None = None) -> list[ReapedTask]:
         """Take back every ``processing`` task whose lease expired before ``now``.
 
         What it becomes is :func:`dao.task_outcome.after_failed_attempt`'s decision: ``pending``
         (the caller re-sends its message) while attempts remain, ``canceled`` if cancel was
         requested, else ``failed``. Each move is a compare-and-set on the owner and the expired
-        lease, so concurrent reapers (and claimers) never double-move.
-        """
+        lease, so concurrent reapers (and claimers) never double-move. A task made ``pending`` also gets
+        ``pending_fields`` (``dao.task_recovery.resend_fields``). """
         cutoff = _ms(now or utcnow())
         reaped: list[ReapedTask] = []
         candidates = self.collection.find(
@@ -338,7 +339,8 @@ class TasksDAO:
             decision = after_failed_attempt(attempt, max_attempts, lost,
                                             cancel_requested=bool(raw.get("cancel_requested")))
             if self.transition(raw["_id"], TaskStatus.processing, decision.status, owner=raw.get("lease_owner"),
-                               lease_expired_before_ms=cutoff, detail=decision.detail):
+                               lease_expired_before_ms=cutoff, detail=decision.detail,
+                               **((pending_fields or {}) if decision.status is TaskStatus.pending else {})):
                 reaped.append(ReapedTask(raw["_id"], decision.status))
         return reaped
 
