@@ -179,12 +179,12 @@ class TasksDAO:
             return CreateResult(existing, created=False)
         return CreateResult(self.parse(doc), created=True)
 
-    def set_broker_message_id(self, task_id: str, message_id: str, *, only_if_status: TaskStatus | None = None) -> bool:
-        """Record the id of the message just enqueued for this task."""
-        query: dict[str, Any] = {"_id": task_id}
-        if only_if_status is not None:
-            query["status"] = only_if_status.value
-        result = self.collection.update_one(query, {"$set": {"broker_message_id": message_id, "updated_at": utcnow()}})
+    def set_broker_message_id(self, task_id: str, message_id: str, *, only_if_status: TaskStatus | None = None,
+                              **fields: Any) -> bool:
+        """Record the id of the message just enqueued for this task (and ``fields``, e.g. its send times)."""
+        query: dict[str, Any] = {"_id": task_id, **({"status": only_if_status.value} if only_if_status else {})}
+        result = self.collection.update_one(query, {"$set": {"broker_message_id": message_id, "updated_at": utcnow(),
+                                                             **fields}})
         return result.matched_count == 1
 
     # ---------------------------------------------------------------- running
