@@ -23,9 +23,9 @@ from dramatiq.middleware import Middleware
 from pymongo.errors import PyMongoError
 
 from dao.mongo import mongo_database
-from dao.task_recovery import record_send, resend_fields, take_due_resends
 from dao.task_documents import TASK_KINDS, TaskStatus
 from dao.task_outcome import after_broker_gave_up
+from dao.task_recovery import record_send, resend_fields, take_due_resends
 from dao.tasks import TasksDAO
 from worker.lifecycle.errors import safe_detail
 from worker.settings import Settings
