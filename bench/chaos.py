@@ -37,6 +37,8 @@ waits (``--drain-s``) until every task is terminal. It prints one JSON object:
   at-least-once execution, e.g. a body that finished while Mongo was down, so its completion could
   not be recorded and the lease expired (``results_dropped_after_lease_loss`` counts the worker log
   lines that say so). Jobs are idempotent for this reason;
+- ``resent_by_sweep``: messages the lease reaper re-sent for ``pending`` tasks whose message was
+  overdue (lost: a re-send that failed while Redis was down, or held by a killed worker);
 - ``recovery_s``: per fault, the time from the fault until every task that was unfinished at that
   moment had finished (p50 / p99 / max; tasks that never finished are left out — they are counted
   as lost or stuck), and how many faults had no such task;
@@ -378,6 +380,7 @@ class Campaign:
             "duplicate_task_ids": duplicates[:10],
             "repeated_completions": len(repeated),
             "results_dropped_after_lease_loss": self._count_in_logs(b"finished after its lease was lost"),
+            "resent_by_sweep": self._count_in_logs(b"with no claim -> re-sent"),
             "executions": sum(len(runs) for runs in executions.values()),
             "recovery_s": {"p50": _percentile(recovery, 0.5), "p99": _percentile(recovery, 0.99),
                            "max": round(max(recovery), 3) if recovery else None, "faults_measured": len(recovery),

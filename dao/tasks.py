@@ -179,12 +179,12 @@ class TasksDAO:
             return CreateResult(existing, created=False)
         return CreateResult(self.parse(doc), created=True)
 
-    def set_broker_message_id(self, task_id: str, message_id: str, *, only_if_status: TaskStatus | None = None) -> bool:
-        """Record the id of the message just enqueued for this task."""
-        query: dict[str, Any] = {"_id": task_id}
-        if only_if_status is not None:
-            query["status"] = only_if_status.value
-        result = self.collection.update_one(query, {"$set": {"broker_message_id": message_id, "updated_at": utcnow()}})
+    def set_broker_message_id(self, task_id: str, message_id: str, *, only_if_status: TaskStatus | None = None,
+                              **fields: Any) -> bool:
+        """Record the id of the message just enqueued for this task (and ``fields``, e.g. its send times)."""
+        query: dict[str, Any] = {"_id": task_id, **({"status": only_if_status.value} if only_if_status else {})}
+        result = self.collection.update_one(query, {"$set": {"broker_message_id": message_id, "updated_at": utcnow(),
+                                                             **fields}})
         return result.matched_count == 1
 
     # ---------------------------------------------------------------- running
@@ -318,14 +318,15 @@ class TasksDAO:
         return self.create(request, max_attempts=max_attempts or old.max_attempts)
 
     # ---------------------------------------------------------------- recovery
-    def reap_expired(self, now: datetime | None = None, *, limit: int = 100) -> list[ReapedTask]:
+    def reap_expired(self, now: datetime | None = None, *, limit: int = 100,
+                     pending_fields: dict[str, Any] | None = None) -> list[ReapedTask]:
         """Take back every ``processing`` task whose lease expired before ``now``.
 
         What it becomes is :func:`dao.task_outcome.after_failed_attempt`'s decision: ``pending``
         (the caller re-sends its message) while attempts remain, ``canceled`` if cancel was
         requested, else ``failed``. Each move is a compare-and-set on the owner and the expired
-        lease, so concurrent reapers (and claimers) never double-move.
-        """
+        lease, so concurrent reapers (and claimers) never double-move. A task made ``pending`` also gets
+        ``pending_fields`` (``dao.task_recovery.resend_fields``). """
         cutoff = _ms(now or utcnow())
         reaped: list[ReapedTask] = []
         candidates = self.collection.find(
@@ -338,7 +339,8 @@ class TasksDAO:
             decision = after_failed_attempt(attempt, max_attempts, lost,
                                             cancel_requested=bool(raw.get("cancel_requested")))
             if self.transition(raw["_id"], TaskStatus.processing, decision.status, owner=raw.get("lease_owner"),
-                               lease_expired_before_ms=cutoff, detail=decision.detail):
+                               lease_expired_before_ms=cutoff, detail=decision.detail,
+                               **((pending_fields or {}) if decision.status is TaskStatus.pending else {})):
                 reaped.append(ReapedTask(raw["_id"], decision.status))
         return reaped
 

@@ -38,7 +38,9 @@ from dao.task_documents import (
     get_task_kind,
     utcnow,
 )
+from dao.task_recovery import resend_fields
 from dao.tasks import CreateResult, TasksDAO
+from worker.lifecycle.middleware import resend_grace_s
 from worker.settings import Settings, get_settings
 
 
@@ -141,7 +143,8 @@ class ClicktuneClient:
                 dao.collection.delete_one({"_id": task.id, "status": TaskStatus.pending.value,
                                            "broker_message_id": None})
             raise
-        dao.set_broker_message_id(task.id, message_id)
+        # the send times again: the broker's after_enqueue stamp is skipped if Mongo blinked at that instant
+        dao.set_broker_message_id(task.id, message_id, **resend_fields(resend_grace_s(self.settings)))
 
     def _needs_resend(self, task: TaskDocument) -> bool:
         """A pending task with no message id whose creator had time to send: its send failed."""

@@ -56,8 +56,9 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(60.0, gt=0, description="A claim holds the task this long unless renewed.")
     heartbeat_seconds: float = Field(10.0, gt=0, description="Lease renewal / cancel polling interval.")
     reaper_interval_s: float = Field(15.0, gt=0, description="How often a worker takes back expired leases.")
-    resend_grace_s: float = Field(30.0, ge=0, description="An enqueue retry with the same idempotency key "
-                                  "re-sends the message of a pending task that has no message id after this long.")
+    resend_grace_s: float = Field(30.0, ge=0, description="A pending task whose message is this long past its "
+                                  "due time (at least 2 x lease_seconds) is re-sent by the lease reaper; an enqueue "
+                                  "retry with the same idempotency key re-sends an unsent task after this long.")
 
     # --- vector store and reindex (worker/vector_store, worker/jobs/reindex_job.py) -------------
     chroma_path: str = Field(".clicktune/chroma", description="Embedded ChromaDB directory "
