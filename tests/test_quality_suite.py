@@ -115,7 +115,10 @@ def test_a_failing_cell_is_reported_not_fatal(suite, beir, tmp_path, capsys):
 def test_plan_and_input_checks(suite, beir, tmp_path, capsys):
     plan = suite.main(["--datasets", str(beir), "--plan", "--max-train-queries", "50"])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert rows[0]["train_queries"] == 120 and rows[0]["train_queries_used"] == 50 and rows[0]["cells"] == 8
+    from finetuning.datasets.beir import BeirDataset
+
+    training = len(BeirDataset.load(beir).training_query_ids())  # train queries not worded as a test query
+    assert rows[0]["train_queries"] == training and rows[0]["train_queries_used"] == 50 and rows[0]["cells"] == 8
     assert plan["cells"] == 8 and 0 < plan["estimated_hours_gold_cached"] < plan["estimated_hours"]
     with pytest.raises(SystemExit):
         suite.main(["--datasets", str(tmp_path), "--plan"])  # not a BEIR folder
