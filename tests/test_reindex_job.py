@@ -144,13 +144,14 @@ def test_loader_that_raises_mid_way_leaves_blue_intact(settings, mongo_db, pg_sc
         return original(*args, **kwargs)
 
     monkeypatch.setattr(indexing, "embed_page", embed_then_break)
-    task_id = _create(mongo_db, max_attempts=1, dest_run_id=f"dir:{new_dir}")
-    assert _run(settings, mongo_db, task_id) is TaskStatus.failed
+    # a missing table is a permanent source error: refused at once, with the reason, not retried
+    task_id = _create(mongo_db, max_attempts=3, dest_run_id=f"dir:{new_dir}")
+    assert _run(settings, mongo_db, task_id) is TaskStatus.refused
     conn.close()
 
     task = TasksDAO.for_kind(mongo_db, "reindex").get(task_id)
-    assert task.status is TaskStatus.failed and task.detail
-    assert "items" in task.detail
+    assert task.status is TaskStatus.refused and task.attempt == 1
+    assert "items" in task.detail and "does not exist" in task.detail
     pointer = BluePointers(mongo_db).get()
     assert pointer.collection == first.collection and pointer.version == 1
     store = create_vector_store(settings)
