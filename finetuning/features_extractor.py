@@ -73,7 +73,7 @@ class FeaturesExtractor(pl.LightningModule):
         negatives_above_last_click_only: bool = True,
         query_retriever: QueryRetriever | None = None,
         seed: int = 0,
-        mini_batch_size: int = 16,
+        mini_batch_size: int = 32,
     ) -> None:
         super().__init__()
         if not 0 < negative_downsampling_factor <= 1:

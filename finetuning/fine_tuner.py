@@ -87,7 +87,7 @@ class EmbeddingsFineTuner(pl.LightningModule):
         gamma: float = 0.9,
         gradient_clip_val: float | None = 1.0,
         decay_steps: int | None = None,
-        mini_batch_size: int = 16,
+        mini_batch_size: int = 32,
     ) -> None:
         super().__init__()
         validate_scheduler_params(step_size, gamma)

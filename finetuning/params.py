@@ -115,11 +115,12 @@ class FineTuningSettings(_MlflowRoundTrip):
         1.0, ge=0, description="the best trained weights replace the start unless held-out queries score them "
         "worse by more than this many standard errors of the paired per-query difference (0: must beat the start)"
     )
-    # 16: all-MiniLM-L6-v2 keeps ~96 MB of activations per 256-token document in train mode, so 32
-    # documents (sentence-transformers' CachedMNRL default) put a CPU training process over 4 GB;
-    # 16 keeps it near 3 GB (bench/train_throughput.py, docs/engine.md). Raise it on a GPU.
+    # 32: sentence-transformers' CachedMNRL default; a gold-pair batch of 32 then runs in one forward
+    # (no recomputation). With attention probabilities recomputed (finetuning.models.attention)
+    # all-MiniLM-L6-v2 keeps ~50 MB of activations per 256-token document in train mode, so a CPU
+    # training process stays near 3 GB (bench/train_throughput.py, docs/engine.md).
     mini_batch_size: int = Field(
-        16, ge=1, description="most texts per tower forward with autograd; a batch with more is gradient-cached "
+        32, ge=1, description="most texts per tower forward with autograd; a batch with more is gradient-cached "
         "(embedded without a graph, loss backpropagated to the embeddings, then re-embedded mini-batch by mini-batch), "
         "so activation memory is bounded by this, not by the number of shown results"
     )
