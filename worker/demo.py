@@ -32,8 +32,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from worker.demo_summary import print_summary
 from worker.local_services import LocalProcess, start_mlflow_server, start_mongo_wire, start_process
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -146,6 +146,14 @@ class Demo:
         self.worker_thread = dramatiq.Worker(dramatiq.get_broker(), worker_threads=1)
         self.worker_thread.start()
         console.print("[green]✓[/] in-process worker started (Redis not answering: StubBroker)")
+
+    def _worker_peak_rss_mb(self) -> float | None:
+        """Peak resident memory of the worker's process tree (in-process worker: this process's)."""
+        if self.worker_thread is None:
+            return max((p.peak_rss_mb() or 0.0 for p in self.processes if p.name == "worker"), default=None)
+        import resource
+
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
     def _stop(self) -> None:
         if self.worker_thread is not None:
@@ -293,7 +301,9 @@ class Demo:
             console.print(f"[green]✓[/] fine-tuning task {task_id} enqueued")
             task = self._watch(client, task_id, "fine_tuning", "fine-tuning")
             summary: dict[str, Any] = {"fine_tuning_task": task_id, "fine_tuning_status": task.status.value,
-                                       "detail": task.detail, "test_before": before}
+                                       "detail": task.detail, "test_before": before,
+                                       "worker_peak_rss_mb": self._worker_peak_rss_mb()}
+            console.print(f"worker peak resident memory while training: {summary['worker_peak_rss_mb']} MB")
             if task.status.value != "done":
                 console.print(f"[red]fine-tuning ended {task.status.value}: {task.detail}[/]")
                 return summary
@@ -309,36 +319,9 @@ class Demo:
                 console.print(f"[yellow]not deployed: {result.get('deploy_reason') or 'no reindex queued'}[/]")
             after = self._evaluate_blue(db, settings, dataset)
             summary["test_after"] = after
-            self._print_summary(db, result, before, after)
+            print_summary(console, db, result, before, after)
             summary["seconds"] = round(time.perf_counter() - started, 1)
             console.print(f"done in {summary['seconds']} s; everything is under {self.workdir}")
             return summary
         finally:
             self._stop()
-
-    def _print_summary(self, db, result: dict[str, Any], before: dict[str, float], after: dict[str, float]) -> None:
-        from dao.blue_pointer import BluePointers
-
-        held_before = result.get("metrics_before") or {}
-        held_after = result.get("metrics_after") or {}
-        table = Table(title="quality before → after")
-        table.add_column("metric")
-        table.add_column("before", justify="right")
-        table.add_column("after", justify="right")
-        table.add_column("change", justify="right")
-        for name in sorted(set(held_before) & set(held_after)):
-            if isinstance(held_before[name], (int, float)) and isinstance(held_after[name], (int, float)):
-                table.add_row(f"held-out sessions · {name}", f"{held_before[name]:.4f}", f"{held_after[name]:.4f}",
-                              f"{held_after[name] - held_before[name]:+.4f}")
-        for name in ("ndcg@10", "mrr@10", "recall@100"):
-            if name in before and name in after:
-                table.add_row(f"test queries (blue index) · {name}", f"{before[name]:.4f}", f"{after[name]:.4f}",
-                              f"{after[name] - before[name]:+.4f}")
-        console.print(table)
-        pointer = BluePointers(db).get()
-        if pointer is not None:
-            console.print(f"blue: collection [bold]{pointer.collection}[/] · model {pointer.model_ref}"
-                          f"{f' · {pointer.model_uri}' if pointer.model_uri else ''} · {pointer.item_count} items")
-        if result.get("registered_model_name"):
-            console.print(f"registered model: {result['registered_model_name']} v{result.get('registered_model_version')}"
-                          f" · best run {result.get('best_run_id')}")

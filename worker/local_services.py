@@ -83,6 +83,11 @@ class LocalProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
 
+    def peak_rss_mb(self) -> float | None:
+        """The highest resident-memory high-water mark (``VmHWM``) of this process and its
+        descendants, in MiB: e.g. the Dramatiq worker process that trained. None off Linux."""
+        return _tree_peak_rss_mb(self.process.pid)
+
     def log_tail(self, chars: int = 4000) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-chars:]
@@ -94,6 +99,22 @@ class LocalProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _tree_peak_rss_mb(pid: int) -> float | None:
+    peaks: list[float] = []
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        proc = Path("/proc") / str(current)
+        try:
+            status = (proc / "status").read_text()
+            for task in (proc / "task").iterdir():
+                pending += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        peaks += [int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:")]
+    return round(max(peaks), 1) if peaks else None
 
 
 def start_process(
