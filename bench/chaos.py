@@ -1,25 +1,32 @@
 """A bounded, self-stopping fault campaign against the task lifecycle, on local processes only.
 
     python bench/chaos.py --faults 1000                       # the benchmark
-    python bench/chaos.py --faults 50 --gap-s 0.3:1.2          # the short run the test suite makes
+    python bench/chaos.py --faults 50 --gap-s 0.2:0.8 --seed 1  # the short run tests/test_chaos.py makes
 
 It starts its OWN services — an nx-27017 server on a data file, a ``redis-server`` on a free port
-(append-only file, fsync always; never the machine's shared Redis), optionally an MLflow server —
-and ``--workers`` ``clicktune worker`` processes with short leases. A feeder keeps ``--in-flight``
+(append-only file, fsync always; never the machine's shared Redis), an MLflow server on a free port,
+and a fresh PostgreSQL database ``clicktune_chaos_<pid>`` (on the machine's server, ``--pg-admin-dsn``,
+default 127.0.0.1:5432 as user postgres) holding one small table, dropped at the end — and
+``--workers`` ``clicktune worker`` processes with short leases. A feeder keeps ``--in-flight``
 ``probe`` tasks (``--task-s`` seconds each) queued or running, each enqueued with an idempotency key
-and re-enqueued with the same key until the enqueue call succeeds (what a client does). Meanwhile
-the campaign injects ``--faults`` faults, one every ``--gap-s`` seconds, chosen from ``--kinds``:
+and re-enqueued with the same key until the enqueue call succeeds (what a client does). A share of
+the probes depends on the two other services (each drawn independently): ``--pg-share`` (default
+half) read rows of the campaign's table on a PostgreSQL connection they hold through their sleep,
+``--mlflow-share`` (default half) log a one-metric MLflow run at the end (``pg_table`` /
+``mlflow_experiment``, worker/jobs/probe_job.py); such a task cannot finish while its service is
+down or after its connection was killed: the attempt fails as an infrastructure error and is retried.
+Meanwhile the campaign injects ``--faults`` faults, one every ``--gap-s`` seconds, chosen from
+``--kinds``:
 
 - ``kill9``:   SIGKILL of a worker's whole process group at a random moment; a replacement starts;
 - ``sigstop``: SIGSTOP of a worker past its lease (``lease + 1 s``), then SIGCONT;
 - ``redis``:   SIGTERM of the campaign's Redis and a restart on the same port and data;
 - ``mongo``:   SIGTERM of nx-27017 and a restart on the same port and data file;
-- ``mlflow``:  stop and restart of the MLflow server (``--mlflow``; probe tasks do not use MLflow,
-  so this only checks that a worker does not care).
-
-PostgreSQL connection kills are not part of it: probe tasks hold no PostgreSQL connection, and the
-campaign must not terminate anybody else's backends. The PostgreSQL loader's own tests kill its
-backend with ``pg_terminate_backend`` (tests/test_loaders_pgsql.py).
+- ``pg``:      ``pg_terminate_backend`` of every backend of the campaign's OWN database (the probes'
+  connections; the filter is the database name, so nobody else's backend is touched);
+- ``mlflow``:  SIGTERM of the campaign's MLflow server and a restart on the same port and store. The
+  restart runs in the background (a server takes seconds to start), so the campaign keeps injecting
+  other faults meanwhile; no second ``mlflow`` fault is chosen until the server answers again.
 
 After the last fault every service is brought back, stopped workers continued, and the campaign
 waits (``--drain-s``) until every task is terminal. It prints one JSON object:
@@ -42,6 +49,9 @@ waits (``--drain-s``) until every task is terminal. It prints one JSON object:
 - ``recovery_s``: per fault, the time from the fault until every task that was unfinished at that
   moment had finished (p50 / p99 / max; tasks that never finished are left out — they are counted
   as lost or stuck), and how many faults had no such task;
+- ``services``: for ``pg`` and ``mlflow``: tasks that asked for the service, tasks done with it
+  (rows read / a run logged), attempts the service ended (``probe_executions.failed_on``), and
+  ``pg_backends_terminated`` / ``mlflow_runs_in_server`` (runs the server holds at the end);
 - ``seconds``: wall time; ``worker_restarts``; ``enqueue_retries``.
 
 Exit code 0 when lost = stuck = concurrent_duplicates = 0, else 1.
@@ -67,9 +77,14 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from psycopg2.extensions import make_dsn  # noqa: E402
+
 from worker.local_services import LocalProcess, free_port, port_answers, start_mlflow_server, start_mongo_wire  # noqa: E402
 
-KINDS = ("kill9", "sigstop", "redis", "mongo")
+KINDS = ("kill9", "sigstop", "redis", "mongo", "pg", "mlflow")
+PG_ADMIN_DSN = "host=127.0.0.1 port=5432 dbname=postgres user=postgres"
+PG_TABLE = "probe_rows"  # the campaign database's one table (what pg_table probes read)
+MLFLOW_EXPERIMENT = "chaos-probe"
 UNFINISHED = ["pending", "processing"]  # TaskStatus values that are not terminal
 LIFECYCLE_ENV = {
     "CLICKTUNE_LEASE_SECONDS": "3",
@@ -165,6 +180,12 @@ class Campaign:
         self.mongo: LocalProcess | None = None
         self.mongo_port = free_port()
         self.mlflow: LocalProcess | None = None
+        self.mlflow_port = free_port()
+        self.mlflow_restarting: threading.Thread | None = None
+        self.mlflow_start_s: list[float] = []
+        self.pg_db = f"clicktune_chaos_{os.getpid()}"
+        self.pg_created = False
+        self.pg_backends_terminated = 0
         self.lease_s = float(LIFECYCLE_ENV["CLICKTUNE_LEASE_SECONDS"])
         self.boot_s: float | None = None
 
@@ -188,6 +209,66 @@ class Campaign:
     def start_mongo(self) -> None:
         self.mongo = start_mongo_wire(self.root / "mongo.sqlite", port=self.mongo_port)
 
+    def start_mlflow(self) -> None:
+        started = time.monotonic()
+        self.mlflow = start_mlflow_server(self.root / "mlflow", port=self.mlflow_port)
+        self.mlflow_start_s.append(time.monotonic() - started)
+
+    def restart_mlflow_in_background(self) -> None:
+        """Stop the MLflow server now; start it again in a thread (it takes seconds to answer)."""
+        if self.mlflow is not None:
+            self.mlflow.stop()
+        self.mlflow_restarting = threading.Thread(target=self.start_mlflow, name="mlflow-restart", daemon=True)
+        self.mlflow_restarting.start()
+
+    def mlflow_up(self) -> bool:
+        return self.mlflow is not None and self.mlflow.alive() and (
+            self.mlflow_restarting is None or not self.mlflow_restarting.is_alive())
+
+    def _pg_admin(self, dbname: str | None = None):
+        import psycopg2
+
+        conn = psycopg2.connect(self.args.pg_admin_dsn, **({"dbname": dbname} if dbname else {}))
+        conn.autocommit = True
+        return conn
+
+    def create_pg_database(self) -> None:
+        """The campaign's own database with one small table (``PG_TABLE``)."""
+        from psycopg2 import sql
+
+        conn = self._pg_admin()
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.pg_db)))
+        conn.close()
+        self.pg_created = True
+        conn = self._pg_admin(self.pg_db)
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("CREATE TABLE {} (id integer PRIMARY KEY, text text NOT NULL)").format(sql.Identifier(PG_TABLE)))
+            cur.execute(sql.SQL("INSERT INTO {} SELECT i, 'row ' || i FROM generate_series(1, 20) AS i").format(sql.Identifier(PG_TABLE)))
+        conn.close()
+
+    def drop_pg_database(self) -> None:
+        from psycopg2 import sql
+
+        if not self.pg_created:
+            return
+        conn = self._pg_admin()
+        with conn.cursor() as cur:  # WITH (FORCE) ends the backends of this database only
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.pg_db)))
+        conn.close()
+        self.pg_created = False
+
+    def kill_pg_backends(self) -> int:
+        """``pg_terminate_backend`` of every backend connected to the campaign's database (and to no
+        other database), except the one asking."""
+        conn = self._pg_admin()
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = %s AND pid <> pg_backend_pid()", (self.pg_db,))
+            killed = int(cur.fetchone()[0])
+        conn.close()
+        return killed
+
     def _wait_port(self, port: int, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while not port_answers(port):
@@ -203,7 +284,9 @@ class Campaign:
             "CLICKTUNE_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
             "CLICKTUNE_REDIS_NAMESPACE": "clicktune-chaos",
             "CLICKTUNE_BROKER": "redis",
-            "CLICKTUNE_MLFLOW_TRACKING_URI": self.mlflow.url if self.mlflow else "",
+            "CLICKTUNE_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{self.mlflow_port}",
+            "CLICKTUNE_PG_DSN": make_dsn(self.args.pg_admin_dsn, dbname=self.pg_db),
+            "CLICKTUNE_LOADER_ALLOWED_TABLES": PG_TABLE,
             "PYTHONUNBUFFERED": "1",
             **LIFECYCLE_ENV,
         }
@@ -242,9 +325,14 @@ class Campaign:
                 continue
             key = f"chaos-{number}"
             seconds = round(rng.uniform(*self.args.task_s), 2)
+            touches = {}
+            if rng.random() < self.args.pg_share:
+                touches["pg_table"] = PG_TABLE
+            if rng.random() < self.args.mlflow_share:
+                touches["mlflow_experiment"] = MLFLOW_EXPERIMENT
             while not self.stopping.is_set():
                 try:
-                    task_id = client.enqueue_probe(seconds, idempotency_key=key)
+                    task_id = client.enqueue_probe(seconds, idempotency_key=key, **touches)
                     break
                 except Exception:
                     self.enqueue_retries += 1
@@ -268,10 +356,12 @@ class Campaign:
         kinds = list(self.args.kinds)
         if not self._victims():
             kinds = [kind for kind in kinds if kind not in ("kill9", "sigstop")] or kinds
+        if not self.mlflow_up():
+            kinds = [kind for kind in kinds if kind != "mlflow"] or kinds
         return self.rng.choice(kinds)
 
     def inject(self, kind: str) -> None:
-        if kind in ("kill9", "sigstop") and not self._victims():
+        if kind in ("kill9", "sigstop") and not self._victims() or kind == "mlflow" and not self.mlflow_up():
             return
         self.faults.append((kind, _now()))
         if kind == "kill9":
@@ -294,31 +384,30 @@ class Campaign:
             self.mongo.stop()
             time.sleep(self.rng.uniform(0.0, 0.5))
             self.start_mongo()
+        elif kind == "pg":
+            self.pg_backends_terminated += self.kill_pg_backends()
         elif kind == "mlflow":
-            assert self.mlflow is not None
-            port = self.mlflow.port
-            self.mlflow.stop()
-            self.mlflow = start_mlflow_server(self.root / "mlflow", port=port)
+            self.restart_mlflow_in_background()
         else:
             raise ValueError(f"unknown fault kind {kind!r}")
 
     # ------------------------------------------------------------------ run
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
-        self.start_redis()
-        self.start_mongo()
-        if "mlflow" in self.args.kinds:
-            self.mlflow = start_mlflow_server(self.root / "mlflow")
-        for _ in range(self.args.workers):
-            self.start_worker()
-        client = self.client()
-        dao = client.dao("probe")
-        self.feeding.set()
-        feeder = threading.Thread(target=self.feed, name="feeder", daemon=True)
-        feeder.start()
         try:
+            self.start_redis()
+            self.start_mongo()
+            self.create_pg_database()
+            self.restart_mlflow_in_background()  # the first start, while the workers boot
+            for _ in range(self.args.workers):
+                self.start_worker()
+            client = self.client()
+            dao = client.dao("probe")
+            self.feeding.set()
+            feeder = threading.Thread(target=self.feed, name="feeder", daemon=True)
+            feeder.start()
             boot_deadline = time.monotonic() + 300
-            while not any(w.ready() for w in self.workers) and time.monotonic() < boot_deadline:
+            while not (any(w.ready() for w in self.workers) and self.mlflow_up()) and time.monotonic() < boot_deadline:
                 time.sleep(0.2)
             self.boot_s = round(time.monotonic() - started, 1)
             deadline = started + self.args.max_seconds
@@ -341,6 +430,10 @@ class Campaign:
             self.start_redis()
         if self.mongo is None or not self.mongo.alive():
             self.start_mongo()
+        if self.mlflow_restarting is not None:
+            self.mlflow_restarting.join()
+        if not self.mlflow_up():
+            self.start_mlflow()
         for worker in self.workers:
             worker.signal(signal.SIGCONT)
         self.workers = [w for w in self.workers if w.alive()]
@@ -359,7 +452,8 @@ class Campaign:
 
     def _report(self, client, drained: bool, seconds: float) -> dict[str, Any]:
         db = client.dao("probe").collection.database
-        tasks = {doc["_id"]: doc for doc in db["probe_tasks"].find({}, {"status": 1, "created_at": 1, "finished_at": 1, "seconds": 1})}
+        tasks = {doc["_id"]: doc for doc in db["probe_tasks"].find({}, {
+            "status": 1, "created_at": 1, "finished_at": 1, "seconds": 1, "pg_table": 1, "mlflow_experiment": 1, "result": 1})}
         statuses = Counter(doc["status"] for doc in tasks.values())
         executions: dict[str, list[dict]] = {}
         for execution in db["probe_executions"].find({}, {"_id": 0}):
@@ -382,6 +476,7 @@ class Campaign:
             "results_dropped_after_lease_loss": self._count_in_logs(b"finished after its lease was lost"),
             "resent_by_sweep": self._count_in_logs(b"with no claim -> re-sent"),
             "executions": sum(len(runs) for runs in executions.values()),
+            "services": self._services(tasks.values(), executions.values()),
             "recovery_s": {"p50": _percentile(recovery, 0.5), "p99": _percentile(recovery, 0.99),
                            "max": round(max(recovery), 3) if recovery else None, "faults_measured": len(recovery),
                            "faults_without_unfinished_tasks": untouched},
@@ -389,11 +484,42 @@ class Campaign:
             "worker_restarts": self.worker_restarts,
             "enqueue_retries": self.enqueue_retries,
             "seconds": round(seconds, 1),
-            "first_worker_ready_s": self.boot_s,
+            "ready_s": self.boot_s,  # until one worker had booted and MLflow answered: the first fault waits for both
             "settings": {"workers": self.args.workers, "in_flight": self.args.in_flight, "task_s": self.args.task_s,
                          "gap_s": self.args.gap_s, "kinds": self.args.kinds, "seed": self.args.seed,
+                         "pg_share": self.args.pg_share, "mlflow_share": self.args.mlflow_share,
                          "lease_s": self.lease_s},
         }
+
+    def _services(self, tasks, executions) -> dict[str, Any]:
+        """What the probes did with PostgreSQL and MLflow (see the module docstring, ``services``)."""
+        tasks, attempts = list(tasks), [run for runs in executions for run in runs]
+        done = [doc for doc in tasks if doc["status"] == "done"]
+        return {
+            "pg": {"tasks": sum(1 for doc in tasks if doc.get("pg_table")),
+                   "done_with_rows_read": sum(1 for doc in done if (doc.get("result") or {}).get("pg_rows_read")),
+                   "attempts_ended_by_pg": sum(1 for run in attempts if run.get("failed_on") == "pg"),
+                   "pg_backends_terminated": self.pg_backends_terminated},
+            "mlflow": {"tasks": sum(1 for doc in tasks if doc.get("mlflow_experiment")),
+                       "done_with_run_logged": sum(1 for doc in done if (doc.get("result") or {}).get("mlflow_run_id")),
+                       "attempts_ended_by_mlflow": sum(1 for run in attempts if run.get("failed_on") == "mlflow"),
+                       "mlflow_runs_in_server": self._mlflow_runs(),
+                       "server_start_s": {"p50": _percentile(self.mlflow_start_s, 0.5),
+                                          "max": round(max(self.mlflow_start_s), 1) if self.mlflow_start_s else None}},
+        }
+
+    def _mlflow_runs(self) -> int:
+        """Runs of ``MLFLOW_EXPERIMENT`` the campaign's MLflow server holds (-1 if it cannot say)."""
+        try:
+            from mlflow import MlflowClient
+
+            client = MlflowClient(tracking_uri=f"http://127.0.0.1:{self.mlflow_port}")
+            experiment = client.get_experiment_by_name(MLFLOW_EXPERIMENT)
+            if experiment is None:
+                return 0
+            return len(client.search_runs([experiment.experiment_id], max_results=50_000))
+        except Exception:
+            return -1
 
     def _held_by_dead_workers(self, task_ids: set[str]) -> int:
         """How many of ``task_ids`` have their broker message in the unacknowledged set of a worker
@@ -429,8 +555,14 @@ class Campaign:
         for worker in self.workers:
             worker.stop()
         self.workers.clear()
+        if self.mlflow_restarting is not None:
+            self.mlflow_restarting.join(timeout=200)
         if self.mlflow is not None:
             self.mlflow.stop()
+        try:
+            self.drop_pg_database()
+        except Exception as exc:  # report it, but stop the other services anyway
+            print(f"could not drop database {self.pg_db}: {type(exc).__name__}: {exc}", file=sys.stderr)
         if self.mongo is not None:
             self.mongo.stop()
         self.stop_redis()
@@ -484,7 +616,7 @@ def _pair(text: str) -> tuple[float, float]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--faults", type=int, default=1000, help="faults to inject (default 1000)")
-    parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated fault kinds (default {','.join(KINDS)}; also mlflow)")
+    parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated fault kinds (default {','.join(KINDS)})")
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--in-flight", type=int, default=6, help="unfinished tasks the feeder keeps")
     parser.add_argument("--task-s", type=_pair, default=(0.2, 1.5), help="probe duration range LOW:HIGH")
@@ -492,9 +624,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--drain-s", type=float, default=150.0, help="wait for every task to end after the last fault")
     parser.add_argument("--max-seconds", type=float, default=6 * 3600, help="stop injecting after this long")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pg-share", type=float, default=0.5, help="share of probes that read PostgreSQL rows")
+    parser.add_argument("--mlflow-share", type=float, default=0.5, help="share of probes that log an MLflow run")
+    parser.add_argument("--pg-admin-dsn", default=PG_ADMIN_DSN, help="PostgreSQL server the campaign creates "
+                        "its database on (a superuser; never printed)")
     args = parser.parse_args(argv)
     args.kinds = [kind for kind in args.kinds.split(",") if kind]
-    unknown = set(args.kinds) - set(KINDS) - {"mlflow"}
+    unknown = set(args.kinds) - set(KINDS)
     if unknown:
         parser.error(f"unknown fault kinds {sorted(unknown)}")
     return args

@@ -180,7 +180,7 @@ def check_created_at(moment: datetime, limits: ClickstreamLimits, where: str = "
 def validation_reason(error: ValidationError, prefix: str = "") -> str:
     """A pydantic error as a short reason: up to three ``field: message`` parts, no input values."""
     parts = []
-    for item in error.errors()[:3]:
+    for item in error.errors(include_url=False, include_input=False)[:3]:
         where = ".".join(str(p) if isinstance(p, int) else short(p) for p in item["loc"]) or "record"
         parts.append(f"{where}: {item['msg']}")
     more = f" (+{error.error_count() - 3} more)" if error.error_count() > 3 else ""

@@ -207,13 +207,21 @@ class ProbeRequest(TaskRequest):
     """Diagnostic task: sleeps ``seconds`` in small steps, reporting progress and honouring cancel.
 
     ``refuse`` makes it end ``refused`` with that detail; ``fail_times`` makes its first N attempts
-    raise an infrastructure error (to exercise retries). Used by lifecycle tests and benchmarks.
+    raise an infrastructure error (to exercise retries). ``pg_table`` makes it depend on PostgreSQL
+    (a few rows read at the start and at the end of its sleep, on one connection held throughout;
+    the database is the worker's ``CLICKTUNE_PG_DSN``, the table must be in its allow-list);
+    ``mlflow_experiment`` makes it log a one-metric run to MLflow at the end. Used by lifecycle
+    tests and benchmarks (bench/chaos.py).
     """
 
     seconds: float = Field(0.0, ge=0, le=24 * 3600)
     step_s: float = Field(0.05, gt=0, le=10)
     refuse: str | None = None
     fail_times: int = Field(0, ge=0)
+    pg_table: str | None = Field(None, min_length=1, max_length=200, description="Table (or schema.table) "
+                                 "of the worker's PostgreSQL database to read; names no DSN, only a table.")
+    mlflow_experiment: str | None = Field(None, min_length=1, max_length=200,
+                                          description="Experiment to log a one-metric run into.")
 
 
 class FineTuningResult(BaseModel):

@@ -167,3 +167,12 @@ def test_version_and_help_texts_in_plain_words():
         result = invoke(*path, "--help")
         assert result.exit_code == 0, (path, result.output)
         assert "``" not in result.output and ":class:" not in result.output, (path, result.output)
+
+
+def test_index_scan_directory_outside_the_allowed_roots_is_a_usage_error(cli_env, tmp_path):
+    (tmp_path / "items").mkdir()
+    cli_env(CLICKTUNE_LOADER_ALLOWED_ROOTS=str(tmp_path / "items"))
+    result = invoke("index", "--model", MODEL, "--items-config",
+                    '{"loader": {"source": "local_file", "root_dir": "/etc"}, "scan_directory": true}')
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "CLICKTUNE_LOADER_ALLOWED_ROOTS" in " ".join(result.output.split()), result.output

@@ -66,3 +66,12 @@ def test_probe_and_watch_until_done(cli_env, start_worker):
     watched = invoke("status", task_id, "--watch", "--interval", "0.1")
     assert watched.exit_code == 0, watched.output
     assert "done" in watched.output and task_id in watched.output
+
+
+def test_probe_can_ask_for_postgresql_and_mlflow_work(cli_env, clicktune_client):
+    enqueued = invoke("probe", "--seconds", "0", "--pg-table", "public.items", "--mlflow-experiment", "probes")
+    assert enqueued.exit_code == 0, enqueued.output
+    task = clicktune_client.status(enqueued.output.strip())
+    assert (task.pg_table, task.mlflow_experiment) == ("public.items", "probes")
+    plain = clicktune_client.status(invoke("probe", "--seconds", "0").output.strip())
+    assert (plain.pg_table, plain.mlflow_experiment) == (None, None)

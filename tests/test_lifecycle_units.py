@@ -38,6 +38,30 @@ def test_redaction_removes_credentials():
     assert detail.startswith("ConnectionError: refused by mongodb://***@db.internal") and len(detail) <= 2000
 
 
+def test_a_validation_error_detail_names_fields_and_reasons_never_the_rejected_values():
+    from pydantic import BaseModel, ConfigDict, ValidationError
+
+    from worker.jobs.fine_tuning.items import create_task_loader
+    from worker.lifecycle import TaskRefused
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        batch_size: int = 1
+
+    secret = "Hunter2-0f9c"
+    with pytest.raises(ValidationError) as raised:
+        Options.model_validate({"batch_size": f"{secret}-a", "hint": f"{secret}-b"})
+    assert secret in str(raised.value)  # pydantic's own text echoes the inputs
+    detail = safe_detail(raised.value)
+    assert secret not in detail and detail.startswith("ValidationError: batch_size: Input should be a valid integer")
+    assert "hint: Extra inputs are not permitted" in detail
+
+    # e.g. a fine-tuning task's loader config with a credential put in a field that does not exist
+    with pytest.raises(TaskRefused) as refused:
+        create_task_loader({"source": "local_file", "root_dir": "/data", "credentials": secret})
+    assert secret not in refused.value.detail and "credentials: Extra inputs are not permitted" in refused.value.detail
+
+
 def test_error_detail_never_carries_the_mongo_password(mongo_db):
     settings = fast_settings(max_retries=0)
     dao = TasksDAO.for_kind(mongo_db, "probe")

@@ -180,10 +180,11 @@ def test_bad_requests_are_errors_at_enqueue_or_refused_and_the_worker_keeps_runn
     # A document that bypassed the client (old version, manual insert) is refused by the worker.
     stored = clicktune_client.dao("fine_tuning").create(
         {"embedding_model_id": RUN_ID, "batch_id": "b1"}, max_attempts=3).task
-    clicktune_client.db["fine_tuning_tasks"].update_one({"_id": stored.id}, {"$set": {"options": {"nope": 1}}})
+    clicktune_client.db["fine_tuning_tasks"].update_one({"_id": stored.id}, {"$set": {"options": {"nope": "Hunter2-77aa"}}})
     clicktune_client.send("fine_tuning", stored.id)
     refused = clicktune_client.wait(stored.id, timeout=30)
     assert refused.status is TaskStatus.refused and "nope" in refused.detail and refused.attempt == 1
+    assert "Hunter2-77aa" not in refused.detail  # the field is named, its value is not echoed
 
     # A job that refuses its input is not retried.
     probe_id = clicktune_client.enqueue_probe(0.0, refuse="batch b7 has no clicks")

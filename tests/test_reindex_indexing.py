@@ -58,3 +58,28 @@ def test_items_config_sources(tmp_path):
         ItemsConfig(loader=loader)  # no item source
     with pytest.raises(ValueError):
         ItemsConfig(loader=loader, items=[], scan_directory=True)  # two sources
+
+
+def test_scan_directory_is_confined_to_the_allowed_roots(tmp_path, monkeypatch):
+    from loaders.errors import SourceConfigError
+
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    for directory in (allowed, outside):
+        (directory / "sub").mkdir(parents=True)
+        (directory / "sub" / "a.txt").write_text("a")
+    monkeypatch.setenv("CLICKTUNE_LOADER_ALLOWED_ROOTS", str(allowed))
+
+    def scan(root) -> list:
+        return list(ItemsConfig(loader={"source": "local_file", "root_dir": str(root)}, scan_directory=True).iter_items())
+
+    assert [(i.object_id, i.meta) for i in scan(allowed / "sub")] == [("a", {"path": "a.txt"})]
+    for root in (outside, allowed / ".." / "outside", "/"):
+        with pytest.raises(SourceConfigError, match="CLICKTUNE_LOADER_ALLOWED_ROOTS"):
+            scan(root)
+    (outside / "link").symlink_to(allowed)  # a symlink into an allowed root is judged by its target
+    assert len(scan(outside / "link")) == 1
+    (allowed / "escape").symlink_to(outside)  # and one out of it is refused
+    with pytest.raises(SourceConfigError, match="CLICKTUNE_LOADER_ALLOWED_ROOTS"):
+        scan(allowed / "escape")
+    with pytest.raises(SourceConfigError, match="not a directory"):
+        scan(allowed / "sub" / "a.txt")

@@ -40,6 +40,7 @@ from dao.task_documents import (
 )
 from dao.task_recovery import resend_fields
 from dao.tasks import CreateResult, TasksDAO
+from worker.lifecycle.errors import describe_validation_error
 from worker.lifecycle.middleware import resend_grace_s
 from worker.settings import Settings, get_settings
 
@@ -50,15 +51,6 @@ class InvalidRequest(ValueError):
 
 class TaskNotFound(KeyError):
     """No task with this id (in the given kind, or in any kind)."""
-
-
-def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
-    """``"field.path: reason; …"`` without the input values (a value may be a secret put in the wrong field)."""
-    problems = []
-    for error in exc.errors(include_url=False, include_input=False, include_context=False):
-        location = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
-        problems.append(f"{location}: {error['msg']}" if location else error["msg"])
-    return "; ".join(problems)
 
 
 def _check_loader(kind: str, request: TaskRequest) -> None:

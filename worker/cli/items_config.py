@@ -16,7 +16,10 @@ class ItemsConfig(BaseModel):
     ``loader`` is a loader config (``loaders.create_loader``); the items come from exactly one of
     ``items`` (inline), ``items_file`` (JSON lines ``{"object_id", "meta"}``) or
     ``scan_directory: true`` (every file under a ``local_file`` loader's ``root_dir``:
-    ``object_id`` = file name without extension, ``meta = {"path": <relative path>}``).
+    ``object_id`` = file name without extension, ``meta = {"path": <relative path>}``). The scanned
+    directory is confined like the loader's: it must be inside ``CLICKTUNE_LOADER_ALLOWED_ROOTS``
+    (:meth:`loaders.settings.LoaderSettings.check_root`), else
+    :class:`~loaders.errors.SourceConfigError`.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -53,7 +56,12 @@ class ItemsConfig(BaseModel):
             root = self.loader.get("root_dir") or self.loader.get("root")
             if not root:
                 raise ValueError("scan_directory needs a local_file loader with root_dir")
-            base = Path(root)
+            from loaders.errors import SourceConfigError
+            from loaders.settings import LoaderSettings
+
+            base = LoaderSettings().check_root(root)
+            if not base.is_dir():
+                raise SourceConfigError(f"scan_directory: root_dir {ascii(str(root))[:120]} is not a directory")
             for path in sorted(p for p in base.rglob(self.pattern) if p.is_file()):
                 relative = path.relative_to(base).as_posix()
                 yield ItemRef(object_id=path.stem, meta={"path": relative})

@@ -40,12 +40,14 @@ def index(
 
     console = Console()
     settings = get_settings()
+    from loaders.errors import SourceConfigError
+
     try:
         config = ItemsConfig.parse(items_config)
         model_ref = ModelRef.parse(model)
-    except ValueError as exc:
+        refs = list(config.iter_items())  # scan_directory: refused outside the allowed roots
+    except (ValueError, SourceConfigError) as exc:
         raise typer.BadParameter(str(exc)) from None
-    refs = list(config.iter_items())
     if not refs:
         raise typer.BadParameter("the items config lists no items")
     console.print(f"loading model [bold]{model_ref}[/]")

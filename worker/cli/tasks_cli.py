@@ -7,6 +7,7 @@
     clicktune restart TASK_ID
     clicktune worker --processes 1 --threads 2
     clicktune probe --seconds 3 --wait
+    clicktune probe --pg-table items --mlflow-experiment probes --wait   # also reach PostgreSQL and MLflow
 
 Settings come from ``CLICKTUNE_*`` environment variables (see ``worker/settings.py``).
 Exit codes: 0 ok, 1 task not found / not allowed (``status --watch``: the task did not end ``done``),
@@ -237,9 +238,13 @@ def probe(
     seconds: float = typer.Option(1.0, help="How long the diagnostic task sleeps."),
     idempotency_key: Optional[str] = typer.Option(None),
     wait: bool = typer.Option(False, "--wait", help="Watch it until it ends."),
+    pg_table: Optional[str] = typer.Option(None, help="Also read a few rows of this table of the workers' "
+                                           "PostgreSQL database (CLICKTUNE_PG_DSN; the table must be allowed)."),
+    mlflow_experiment: Optional[str] = typer.Option(None, help="Also log a one-metric run into this MLflow experiment."),
 ) -> None:
     """Enqueue a diagnostic probe task (sleeps, reports progress, honours cancel)."""
-    task_id = _client().enqueue_probe(seconds, idempotency_key=idempotency_key)
+    services = {name: value for name, value in (("pg_table", pg_table), ("mlflow_experiment", mlflow_experiment)) if value}
+    task_id = _client().enqueue_probe(seconds, idempotency_key=idempotency_key, **services)
     console.print(task_id, highlight=False)
     if wait:
         status(task_id, kind="probe", watch=True, as_json=False, interval=0.25)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from dao.task_documents import bounded_detail
 from finetuning.redaction import redact
@@ -47,8 +47,18 @@ def redacted_detail(text: str, secrets: Iterable[SecretStr | str | None] = ()) -
     return bounded_detail(redact(text, secrets)) or ""
 
 
+def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """``"field.path: reason; …"`` without the input values (a value may be a secret put in the wrong field)."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        location = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
+        problems.append(f"{location}: {error['msg']}" if location else error["msg"])
+    return "; ".join(problems)
+
+
 def safe_detail(exc: BaseException, secrets: Iterable[SecretStr | str | None] = ()) -> str:
-    """``"ErrorType: message"``, redacted and bounded — what goes into a task's ``detail``."""
-    message = str(exc).strip()
+    """``"ErrorType: message"``, redacted and bounded — what goes into a task's ``detail``. A pydantic
+    ``ValidationError`` is described by field and reason only: its own text echoes the rejected values."""
+    message = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc).strip()
     text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     return bounded_detail(redact(text, secrets)) or ""
