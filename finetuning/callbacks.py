@@ -150,7 +150,8 @@ class KeepBestWeights(pl.Callback):
         value = metrics.get(self.monitor)
         if value is not None:
             per_query = getattr(pl_module, "last_validation_per_query", {}).get(self.monitor)
-            self.consider(float(value), pl_module.model, trainer.global_step, metrics, per_query)
+            step = getattr(pl_module, "optimizer_steps", trainer.global_step)
+            self.consider(float(value), pl_module.model, step, metrics, per_query)
 
     def consider(
         self,

@@ -293,10 +293,15 @@ class EmbeddingsFineTuner(pl.LightningModule):
         self.last_validation_per_query = per_query
         return results
 
+    @property
+    def optimizer_steps(self) -> int:
+        """Training steps so far: Lightning counts each optimizer's step, two a batch for separate towers."""
+        return self.global_step // (1 if self.model.same_query_and_items else 2)
+
     def on_validation_epoch_end(self) -> float:
         """Log ``val_loss`` (the mean over the validation batches) and every metric; returns the mean loss."""
         results = self._validation_results()
-        step = self.global_step
+        step = self.optimizer_steps
         for name, value in results.items():
             self.log(name, value, prog_bar=name in ("val_loss", self.tracker.main_metric))
             if not math.isnan(value):

@@ -194,6 +194,20 @@ def test_fine_tune_learns_reports_progress_and_keeps_the_best(tiny_model_dir):
     assert reports[-1]["fraction"] is not None and 0 < reports[-1]["fraction"] <= 1
 
 
+def test_separate_towers_report_validation_at_training_steps(tiny_two_tower_dir):
+    """Lightning counts both optimizers' steps; validations and the keeper's choice count batches."""
+    items, sessions = synthetic_world(n_sessions=60)
+    train, test = TrainTestSplitter(0.3)(sessions_to_inputs(sessions))
+    tracker = InMemoryTracker()
+    outcome = fine_tune(load_model(tiny_two_tower_dir), train, test, ItemsSet(items), FineTuningParams(query_lr=1e-3),
+                        FineTuningSettings(batch_size=2, test_each_n_sessions=4, keep_start_beyond_se=0), tracker,
+                        accelerator="cpu", save_model=False)
+    val_steps = sorted({m.step for m in tracker.metrics if m.name == "val_ndcg@10"})
+    assert outcome.steps == math.ceil(len({i.query for i in train}) / 2)
+    assert val_steps[0] == 0 and val_steps[-1] == outcome.steps and len(val_steps) > 2, val_steps
+    assert outcome.best_step is not None and 0 <= outcome.best_step <= outcome.steps
+
+
 def test_stop_on_request_stops_cleanly(tiny_model_dir):
     items, sessions = synthetic_world(n_sessions=80)
     train, test = TrainTestSplitter(0.3)(sessions_to_inputs(sessions))
