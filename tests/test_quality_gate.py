@@ -3,12 +3,14 @@ means when a run recorded no per-query values."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
 import pytest
 
 from dao.task_documents import FineTuningOptions, QualityGateResult
+from finetuning.experiments.records import per_query_from_payload, per_query_payload
 from worker.jobs.fine_tuning.quality_gate import GATE_Z, MIN_GATE_QUERIES, paired_figures, quality_gate
 
 
@@ -122,3 +124,12 @@ def test_unknown_means_are_refused():
     assert quality_gate("val_x", float("nan"), 0.6).passed is False
     assert "no held-out val_x" in quality_gate("val_x", 0.5, None, per_query_before=[0.5] * 12,
                                                per_query_after=[0.6] * 12).reason
+
+
+def test_per_query_values_travel_as_a_run_artifact_document():
+    payload = json.loads(json.dumps(per_query_payload("val_ndcg@10", [0.5, 0.25], [0.75, 0.5])))
+    assert per_query_from_payload(payload, "val_ndcg@10") == ([0.5, 0.25], [0.75, 0.5])
+    assert per_query_from_payload(payload, "val_mrr@10") is None                 # another main metric
+    assert per_query_from_payload({**payload, "after": [0.1]}, "val_ndcg@10") is None  # do not pair up
+    assert per_query_from_payload({**payload, "after": [0.1, "x"]}, "val_ndcg@10") is None
+    assert per_query_from_payload(None, "val_ndcg@10") is None
