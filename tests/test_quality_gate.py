@@ -52,7 +52,7 @@ def test_clearly_better_passes_with_its_figures():
     assert decision.z == pytest.approx(mean / se) and decision.z >= 1.0
     assert decision.mean_difference == pytest.approx(decision.after - decision.before)
     assert f"{mean:+.4f} ± {se:.4f} (paired SE over 37 held-out queries)" in decision.reason
-    assert decision.reason.endswith("≥ 1 → deploy")
+    assert decision.reason.endswith("> 1 → deploy")
     assert f"candidate val_ndcg@10 {decision.after:.4f} vs start {decision.before:.4f}" in decision.reason
     # the figures fit the task document's model as they are
     assert QualityGateResult(**vars(decision)).n_queries == 37
@@ -66,7 +66,7 @@ def test_better_by_less_than_z_standard_errors_is_refused_with_the_figures():
     decision = gate(before, after)
     assert decision.passed is False and decision.n_queries == 40
     assert "within the noise of the start" in decision.reason and f"± {se:.4f}" in decision.reason
-    assert f"= {mean / se:.1f} SE < 1" in decision.reason
+    assert f"= {mean / se:.1f} SE ≤ 1" in decision.reason
     # z = 0 is today's "strictly better on average"
     assert gate(before, after, gate_z=0.0).passed is True
     # and a higher bar refuses what z = 1 lets through

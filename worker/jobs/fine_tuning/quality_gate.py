@@ -105,12 +105,12 @@ def quality_gate(metric: str, before: float | None, after: float | None, *, high
     if mean <= 0:
         return GateDecision(False, f"{head}: {measured} → does not beat the start", **base, **figures)
     if not mean > gate_z * se:
-        return GateDecision(False, f"{head}: {measured} < {gate_z:g} → within the noise of the start",
+        return GateDecision(False, f"{head}: {measured} ≤ {gate_z:g} → within the noise of the start",
                             **base, **figures)
     if mean < min_improvement:
-        return GateDecision(False, f"{head}: {measured} ≥ {gate_z:g}, but the gain is less than min_improvement "
+        return GateDecision(False, f"{head}: {measured} > {gate_z:g}, but the gain is less than min_improvement "
                             f"{min_improvement:g}", **base, **figures)
-    return GateDecision(True, f"{head}: {measured} ≥ {gate_z:g} → deploy", **base, **figures)
+    return GateDecision(True, f"{head}: {measured} > {gate_z:g} → deploy", **base, **figures)
 
 
 def _means_rule(metric: str, before: float, after: float, higher_is_better: bool, min_improvement: float,
