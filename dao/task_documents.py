@@ -156,6 +156,10 @@ class FineTuningOptions(BaseModel):
                                    "experiments + registered model); default: from the start model.")
     min_improvement: float = Field(0.0, ge=0, description="Quality gate: the candidate must beat the start "
                                    "model's held-out main metric by more than this to be deployed.")
+    min_gate_queries: int = Field(10, ge=2, description="Quality gate: distinct held-out queries needed to "
+                                  "deploy (their spread is the noise estimate).")
+    gate_z: float = Field(1.0, ge=0, description="Quality gate: the mean paired per-query gain must exceed this "
+                          "many standard errors (one-sided; 0 = strictly better).")
     text_fields: list[str] | None = Field(None, description="Item fields joined into the item text "
                                           "(default: title + text, see loaders.item_to_text).")
     max_seq_length: int | None = Field(None, ge=8, le=8192, description="Token limit of the text towers "
@@ -224,6 +228,25 @@ class ProbeRequest(TaskRequest):
                                           description="Experiment to log a one-metric run into.")
 
 
+class QualityGateResult(BaseModel):
+    """The quality gate's decision and its figures (``worker.jobs.fine_tuning.quality_gate``): ``rule``
+    ``paired`` (per held-out query) or ``means`` (fallback); differences are signed, > 0 favours the candidate."""
+
+    passed: bool
+    reason: str
+    metric: str | None = None
+    rule: str | None = None
+    before: float | None = None
+    after: float | None = None
+    n_queries: int | None = None
+    mean_difference: float | None = None
+    standard_error: float | None = None
+    z: float | None = None
+    gate_z: float | None = None
+    min_gate_queries: int | None = None
+    min_improvement: float | None = None
+
+
 class FineTuningResult(BaseModel):
     """What a finished fine-tuning task reports (in ``result``)."""
 
@@ -245,6 +268,7 @@ class FineTuningResult(BaseModel):
     trials_trained: int | None = None
     trials_skipped: int | None = None
     report_artifact: str | None = None
+    gate: QualityGateResult | None = None
 
 
 def task_document_model(request_model: type[TaskRequest]) -> type[TaskDocument]:

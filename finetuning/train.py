@@ -51,6 +51,9 @@ class TrainingOutcome:
     train_sessions: int
     model_saved: bool = False
     selection: str | None = None  # how KeepBestWeights chose between the best trained weights and the start
+    # the main metric per held-out query (same queries, same order) of the start and of the kept weights
+    per_query_before: list[float] | None = None
+    per_query_after: list[float] | None = None
 
     @property
     def improved(self) -> bool:
@@ -201,4 +204,6 @@ def fine_tune(
         train_sessions=len(examples),
         model_saved=model_saved,
         selection=keeper.decision,
+        per_query_before=keeper.start_per_query,
+        per_query_after=keeper.start_per_query if keeper.decision == "start kept" else keeper.candidate_per_query,
     )

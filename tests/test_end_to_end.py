@@ -38,6 +38,9 @@ from tests.polling import wait_for
 
 pytestmark = pytest.mark.slow
 
+#: Phrasings of a topic query (words the tiny model's vocabulary knows).
+PHRASINGS = ("{}", "the {}", "{} search", "what is {}")
+
 
 @pytest.fixture
 def e2e_settings(worker_settings, mlflow_server, tmp_path):
@@ -99,16 +102,18 @@ def test_scifact_clicks_through_worker_mlflow_and_the_quality_gate(scifact_dir, 
     reindex_tasks = clicktune_client.list_tasks("reindex")
     if not result.deployed:
         assert result.quality_gate_passed is False and result.reindex_task_id is None
-        assert "does not beat" in result.deploy_reason, result.deploy_reason
-        # the kept weights are the start, or trained weights within the held-out noise of it
-        # (KeepBestWeights' rule); either way they did not beat it, and nothing was deployed
-        assert result.metrics_after[main] <= result.metrics_before[main]
+        # the gate decided on the held-out queries paired (its figures are in the task document and
+        # the reason): too few of them, no gain, or a gain within their noise — nothing was deployed
+        gate = result.gate
+        assert gate.rule == "paired" and gate.passed is False and gate.reason in result.deploy_reason
+        assert gate.n_queries < gate.min_gate_queries or gate.mean_difference <= gate.gate_z * gate.standard_error, gate
         assert reindex_tasks == []
         pointer = BluePointers(mongo_db).get()
         assert pointer.collection == first.collection and pointer.model_ref == "base:all-MiniLM-L6-v2"
         assert_blue_finds_clicked_documents(store, pointer.collection, base, sessions)
         return
     assert result.metrics_after[main] > result.metrics_before[main]
+    assert result.gate.passed and result.gate.mean_difference > result.gate.gate_z * result.gate.standard_error
     assert [t.id for t in reindex_tasks] == [result.reindex_task_id]
     assert_deployed(clicktune_client, mongo_db, store, settings, result, task_id, line, first.collection,
                     {d: item_to_text(dataset.corpus[d]) for d in doc_ids}, base)
@@ -154,9 +159,13 @@ def assert_blue_finds_clicked_documents(store, collection, model, sessions, n: i
 def test_clicks_to_blue_with_a_model_that_learns(tmp_path, mongo_db, e2e_settings, start_worker, clicktune_client,
                                                  tiny_start_run):
     """The deploy path, reliably: a tiny random model (logged in MLflow) learns the synthetic topic world
-    within a few dozen steps, so the candidate beats it on held-out sessions and is deployed as blue."""
+    within a few dozen steps, so the candidate beats it on held-out sessions beyond their noise and is
+    deployed as blue. Each topic is searched in four phrasings (64 distinct queries, 16 held out): held-out
+    queries are new phrasings of topics trained under other ones, so what the model learns carries over."""
     settings = e2e_settings
-    items, records = clickstream_records(seed=9)
+    items, records = clickstream_records(n_sessions=320, seed=9)
+    for index, record in enumerate(records):
+        record["search_query"] = PHRASINGS[index % len(PHRASINGS)].format(record["search_query"])
     items_dir = write_items(tmp_path / "items", items)
     batch_id = ingest_and_release(mongo_db, records)
     loader = {"source": "local_file", "root_dir": str(items_dir)}
@@ -180,6 +189,12 @@ def test_clicks_to_blue_with_a_model_that_learns(tmp_path, mongo_db, e2e_setting
     assert result.deployed is True and result.quality_gate_passed is True, (result.deploy_reason, result.metrics_before,
                                                                             result.metrics_after)
     assert result.metrics_after[main] > result.metrics_before[main]
+    # the decision's figures in the task document: 16 held-out queries paired, a gain beyond one SE
+    gate = result.gate
+    assert gate.passed and gate.rule == "paired" and gate.n_queries == 16 and gate.min_gate_queries == 10
+    assert gate.mean_difference == pytest.approx(result.metrics_after[main] - result.metrics_before[main], abs=1e-9)
+    assert gate.z is None or gate.z >= gate.gate_z == 1.0
+    assert result.deploy_reason.endswith(gate.reason) and "(paired SE over 16 held-out queries)" in gate.reason
     assert_deployed(clicktune_client, mongo_db, store, settings, result, task_id, line, first.collection, items, start)
     tuned = ModelRef.parse(f"run:{result.best_run_id}").load(settings.mlflow_tracking_uri)
     sessions = [{"search_query": r["search_query"], "events": r["events"]} for r in records]

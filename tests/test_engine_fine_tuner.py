@@ -179,6 +179,11 @@ def test_fine_tune_learns_reports_progress_and_keeps_the_best(tiny_model_dir):
     assert after > before + 0.1, (before, after)
     assert outcome.best_quality == pytest.approx(after)
     assert outcome.model_saved and tracker.saved_models
+    # the quality gate's input: per held-out query, start and kept weights, pairing up with the means
+    per_before, per_after = outcome.per_query_before, outcome.per_query_after
+    assert per_before and len(per_before) == len(per_after) == len({i.query for i in test})
+    assert sum(per_before) / len(per_before) == pytest.approx(before)
+    assert sum(per_after) / len(per_after) == pytest.approx(after)
     # the weights left in the model are the best ones, not the last
     from finetuning.metrics.base import MetricContext
     from finetuning.metrics.held_out import evaluate_sessions

@@ -133,6 +133,15 @@ def test_trains_registers_counts_missing_items_and_reports(mongo_db, settings, w
     assert after >= before or (result.quality_gate_passed is False and before - after < 0.05), (before, after)
     assert result.deployed is False and result.deploy_reason.startswith("deploy_as_blue not requested")
     assert result.reindex_task_id is None
+    # the gate's figures: paired per held-out query, as the best run recorded them; the topic world has
+    # 16 queries and 4 are held out, fewer than the default min_gate_queries (10): not passed, and said so
+    gate = result.gate
+    assert gate.rule == "paired" and gate.metric == main and gate.n_queries == 4 and gate.min_gate_queries == 10
+    assert gate.passed is False and result.quality_gate_passed is False
+    assert "on only 4 held-out queries, fewer than min_gate_queries 10" in gate.reason
+    assert gate.reason in result.deploy_reason
+    assert (gate.before, gate.after) == (before, after)
+    assert gate.mean_difference == pytest.approx(after - before, abs=1e-9) and gate.standard_error >= 0
     assert task.progress.stage == "finished" and task.progress.fraction == 1.0
 
     client = MlflowClient(tracking_uri=mlflow_server.url)
@@ -157,16 +166,23 @@ def test_trains_registers_counts_missing_items_and_reports(mongo_db, settings, w
     assert again.result.registered_model_version == result.registered_model_version
     assert again.result.metrics_before[main] == pytest.approx(result.metrics_before[main])
     assert again.result.metrics_after[main] == pytest.approx(result.metrics_after[main])
+    # the per-query values come back from the run too, so the re-run's gate decides on the same figures
+    assert again.result.gate.model_dump() == pytest.approx(result.gate.model_dump())
 
 
 def test_quality_gate_failure_is_done_without_deploy(mongo_db, settings, world, start_run_id):
     items_dir, _, batch_id = world
     status, task = run_job(mongo_db, settings, embedding_model_id=start_run_id, batch_id=batch_id,
-                           deploy_as_blue=True, options=options(items_dir, min_improvement=1.0, max_steps=2))
+                           deploy_as_blue=True, options=options(items_dir, min_improvement=1.0, max_steps=2,
+                                                                min_gate_queries=4, gate_z=0.5))
     assert status is TaskStatus.done, task.detail
     assert task.result.deployed is False and task.result.quality_gate_passed is False
     assert task.result.deploy_reason.startswith("not deployed:")
-    assert "min_improvement" in task.result.deploy_reason or "does not beat" in task.result.deploy_reason
+    # enough held-out queries for these options: the paired test ran, and its figures are in the reason
+    gate = task.result.gate
+    assert gate.rule == "paired" and gate.n_queries == 4 and gate.gate_z == 0.5 and gate.min_improvement == 1.0
+    assert f"{gate.mean_difference:+.4f} ± {gate.standard_error:.4f} (paired SE over 4 held-out queries)" in gate.reason
+    assert any(why in gate.reason for why in ("min_improvement", "does not beat", "within the noise")), gate.reason
     assert task.result.reindex_task_id is None
     assert TasksDAO.for_kind(mongo_db, "reindex").list() == []
 

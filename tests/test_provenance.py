@@ -114,6 +114,7 @@ def check_run_page_and_version(task, batch_id: str, client: MlflowClient) -> Non
     assert f"{result.metrics_before[main]:.4f} → {result.metrics_after[main]:.4f}" in description
     gate = "passed" if result.quality_gate_passed else "not passed"
     assert f"Quality gate: **{gate}**" in description and task.id in description
+    assert result.gate.reason in description and f"{result.gate.n_queries} held-out queries" in description
     assert tags["clicktune.data_digest"] in description
     assert version.tags["clicktune.gate_passed"] == str(result.quality_gate_passed).lower()
     assert version.tags["clicktune.task_id"] == task.id

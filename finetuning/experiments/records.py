@@ -16,7 +16,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Mapping, NamedTuple
+from typing import Mapping, NamedTuple, Sequence
 
 CANDIDATE_ALIAS = "candidate"
 BLUE_ALIAS = "blue"
@@ -29,6 +29,8 @@ TAG_METRICS_AFTER = "clicktune.metrics_after"
 TAG_CHOSEN = "clicktune.chosen"
 TAG_CHOSEN_QUALITY = "clicktune.chosen_quality"
 TAG_MAIN_METRIC = "clicktune.main_metric"
+#: Artifact of a trained run: the main metric per held-out query of the start and of the kept weights.
+PER_QUERY_ARTIFACT = "evaluation/held_out_per_query.json"
 
 _METRIC_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. :/]")
 
@@ -122,3 +124,23 @@ def metrics_from_json(text: str | None) -> dict[str, float]:
         return {str(k): float(v) for k, v in json.loads(text).items()}
     except (ValueError, AttributeError, TypeError):
         return {}
+
+
+def per_query_payload(metric: str, before: Sequence[float], after: Sequence[float]) -> dict:
+    """The :data:`PER_QUERY_ARTIFACT` document: ``metric`` per held-out query, start and kept weights."""
+    return {"metric": metric, "before": [float(v) for v in before], "after": [float(v) for v in after]}
+
+
+def per_query_from_payload(payload: object, metric: str) -> tuple[list[float], list[float]] | None:
+    """``(before, after)`` from a :data:`PER_QUERY_ARTIFACT` document; None unless they are values of
+    ``metric`` that pair up (same length, finite)."""
+    try:
+        if payload.get("metric") != metric:  # type: ignore[union-attr]
+            return None
+        before = [float(v) for v in payload["before"]]  # type: ignore[index]
+        after = [float(v) for v in payload["after"]]  # type: ignore[index]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    if not before or len(before) != len(after) or not all(math.isfinite(v) for v in before + after):
+        return None
+    return before, after

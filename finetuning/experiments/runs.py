@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
@@ -25,6 +27,7 @@ from finetuning.experiments.model_logging import (
     model_format,
 )
 from finetuning.experiments.records import (
+    PER_QUERY_ARTIFACT,
     SETTINGS_PREFIX,
     TAG_METRICS_AFTER,
     TAG_METRICS_BEFORE,
@@ -32,6 +35,8 @@ from finetuning.experiments.records import (
     filter_literal,
     metrics_json,
     mlflow_metric_name,
+    per_query_from_payload,
+    per_query_payload,
 )
 from finetuning.models.base import EmbeddingsModelInterface
 from finetuning.params import FineTuningParams, FineTuningSettings
@@ -162,12 +167,32 @@ class RunsMixin:
                     self._run_best = value
 
     def save_evaluation(self: "ExperimentsManager", metrics_before: Mapping[str, float],
-                        metrics_after: Mapping[str, float]) -> None:
+                        metrics_after: Mapping[str, float], per_query_before: Sequence[float] | None = None,
+                        per_query_after: Sequence[float] | None = None) -> None:
         """Record on the current run the held-out metrics of the start weights and of the weights it
-        kept (read back when the run is chosen: :meth:`finish_iteration`)."""
+        kept (tags, read back when the run is chosen: :meth:`finish_iteration`) and, when both are
+        given, the main metric per held-out query of both (artifact :data:`PER_QUERY_ARTIFACT`, read
+        back by :meth:`held_out_per_query` for the quality gate)."""
         run_id = self._require_run()
         self.client.set_tag(run_id, TAG_METRICS_BEFORE, metrics_json(metrics_before))
         self.client.set_tag(run_id, TAG_METRICS_AFTER, metrics_json(metrics_after))
+        if per_query_before and per_query_after:
+            self.client.log_dict(run_id, per_query_payload(self.main_metric, per_query_before, per_query_after),
+                                 PER_QUERY_ARTIFACT)
+
+    def held_out_per_query(self: "ExperimentsManager", run_id: str) -> tuple[list[float], list[float]] | None:
+        """``(start, kept weights)``: the main metric per held-out query as run ``run_id`` recorded it;
+        None when it recorded none (an older run) or they do not pair up."""
+        folder, _, name = PER_QUERY_ARTIFACT.rpartition("/")
+        if PER_QUERY_ARTIFACT not in {a.path for a in self.client.list_artifacts(run_id, folder)}:
+            return None
+        with tempfile.TemporaryDirectory(prefix="clicktune-eval-") as tmp:
+            local = self.client.download_artifacts(run_id, PER_QUERY_ARTIFACT, tmp)
+            try:
+                payload = json.loads(Path(local).read_text())
+            except (OSError, ValueError):
+                return None
+        return per_query_from_payload(payload, self.main_metric)
 
     def get_quality(self: "ExperimentsManager") -> float:
         """The current run's best main metric so far (the worst possible value if none yet)."""

@@ -54,9 +54,12 @@ class ExperimentTracker(ABC):
         the run's best logged value; they differ when training keeps weights that were not the
         best-scoring validation). Returns whether it was stored."""
 
-    def save_evaluation(self, metrics_before: Mapping[str, float], metrics_after: Mapping[str, float]) -> None:
+    def save_evaluation(self, metrics_before: Mapping[str, float], metrics_after: Mapping[str, float],
+                        per_query_before: Sequence[float] | None = None,
+                        per_query_after: Sequence[float] | None = None) -> None:
         """Record the held-out metrics of the start weights and of the weights the run kept (where the
-        model choice reads them). Trackers that do not choose models may ignore it."""
+        model choice reads them), and the main metric per held-out query of both (same queries, same
+        order; where the quality gate reads them). Trackers that do not choose models may ignore it."""
 
     @abstractmethod
     def get_quality(self) -> float:

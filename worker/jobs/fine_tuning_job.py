@@ -17,8 +17,10 @@ final status are the runner's). The steps, each in one place:
    iteration, the best earlier parameters later; trials already finished in MLflow are skipped; the
    best run's model is registered with alias ``candidate``. Cancel stops the running trial after
    its current batch (``StopOnRequest``) and ends the task ``canceled``.
-8. **quality gate** (:mod:`worker.jobs.fine_tuning.quality_gate`): the candidate must beat the start
-   model's held-out main metric (plus ``min_improvement``).
+8. **quality gate** (:mod:`worker.jobs.fine_tuning.quality_gate`): paired per held-out query (the
+   values the best run recorded), the candidate's mean gain over the start model must exceed
+   ``gate_z`` standard errors on at least ``min_gate_queries`` queries (plus ``min_improvement``);
+   its figures are the result's ``gate``.
 9. **report**: the registered version gets a description (before/after, the gate's decision and
    reason, task id, data digest) and its model card is rewritten with them
    (``ExperimentsManager.record_decision``); a PNG (:mod:`worker.jobs.fine_tuning.report`) is
@@ -39,9 +41,10 @@ finished in MLflow are not trained again.
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 
 from dao.blue_pointer import BluePointers
-from dao.task_documents import FineTuningResult
+from dao.task_documents import FineTuningResult, QualityGateResult
 from dao.tasks import LeaseLost
 from finetuning.experiments import IterationResult, build_space, naming, release_memory, run_iteration
 from finetuning.experiments.client import tracking_client
@@ -144,13 +147,16 @@ def run(ctx: TaskContext) -> dict:
             ctx.stage("evaluating", 1.0)
             before, after = iteration.metrics_before, iteration.metrics_after
             main = settings.main_metric
+            per_query = manager.held_out_per_query(iteration.best_run_id) or (None, None)
             gate = quality_gate(main, before.get(main), after.get(main, iteration.best_quality),
-                                higher_is_better=settings.higher_is_better, min_improvement=options.min_improvement)
+                                higher_is_better=settings.higher_is_better, min_improvement=options.min_improvement,
+                                per_query_before=per_query[0], per_query_after=per_query[1],
+                                min_gate_queries=options.min_gate_queries, gate_z=options.gate_z)
 
             # 9. report: the version's description and model card, the PNG
             ctx.stage("reporting", 1.0)
             _record_decision(manager, iteration, gate)
-            report = _report(manager, iteration, main, before, after, task.id)
+            report = _report(manager, iteration, main, before, after, task.id, gate)
 
             # 10. deploy as blue through a reindex task
             deployed, reason, reindex_task_id = _deploy(ctx, gate, start_ref, iteration.best_run_id)
@@ -171,6 +177,7 @@ def run(ctx: TaskContext) -> dict:
                 trials_trained=iteration.trained,
                 trials_skipped=iteration.skipped,
                 report_artifact=report,
+                gate=QualityGateResult(**asdict(gate)),
                 # extras (FineTuningResult allows them)
                 model_line=model_line,
                 experiment_id=iteration.experiment_id,
@@ -195,11 +202,12 @@ def run(ctx: TaskContext) -> dict:
 # --------------------------------------------------------------------------------------------
 
 def _report(manager: ExperimentsManager, iteration: IterationResult, main: str, before: dict[str, float],
-            after: dict[str, float], task_id: str) -> str | None:
+            after: dict[str, float], task_id: str, gate: GateDecision) -> str | None:
     try:
         return log_report(manager.client, iteration.best_run_id, main_metric=main, metrics_before=before,
                           metrics_after=after,
-                          title=f"{iteration.registered_name} v{iteration.version} — task {task_id}")
+                          title=f"{iteration.registered_name} v{iteration.version} — task {task_id}",
+                          note=f"quality gate {'passed' if gate.passed else 'not passed'}: {gate.reason}")
     except Exception as exc:  # a report is a convenience: never fail a trained task for it
         log.warning("fine-tuning report of run %s failed: %s", iteration.best_run_id, safe_detail(exc))
         return None

@@ -5,6 +5,7 @@
   are removed from the sessions and counted;
 - :mod:`.start_model`: the model a task starts from, and its model line;
 - :mod:`.training`: fine-tuning settings from the task options and the per-trial ``train_fn``;
-- :mod:`.quality_gate`: does the candidate beat the start model on held-out sessions?
+- :mod:`.quality_gate`: does the candidate beat the start model on held-out sessions, beyond their
+  noise (paired per query)?
 - :mod:`.report`: the PNG report logged to the best MLflow run.
 """

@@ -1,46 +1,129 @@
-"""The quality gate: a candidate is deployed only if it beats the start model on held-out sessions.
+"""The quality gate: a candidate is deployed only if it beats the start model on held-out sessions
+by more than their noise.
 
-Both numbers come from the same evaluation: the main metric (``val_ndcg@10`` by default) of the
-start model and of the best run's model, on the held-out sessions of this task's batch (queries
-never seen in training). ``min_improvement`` (≥ 0) asks for a margin: with higher-is-better the
-candidate must reach ``before + min_improvement`` *and* be strictly better than ``before``.
+The figures come from one evaluation: the main metric (``val_ndcg@10`` by default) of the start
+model and of the best run's kept weights, per held-out query (queries never seen in training, in the
+same order for both, so they pair up). With ``d_i`` = candidate − start on query ``i`` (signed so
+that > 0 is better), ``n`` queries, mean ``m`` and standard error ``se = sd(d) / sqrt(n)``, the
+gate passes when all of these hold:
 
-``fine_tune`` keeps the best weights seen and counts the untouched model, so a run that learned
-nothing returns the start weights with ``after == before`` — the gate then says so instead of
-deploying an identical model.
+- ``n >= min_gate_queries`` (default 10): the standard error is estimated from the spread of the
+  differences themselves; below about ten queries that estimate is itself too unstable (and a
+  per-query nDCG takes few distinct values) for a deploy decision to rest on it;
+- ``m > gate_z * se`` and ``m > 0`` (default ``gate_z`` 1.0, one-sided): held-out click labels
+  move by about ±0.01 nDCG between validations of a few dozen queries, so a gain within one standard
+  error is what noise alone gives about a third of the time. One standard error, not 1.64 (a
+  5 % test): a wrong deploy costs one reindex and is corrected by the next iteration, while a
+  stricter bar would refuse most real gains measurable on a few dozen click-labelled queries.
+  ``gate_z=0`` is "strictly better on average";
+- ``m >= min_improvement``: an absolute margin on top.
+
+Without per-query values (a run recorded before they were, or lists that do not pair up) the gate
+falls back to comparing the two means (strictly better, plus ``min_improvement``) and says so in
+its reason. ``fine_tune`` keeps the best weights seen and counts the untouched model, so a run
+that learned nothing returns the start weights with ``after == before`` — the gate then says so
+instead of deploying an identical model.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
+
+from dao.task_documents import FineTuningOptions
+
+#: The defaults of the task options of the same names.
+MIN_GATE_QUERIES: int = FineTuningOptions.model_fields["min_gate_queries"].default
+GATE_Z: float = FineTuningOptions.model_fields["gate_z"].default
 
 
 @dataclass(frozen=True)
 class GateDecision:
+    """The decision and its figures. ``rule``: ``"paired"`` (per-query test) or ``"means"`` (fallback).
+    ``mean_difference`` / ``standard_error`` / ``z`` are signed so that > 0 favours the candidate; ``z`` is
+    None when infinite (the same gain on every query: a standard error of 0)."""
+
     passed: bool
     reason: str
     before: float | None
     after: float | None
+    metric: str = ""
+    rule: str = "means"
+    n_queries: int | None = None
+    mean_difference: float | None = None
+    standard_error: float | None = None
+    z: float | None = None
+    gate_z: float = GATE_Z
+    min_gate_queries: int = MIN_GATE_QUERIES
+    min_improvement: float = 0.0
 
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
 
 
+def _missing(value: float | None) -> bool:
+    return value is None or math.isnan(value)
+
+
+def paired_figures(before: Sequence[float], after: Sequence[float], higher_is_better: bool = True
+                   ) -> tuple[int, float, float]:
+    """``(n, mean, standard error)`` of the per-query differences after − before (signed: > 0 better)."""
+    sign = 1.0 if higher_is_better else -1.0
+    diffs = [sign * (a - b) for a, b in zip(after, before)]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    variance = sum((d - mean) ** 2 for d in diffs) / (n - 1) if n > 1 else math.nan
+    return n, mean, math.sqrt(variance / n)
+
+
 def quality_gate(metric: str, before: float | None, after: float | None, *, higher_is_better: bool = True,
-                 min_improvement: float = 0.0) -> GateDecision:
-    """Decide whether ``after`` (candidate) beats ``before`` (start model) on ``metric``."""
-    if after is None or math.isnan(after):
-        return GateDecision(False, f"the candidate has no held-out {metric}", before, after)
-    if before is None or math.isnan(before):
-        return GateDecision(False, f"the start model's held-out {metric} is unknown: cannot compare", before, after)
+                 min_improvement: float = 0.0, per_query_before: Sequence[float] | None = None,
+                 per_query_after: Sequence[float] | None = None, min_gate_queries: int = MIN_GATE_QUERIES,
+                 gate_z: float = GATE_Z) -> GateDecision:
+    """Decide whether the candidate (``after``) beats the start model (``before``) on ``metric``."""
+    base = dict(before=before, after=after, metric=metric, gate_z=gate_z, min_gate_queries=min_gate_queries,
+                min_improvement=min_improvement)
+    if _missing(after):
+        return GateDecision(False, f"the candidate has no held-out {metric}", **base)
+    if _missing(before):
+        return GateDecision(False, f"the start model's held-out {metric} is unknown: cannot compare", **base)
+    pairs = (per_query_before is not None and per_query_after is not None and len(per_query_before) > 0
+             and len(per_query_before) == len(per_query_after))
+    if not pairs:
+        return _means_rule(metric, before, after, higher_is_better, min_improvement, base)
+    n, mean, se = paired_figures(per_query_before, per_query_after, higher_is_better)
+    z = mean / se if se > 0 else (math.inf if mean > 0 else -math.inf if mean < 0 else 0.0)
+    figures = dict(rule="paired", n_queries=n, mean_difference=mean, standard_error=None if math.isnan(se) else se,
+                   z=z if math.isfinite(z) else None)
+    head = f"candidate {metric} {_fmt(after)} vs start {_fmt(before)}"
+    if n < max(2, min_gate_queries):
+        return GateDecision(False, f"{head} on only {n} held-out queries, fewer than min_gate_queries "
+                            f"{min_gate_queries}: too few to tell a gain from noise", **base, **figures)
+    measured = f"{mean:+.4f} ± {se:.4f} (paired SE over {n} held-out queries) = {z:.1f} SE"
+    if mean <= 0:
+        return GateDecision(False, f"{head}: {measured} → does not beat the start", **base, **figures)
+    if not mean > gate_z * se:
+        return GateDecision(False, f"{head}: {measured} ≤ {gate_z:g} → within the noise of the start",
+                            **base, **figures)
+    if mean < min_improvement:
+        return GateDecision(False, f"{head}: {measured} > {gate_z:g}, but the gain is less than min_improvement "
+                            f"{min_improvement:g}", **base, **figures)
+    return GateDecision(True, f"{head}: {measured} > {gate_z:g} → deploy", **base, **figures)
+
+
+def _means_rule(metric: str, before: float, after: float, higher_is_better: bool, min_improvement: float,
+                base: dict) -> GateDecision:
+    """The fallback without per-query values: the means alone (strictly better, plus the margin)."""
+    note = "no per-query held-out values recorded: decided on the means alone; "
     gain = (after - before) if higher_is_better else (before - after)
+    figures = dict(rule="means", mean_difference=gain)
     if gain <= 0:
-        return GateDecision(False, f"candidate {metric} {_fmt(after)} does not beat the start model's "
-                            f"{_fmt(before)} on held-out sessions", before, after)
+        return GateDecision(False, f"{note}candidate {metric} {_fmt(after)} does not beat the start model's "
+                            f"{_fmt(before)} on held-out sessions", **base, **figures)
     if gain < min_improvement:
-        return GateDecision(False, f"candidate {metric} {_fmt(after)} beats {_fmt(before)} by {gain:.4f}, "
-                            f"less than min_improvement {min_improvement:g}", before, after)
-    return GateDecision(True, f"candidate {metric} {_fmt(after)} beats the start model's {_fmt(before)} "
-                        f"(+{gain:.4f}) on held-out sessions", before, after)
+        return GateDecision(False, f"{note}candidate {metric} {_fmt(after)} beats {_fmt(before)} by {gain:.4f}, "
+                            f"less than min_improvement {min_improvement:g}", **base, **figures)
+    return GateDecision(True, f"{note}candidate {metric} {_fmt(after)} beats the start model's {_fmt(before)} "
+                        f"(+{gain:.4f}) on held-out sessions", **base, **figures)

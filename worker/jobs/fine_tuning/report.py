@@ -1,4 +1,5 @@
-"""The per-task report: a PNG with the best run's training/validation curves and before/after metrics.
+"""The per-task report: a PNG with the best run's training/validation curves, before/after metrics
+and the quality gate's decision with its figures.
 
 Curves come from the run's metric history in MLflow (``train_loss`` and ``lr`` per optimizer step,
 every ``val_*`` metric by step; step 0 is the start model); the before/after bars carry their values, so the report shows what was actually logged.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -33,8 +35,9 @@ def metric_histories(client: Any, run_id: str) -> dict[str, list[tuple[int, floa
 
 def render_report(path: str | Path, histories: Mapping[str, list[tuple[int, float]]], *,
                   main_metric: str, metrics_before: Mapping[str, float], metrics_after: Mapping[str, float],
-                  title: str) -> Path:
-    """Draw the report PNG at ``path``: training loss, validation curves, before/after bars."""
+                  title: str, note: str | None = None) -> Path:
+    """Draw the report PNG at ``path``: training loss, validation curves, before/after bars; ``note``
+    (the quality gate's decision) is written under them."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -86,7 +89,9 @@ def render_report(path: str | Path, histories: Mapping[str, list[tuple[int, floa
     bar_ax.set_title("before / after")
     bar_ax.legend(loc="best")
     figure.suptitle(title)
-    figure.tight_layout()
+    if note:
+        figure.text(0.5, 0.01, textwrap.fill(note, 180), ha="center", va="bottom", fontsize=8)
+    figure.tight_layout(rect=(0, 0.08 if note else 0, 1, 1))
     path = Path(path)
     figure.savefig(path, dpi=80)
     plt.close(figure)
@@ -94,11 +99,11 @@ def render_report(path: str | Path, histories: Mapping[str, list[tuple[int, floa
 
 
 def log_report(client: Any, run_id: str, *, main_metric: str, metrics_before: Mapping[str, float],
-               metrics_after: Mapping[str, float], title: str) -> str:
+               metrics_after: Mapping[str, float], title: str, note: str | None = None) -> str:
     """Render the report of ``run_id`` and log it to that run; returns the artifact path."""
     histories = metric_histories(client, run_id)
     with tempfile.TemporaryDirectory(prefix="clicktune-report-") as tmp:
         local = render_report(Path(tmp) / FILE_NAME, histories, main_metric=main_metric,
-                              metrics_before=metrics_before, metrics_after=metrics_after, title=title)
+                              metrics_before=metrics_before, metrics_after=metrics_after, title=title, note=note)
         client.log_artifact(run_id, str(local), artifact_path=ARTIFACT_DIR)
     return ARTIFACT_PATH

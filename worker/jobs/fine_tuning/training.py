@@ -7,7 +7,8 @@ lost lease stops training after the current batch) and ``ProgressReporter`` (tas
 few steps) — plus ``TrainingCurves`` (loss and learning rate of every step to the tracker) — and, when a trial was stopped, calls ``raise_if_canceled`` so the iteration ends
 (``TaskCanceled`` is a fatal exception of ``run_iteration``). Each trained trial records its
 held-out metrics before/after on its run (``tracker.save_evaluation``), where the model choice
-reads them.
+reads them, and the main metric per held-out query of the start and of the kept weights, where the
+quality gate reads them.
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ class TrialRunner:
             del model
         if outcome.stopped:
             self.raise_if_canceled()
-        tracker.save_evaluation(outcome.metrics_before, outcome.metrics_after)
+        tracker.save_evaluation(outcome.metrics_before, outcome.metrics_after, outcome.per_query_before,
+                                outcome.per_query_after)
         return outcome.best_quality
 
     def on_trial(self, index: int, total: int, best: float | None) -> None:

@@ -1,0 +1,135 @@
+"""The quality gate as a pure function: paired per held-out query, noise-aware, with a fallback on the
+means when a run recorded no per-query values."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+
+from dao.task_documents import FineTuningOptions, QualityGateResult
+from finetuning.experiments.records import per_query_from_payload, per_query_payload
+from worker.jobs.fine_tuning.quality_gate import GATE_Z, MIN_GATE_QUERIES, paired_figures, quality_gate
+
+
+def per_query(n: int, mean: float, spread: float, seed: int = 0) -> list[float]:
+    rng = random.Random(seed)
+    return [min(1.0, max(0.0, mean + rng.uniform(-spread, spread))) for _ in range(n)]
+
+
+def gate(before: list[float], after: list[float], **kwargs):
+    return quality_gate("val_ndcg@10", sum(before) / len(before), sum(after) / len(after),
+                        per_query_before=before, per_query_after=after, **kwargs)
+
+
+def test_defaults_are_the_task_options():
+    options = FineTuningOptions()
+    assert (MIN_GATE_QUERIES, GATE_Z) == (options.min_gate_queries, options.gate_z) == (10, 1.0)
+    with pytest.raises(ValueError):
+        FineTuningOptions(min_gate_queries=1)
+    with pytest.raises(ValueError):
+        FineTuningOptions(gate_z=-0.5)
+
+
+def test_paired_figures_are_mean_and_standard_error_of_the_differences():
+    n, mean, se = paired_figures([0.5, 0.6, 0.7, 0.8], [0.6, 0.6, 0.9, 0.9])
+    diffs = [0.1, 0.0, 0.2, 0.1]
+    sd = math.sqrt(sum((d - 0.1) ** 2 for d in diffs) / 3)
+    assert n == 4 and mean == pytest.approx(0.1) and se == pytest.approx(sd / 2)
+    # lower is better: the sign turns, so > 0 still favours the candidate
+    assert paired_figures([0.5, 0.6], [0.4, 0.4], higher_is_better=False)[1] == pytest.approx(0.15)
+
+
+def test_clearly_better_passes_with_its_figures():
+    before = per_query(37, 0.70, 0.2)
+    after = [min(1.0, v + 0.05 + 0.01 * (i % 3)) for i, v in enumerate(before)]
+    decision = gate(before, after)
+    assert decision.passed is True and decision.rule == "paired" and decision.n_queries == 37
+    n, mean, se = paired_figures(before, after)
+    assert decision.mean_difference == pytest.approx(mean) and decision.standard_error == pytest.approx(se)
+    assert decision.z == pytest.approx(mean / se) and decision.z >= 1.0
+    assert decision.mean_difference == pytest.approx(decision.after - decision.before)
+    assert f"{mean:+.4f} ± {se:.4f} (paired SE over 37 held-out queries)" in decision.reason
+    assert decision.reason.endswith("> 1 → deploy")
+    assert f"candidate val_ndcg@10 {decision.after:.4f} vs start {decision.before:.4f}" in decision.reason
+    # the figures fit the task document's model as they are
+    assert QualityGateResult(**vars(decision)).n_queries == 37
+
+
+def test_better_by_less_than_z_standard_errors_is_refused_with_the_figures():
+    before = per_query(40, 0.6, 0.3, seed=1)
+    after = [b + (0.05 if i % 2 else -0.04) for i, b in enumerate(before)]  # +0.005 on average, ±0.045
+    n, mean, se = paired_figures(before, after)
+    assert 0 < mean < se, (mean, se)
+    decision = gate(before, after)
+    assert decision.passed is False and decision.n_queries == 40
+    assert "within the noise of the start" in decision.reason and f"± {se:.4f}" in decision.reason
+    assert f"= {mean / se:.1f} SE ≤ 1" in decision.reason
+    # z = 0 is today's "strictly better on average"
+    assert gate(before, after, gate_z=0.0).passed is True
+    # and a higher bar refuses what z = 1 lets through
+    clear = [b + 0.02 + 0.01 * (i % 2) for i, b in enumerate(before)]
+    z = gate(before, clear).z
+    assert gate(before, clear).passed is True and gate(before, clear, gate_z=z + 0.1).passed is False
+
+
+def test_worse_or_identical_is_refused():
+    before = per_query(20, 0.5, 0.2)
+    assert "does not beat the start" in gate(before, list(before)).reason
+    worse = [b - 0.1 for b in before]
+    decision = gate(before, worse)
+    assert decision.passed is False and decision.mean_difference == pytest.approx(-0.1)
+
+
+def test_too_few_queries_is_refused_even_when_clearly_better():
+    before = per_query(6, 0.5, 0.1)
+    after = [b + 0.3 for b in before]
+    decision = gate(before, after)
+    assert decision.passed is False and decision.n_queries == 6
+    assert "only 6 held-out queries, fewer than min_gate_queries 10" in decision.reason
+    assert gate(before, after, min_gate_queries=5).passed is True
+
+
+def test_min_improvement_is_a_margin_on_top():
+    before = per_query(30, 0.5, 0.1)
+    after = [b + 0.02 for b in before]
+    assert gate(before, after).passed is True  # about the same gain everywhere: a tiny SE
+    exact = gate([0.5] * 12, [0.75] * 12)      # exactly the same gain: SE 0, z infinite (not stored)
+    assert exact.passed is True and exact.standard_error == 0 and exact.z is None
+    decision = gate(before, after, min_improvement=0.05)
+    assert decision.passed is False and "less than min_improvement 0.05" in decision.reason
+
+
+def test_lower_is_better():
+    before = per_query(25, 2.0, 0.5)
+    after = [b - 0.3 + 0.05 * (i % 3) for i, b in enumerate(before)]
+    decision = gate(before, after, higher_is_better=False)
+    assert decision.passed is True and decision.mean_difference > 0
+    assert gate(before, after, higher_is_better=True).passed is False
+
+
+@pytest.mark.parametrize("before_values, after_values", [(None, None), ([0.5, 0.6], None), ([0.5, 0.6], [0.7]), ([], [])])
+def test_missing_or_unpaired_per_query_values_fall_back_to_the_means(before_values, after_values):
+    decision = quality_gate("val_x", 0.50, 0.55, per_query_before=before_values, per_query_after=after_values)
+    assert decision.passed is True and decision.rule == "means" and decision.n_queries is None
+    assert decision.reason.startswith("no per-query held-out values recorded: decided on the means alone")
+    assert decision.mean_difference == pytest.approx(0.05)
+    refused = quality_gate("val_x", 0.50, 0.50, per_query_before=before_values, per_query_after=after_values)
+    assert refused.passed is False and "does not beat" in refused.reason
+
+
+def test_unknown_means_are_refused():
+    assert quality_gate("val_x", float("nan"), 0.6).passed is False
+    assert "no held-out val_x" in quality_gate("val_x", 0.5, None, per_query_before=[0.5] * 12,
+                                               per_query_after=[0.6] * 12).reason
+
+
+def test_per_query_values_travel_as_a_run_artifact_document():
+    payload = json.loads(json.dumps(per_query_payload("val_ndcg@10", [0.5, 0.25], [0.75, 0.5])))
+    assert per_query_from_payload(payload, "val_ndcg@10") == ([0.5, 0.25], [0.75, 0.5])
+    assert per_query_from_payload(payload, "val_mrr@10") is None                 # another main metric
+    assert per_query_from_payload({**payload, "after": [0.1]}, "val_ndcg@10") is None  # do not pair up
+    assert per_query_from_payload({**payload, "after": [0.1, "x"]}, "val_ndcg@10") is None
+    assert per_query_from_payload(None, "val_ndcg@10") is None
