@@ -59,13 +59,14 @@ DEFAULT_POPULARITY = ["uniform", "zipf"]
 DEFAULT_MAX_TRAIN_QUERIES = 120
 BEIR_FILES = ("corpus.jsonl", "queries.jsonl", "qrels/train.tsv", "qrels/test.tsv")
 
-# Cost model of --plan, from measured runs on 2 shared CPU cores with all-MiniLM-L6-v2 (docs/engine.md):
-# 5,183 SciFact documents encoded in ~6 min; our fine-tuning took 1,955 s for 7,281 training sessions
-# (six validations included); gold MNRL 477 s for 919 pairs. Process start, model load, test-query
-# encoding and simulation: about a minute per cell.
-SECONDS_PER_DOC = 0.07
-SECONDS_PER_SESSION = 0.27
-SECONDS_PER_GOLD_PAIR = 0.52
+# Cost model of --plan, from a measured bench/quality.py run on SciFact (2 CPU cores, all-MiniLM-L6-v2,
+# recomputed attention, mini_batch_size 32; docs/engine.md): our fine-tuning took 1,192 s for 7,270
+# training sessions (six validations included); gold MNRL 198 s for 917 pairs; re-encoding 5,183
+# documents and 300 queries ~170 s. Process start, model load, test-query encoding and simulation:
+# about a minute per cell. On a loaded machine everything takes several times longer.
+SECONDS_PER_DOC = 0.035
+SECONDS_PER_SESSION = 0.165
+SECONDS_PER_GOLD_PAIR = 0.22
 SECONDS_PER_CELL = 60.0
 GOLD_CHECKED = ("ndcg@10", "train_queries", "test_queries", "docs")  # a cached gold must match the cell's base
 ZIPF_MEAN_SESSIONS = 7.7  # ZipfPopularity() defaults: exponent 1.5, at most 100 sessions
