@@ -92,11 +92,14 @@ def test_worker_env_names_only_existing_settings(compose):
         assert needed in env
     assert env["CLICKTUNE_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert env["CLICKTUNE_CHROMA_HOST"] == "chroma"
-    # the values the worker gets really parse as settings (placeholders substituted)
-    substituted = {k: re.sub(r"\$\{[^}]*\}", "x", v) for k, v in env.items() if k.startswith("CLICKTUNE_")}
+    # the values the worker gets really parse as settings (placeholders: their default, else "x")
+    placeholder = re.compile(r"\$\{[^}:]*(?::-([^}]*))?\}")
+    substituted = {k: placeholder.sub(lambda m: m.group(1) if m.group(1) is not None else "x", v)
+                   for k, v in env.items() if k.startswith("CLICKTUNE_")}
     settings = Settings(**{k.removeprefix("CLICKTUNE_").lower(): v for k, v in substituted.items()
                            if k.removeprefix("CLICKTUNE_").lower() in Settings.model_fields})
     assert settings.chroma_port == 8000
+    assert settings.train_mini_batch_size == 32
 
 
 def test_mlflow_uses_postgres_backend_and_s3_artifacts(compose):

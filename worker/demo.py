@@ -107,6 +107,9 @@ class Demo:
             "CLICKTUNE_REDIS_NAMESPACE": f"clicktune-demo-{uuid.uuid4().hex[:8]}",
             "CLICKTUNE_LEASE_SECONDS": "30",
             "CLICKTUNE_HEARTBEAT_SECONDS": "2",
+            # the demo's worker shares a small machine with its services: 16 texts per forward keep it
+            # near 2 GB while training (the same gradients as the engine's default 32, a little slower)
+            "CLICKTUNE_TRAIN_MINI_BATCH_SIZE": os.environ.get("CLICKTUNE_TRAIN_MINI_BATCH_SIZE", "16"),
             # the operator's boundary: tasks of the demo may read the items it writes, nothing else
             "CLICKTUNE_LOADER_ALLOWED_ROOTS": str(self.workdir / "items"),
             "MLFLOW_TRACKING_URI": mlflow.url,
@@ -316,7 +319,7 @@ class Demo:
                 if reindex.status.value != "done":
                     console.print(f"[red]reindex ended {reindex.status.value}: {reindex.detail}[/]")
             else:
-                console.print(f"[yellow]not deployed: {result.get('deploy_reason') or 'no reindex queued'}[/]")
+                console.print(f"[yellow]{result.get('deploy_reason') or 'not deployed: no reindex queued'}[/]")
             after = self._evaluate_blue(db, settings, dataset)
             summary["test_after"] = after
             print_summary(console, db, result, before, after)

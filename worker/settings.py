@@ -60,6 +60,12 @@ class Settings(BaseSettings):
                                   "due time (at least 2 x lease_seconds) is re-sent by the lease reaper; an enqueue "
                                   "retry with the same idempotency key re-sends an unsent task after this long.")
 
+    # --- training resources of this worker's machine (not what is learned) ---------------------
+    train_mini_batch_size: int | None = Field(None, ge=1, description="Most texts per tower forward with "
+                                              "autograd in this worker's fine-tuning (gradient caching: the same "
+                                              "gradients, memory bounded by it); unset = the engine's default (32). "
+                                              "A task's options.settings.mini_batch_size wins.")
+
     # --- vector store and reindex (worker/vector_store, worker/jobs/reindex_job.py) -------------
     chroma_path: str = Field(".clicktune/chroma", description="Embedded ChromaDB directory "
                              "(used when chroma_host is not set).")

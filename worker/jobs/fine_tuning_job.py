@@ -74,7 +74,7 @@ def run(ctx: TaskContext) -> dict:
 
     # 1. everything the task asks for must make sense before any work
     ctx.progress("validating", 0.0)
-    settings = build_settings(options)
+    settings = build_settings(options, ctx.settings.train_mini_batch_size)
     if options.search_space is not None:
         try:
             build_space(options.search_space)

@@ -35,13 +35,16 @@ from worker.lifecycle.errors import safe_detail
 _DIRECT = ("num_epochs", "batch_size", "seed")
 
 
-def build_settings(options: FineTuningOptions) -> FineTuningSettings:
-    """``FineTuningSettings`` defaults, overridden by the task options; invalid → ``TaskRefused``."""
+def build_settings(options: FineTuningOptions, mini_batch_size: int | None = None) -> FineTuningSettings:
+    """``FineTuningSettings`` defaults, then the worker's ``mini_batch_size`` (a memory bound of its
+    machine, when set), then the task options; invalid → ``TaskRefused``."""
     clash = sorted(set(options.settings) & {*_DIRECT, "max_steps"})
     if clash:
         raise TaskRefused(f"options.settings repeats {clash}: set them as options fields instead")
     values: dict[str, Any] = {name: getattr(options, name) for name in _DIRECT}
     values["max_steps"] = options.max_steps if options.max_steps is not None else -1
+    if mini_batch_size is not None:
+        values["mini_batch_size"] = mini_batch_size
     values.update(options.settings)
     try:
         settings = FineTuningSettings(**values)
