@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from dao.task_documents import TaskRequest, register_task_kind
+from worker.jobs.task_paths import confine_task_paths
 from worker.lifecycle import TaskContext, TaskRefused
 
 KIND = "image_optimization"
@@ -47,6 +48,8 @@ def run(ctx: TaskContext) -> dict:
     from finetuning.images.digits import build_pretrained_digits_backbone
 
     task: Any = ctx.task
+    confine_task_paths(KIND, {"output_dir": task.output_dir, "images_dir": task.images_dir,
+                              "backbone_dir": task.backbone_dir})
     output_dir = Path(task.output_dir)
     backbone_dir = task.backbone_dir
     try:

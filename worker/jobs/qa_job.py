@@ -4,7 +4,8 @@ Request: ``config`` — the fields of :class:`finetuning.qa.QATrainingConfig` (v
 ``tracking_uri`` is refused there because task documents never hold secrets: the worker's
 ``MLFLOW_TRACKING_URI`` is used instead). Progress goes to the task document every few seconds;
 cancel stops training after the current step (the checkpoints stay, so a restart resumes).
-Unusable input (no file, no valid pairs) ends the task ``refused``.
+Unusable input (no file, no valid pairs) ends the task ``refused``, and so does a file or folder
+outside the operator's allowed roots (:mod:`worker.jobs.task_paths`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from dao.task_documents import TaskRequest, register_task_kind
+from worker.jobs.task_paths import confine_task_paths
 from worker.lifecycle import TaskContext, TaskRefused
 
 KIND = "qa_training"
@@ -50,6 +52,8 @@ def run(ctx: TaskContext) -> dict:
     from finetuning.qa import QADataError, QAResumeMismatch, QATrainingConfig, run_qa
 
     config = QATrainingConfig.model_validate(ctx.task.config)  # type: ignore[attr-defined]
+    confine_task_paths(KIND, {"config.input_jsonl": config.input_jsonl, "config.output_dir": config.output_dir,
+                              "config.log_file": config.log_file})
     ctx.progress("reading", 0.0)
     try:
         result = run_qa(config, on_progress=_reporter(ctx), should_stop=ctx.should_stop)
