@@ -176,3 +176,14 @@ def test_index_scan_directory_outside_the_allowed_roots_is_a_usage_error(cli_env
                     '{"loader": {"source": "local_file", "root_dir": "/etc"}, "scan_directory": true}')
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert "CLICKTUNE_LOADER_ALLOWED_ROOTS" in " ".join(result.output.split()), result.output
+
+
+def test_qa_train_and_images_optimize_name_the_invalid_field_without_echoing_its_value(tmp_path):
+    config = tmp_path / "qa.json"
+    config.write_text('{"loss": "SECRET-loss-42", "input_jsonl": "pairs.jsonl"}')
+    result = runner.invoke(app, ["qa-train", "--config", str(config)])
+    assert result.exit_code == 2 and "loss" in result.output and "SECRET-loss-42" not in result.output, result.output
+    result = runner.invoke(app, ["images-optimize", "--digits", "--output-dir", str(tmp_path / "out"),
+                                 "--calibration", "SECRET-calibration-42"])
+    assert result.exit_code == 2 and "calibration" in result.output, result.output
+    assert "SECRET-calibration-42" not in result.output

@@ -56,7 +56,9 @@ def images_optimize(
         config = ImageOptimizerConfig(backbone_dir=backbone_dir, output_dir=output_dir,
                                       **{key: value for key, value in overrides.items() if value is not None})
     except ValidationError as error:
-        typer.echo(f"error: {error}", err=True)
+        from worker.lifecycle.errors import describe_validation_error
+
+        typer.echo(f"error: {describe_validation_error(error)}", err=True)  # fields and reasons, not values
         raise typer.Exit(code=2) from error
     report = optimize_images(config, data).report
     summary = {key: report[key] for key in ("chosen_metric", "test_top1_before", "test_top1_after", "sizes", "model_dir")}

@@ -44,7 +44,13 @@ def qa_train(
         settings = QATrainingConfig.from_json(config, overrides)
         result = run_qa(settings)
     except ValueError as error:  # an invalid config (ValidationError), QADataError, QAResumeMismatch
-        typer.echo(f"error: {error}", err=True)
+        from pydantic import ValidationError
+
+        from worker.lifecycle.errors import describe_validation_error
+
+        # a ValidationError's own text repeats the rejected values: name the fields and reasons only
+        shown = describe_validation_error(error) if isinstance(error, ValidationError) else error
+        typer.echo(f"error: {shown}", err=True)
         raise typer.Exit(code=2) from error
     summary = result.to_dict()
     summary["invalid_lines"] = summary["invalid_lines"][:20]
