@@ -124,6 +124,14 @@ class FineTuningSettings(_MlflowRoundTrip):
         "(embedded without a graph, loss backpropagated to the embeddings, then re-embedded mini-batch by mini-batch), "
         "so activation memory is bounded by this, not by the number of shown results"
     )
+    # 16: a small log (a hundred queries, batches of 32) gave 3-4 optimizer steps an epoch, too few to
+    # move the model at a fine-tuning learning rate; smaller batches give more steps for the same
+    # compute (every session is still seen once an epoch). Measured on the quality suite (docs/engine.md).
+    min_steps_per_epoch: int = Field(
+        16, ge=0, description="when an epoch would have fewer optimizer steps, batches hold fewer queries "
+        "(down to min_batch_size) so that it has about this many (0: batch_size always)"
+    )
+    min_batch_size: int = Field(4, ge=1, description="fewest queries (or sessions) a batch shrinks to for min_steps_per_epoch")
     group_sessions_by_query: bool = Field(
         True, description="batch_size counts distinct queries; all sessions of a query share one batch"
     )

@@ -94,6 +94,18 @@ def batches_by_query(
     return [[item for key in keys[i : i + batch_size] for item in groups[key]] for i in range(0, len(keys), batch_size)]
 
 
+def steps_scaled_batch_size(n_groups: int, batch_size: int, min_steps: int, min_batch_size: int) -> int:
+    """The batch size that gives an epoch of ``n_groups`` queries (or sessions) at least
+    ``min_steps`` optimizer steps, never above ``batch_size`` nor below ``min_batch_size``.
+
+    >>> steps_scaled_batch_size(108, 32, 16, 4), steps_scaled_batch_size(727, 32, 16, 4)
+    (6, 32)
+    """
+    if min_steps <= 0 or n_groups <= 0:
+        return batch_size
+    return max(min(batch_size, min_batch_size), min(batch_size, n_groups // min_steps))
+
+
 def _device_for(accelerator: str) -> torch.device:
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
@@ -149,10 +161,13 @@ def fine_tune(
     examples = order_examples(train_inputs, params, seed=settings.seed)
     if settings.group_sessions_by_query:
         retriever = tuner.query_retriever
-        batches = batches_by_query(examples, settings.batch_size, lambda query: retriever(query))
+        n_queries = len({retriever(item.query) for item in examples})
+        batch_size = steps_scaled_batch_size(n_queries, settings.batch_size, settings.min_steps_per_epoch, settings.min_batch_size)
+        batches = batches_by_query(examples, batch_size, lambda query: retriever(query))
         train_loader = DataLoader(batches, batch_size=None, shuffle=False, collate_fn=lambda batch: batch)
     else:
-        train_loader = DataLoader(examples, batch_size=settings.batch_size, shuffle=False, collate_fn=list)
+        batch_size = steps_scaled_batch_size(len(examples), settings.batch_size, settings.min_steps_per_epoch, settings.min_batch_size)
+        train_loader = DataLoader(examples, batch_size=batch_size, shuffle=False, collate_fn=list)
     val_loader = DataLoader(list(test_inputs), batch_size=settings.batch_size, shuffle=False, collate_fn=list)
     n_batches = max(1, len(train_loader))
     n_optimizers = 1 if model.same_query_and_items else 2
@@ -166,7 +181,7 @@ def fine_tune(
         # with manual optimisation every optimizer.step() counts as a global step
         max_steps=settings.max_steps * n_optimizers if settings.max_steps > 0 else -1,
         precision=settings.precision,
-        val_check_interval=_val_check_interval(settings.test_each_n_sessions, n_batches, settings.batch_size),
+        val_check_interval=_val_check_interval(settings.test_each_n_sessions, n_batches, batch_size),
         num_sanity_val_steps=0,
         logger=False,
         enable_checkpointing=False,

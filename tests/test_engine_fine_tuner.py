@@ -287,3 +287,19 @@ def test_keep_best_weights_takes_a_better_candidate_and_handles_min_mode(tiny_mo
     loss_keeper.consider(1.05, torch.nn.Linear(1, 1), 3, per_query=[1.0, 1.3, 0.85])
     mean, _ = loss_keeper.paired_difference()
     assert mean == pytest.approx(-0.05)  # higher loss is worse: the sign follows the mode
+
+
+def test_small_log_gets_enough_steps_per_epoch(tiny_model_dir):
+    """A log with few queries trains in smaller batches so that an epoch has ``min_steps_per_epoch``
+    optimizer steps; with the rule off it makes ceil(queries / batch_size) steps."""
+    items, sessions = synthetic_world(n_sessions=80)
+    train, test = TrainTestSplitter(0.3)(sessions_to_inputs(sessions))
+    queries = len({i.query for i in train})
+    steps = {}
+    for min_steps in (0, 6):
+        settings = FineTuningSettings(batch_size=32, min_steps_per_epoch=min_steps, min_batch_size=1, test_each_n_sessions=0)
+        outcome = fine_tune(load_model(tiny_model_dir), train, test, ItemsSet(items), FineTuningParams(), settings,
+                            InMemoryTracker(), accelerator="cpu", save_model=False)
+        steps[min_steps] = outcome.steps
+    assert steps[0] == math.ceil(queries / 32)
+    assert steps[6] == math.ceil(queries / (queries // 6)) >= 6, (queries, steps)
