@@ -184,6 +184,19 @@ def train_gold_mnrl(model: TextEmbeddingsModel, dataset: BeirDataset, train_quer
     return {"pairs": len(anchors), "train_seconds": seconds, "pairs_per_s": len(anchors) * epochs / seconds}
 
 
+def deploy_decision(outcome) -> dict:
+    """What the service would do with this run: the fine-tuning job's quality gate (paired per held-out
+    query, worker/jobs/fine_tuning/quality_gate.py, its default options) on the run's held-out figures.
+    ``gate_passed`` False means the service keeps serving the start model."""
+    from worker.jobs.fine_tuning.quality_gate import quality_gate
+
+    main = outcome.main_metric
+    decision = quality_gate(main, outcome.metrics_before.get(main), outcome.metrics_after.get(main),
+                            per_query_before=outcome.per_query_before, per_query_after=outcome.per_query_after)
+    return {"gate_passed": decision.passed, "gate_z": decision.z, "gate_queries": decision.n_queries,
+            "gate_mean_difference": decision.mean_difference, "gate_reason": decision.reason}
+
+
 class LastWeightsScorer(pl.Callback):
     """Diagnostic: scores the weights as training left them (before the best-weights keeper restores)."""
 
@@ -274,7 +287,7 @@ def main(argv: list[str] | None = None) -> dict:
                         callbacks=callbacks, accelerator="auto", save_model=False)
     train_seconds = time.perf_counter() - started
     ours_metrics = evaluate(ours, dataset, test_ids, doc_ids, encode_corpus(ours, texts))
-    emit({"stage": "ours", **rss_mb(), **ours_metrics, "lr": lr, "confidence": settings.confidence_calculator, "train_seconds": train_seconds, "steps": outcome.steps, "best_step": outcome.best_step, "selection": outcome.selection,
+    emit({"stage": "ours", **rss_mb(), **ours_metrics, **deploy_decision(outcome), "lr": lr, "confidence": settings.confidence_calculator, "train_seconds": train_seconds, "steps": outcome.steps, "best_step": outcome.best_step, "selection": outcome.selection,
           "val_ndcg@10_before": outcome.metrics_before.get("val_ndcg@10"), "val_ndcg@10_after": outcome.metrics_after.get("val_ndcg@10"),
           "val_ndcg@10_curve": tracker.values("val_ndcg@10"), **({"last_weights": callbacks[0].scores} if callbacks else {}),
           "seconds": time.perf_counter() - started})

@@ -223,10 +223,20 @@ def cell_record(cell: Cell, stages: dict[str, dict], gold: dict | None, minutes:
         "steps": ours_stage.get("steps"), "best_step": ours_stage.get("best_step"), "selection": ours_stage.get("selection"),
         "ours_recall@100": ours_stage.get("recall@100"), "ours_mrr@10": ours_stage.get("mrr@10"),
     })
+    if "gate_passed" in ours_stage:
+        # what the service would serve: the trained model only when its quality gate passes
+        deployed = ours if ours_stage["gate_passed"] else base
+        record.update({"gate_passed": ours_stage["gate_passed"], "gate_z": ours_stage.get("gate_z"),
+                       "gate_queries": ours_stage.get("gate_queries"), "deployed_ndcg@10": deployed,
+                       "deployed_gain": deployed - base, "deployed_below_base": deployed < base})
     if gold is not None:
         gold_gain = gold["ndcg@10"] - base
+        # a ratio to a gold baseline that did not beat the base model says nothing (its sign flips):
+        # such cells carry gold_gain and no ratio, and count as "gold_not_above_base" in the summary
         record.update({"gold_ndcg@10": gold["ndcg@10"], "gold_gain": gold_gain,
-                       "gain_ratio": (ours - base) / gold_gain if gold_gain != 0 else None})
+                       "gain_ratio": (ours - base) / gold_gain if gold_gain > 0 else None})
+        if "deployed_gain" in record:
+            record["deployed_gain_ratio"] = record["deployed_gain"] / gold_gain if gold_gain > 0 else None
     return record
 
 
@@ -243,12 +253,40 @@ def summary(records: list[dict], minutes: float) -> dict:
         "failed": len(records) - len(done),
         "min_gain_ratio_zipf": min(zipf) if zipf else None,
         "mean_ours_gain": statistics.fmean(r["ours_gain"] for r in done) if done else None,
+        "gold_not_above_base": sum(r.get("gold_gain") is not None and r["gold_gain"] <= 0 for r in done),
+        "ours_above_gold": sum(r.get("gold_ndcg@10") is not None and r["ours_ndcg@10"] >= r["gold_ndcg@10"] for r in done),
+        **_deployed_summary(done),
     }
+
+
+def _deployed_summary(done: list[dict]) -> dict:
+    """The same figures for what the service would serve (the gate applied), over cells that record it."""
+    gated = [r for r in done if "gate_passed" in r]
+    if not gated:
+        return {}
+    ratios = [r["deployed_gain_ratio"] for r in gated if r.get("deployed_gain_ratio") is not None]
+    return {"deployed_cells": len(gated), "deployed_passed": sum(bool(r["gate_passed"]) for r in gated),
+            "deployed_below_base": sum(bool(r["deployed_below_base"]) for r in gated),
+            "deployed_median_gain_ratio": statistics.median(ratios) if ratios else None,
+            "deployed_mean_gain": statistics.fmean(r["deployed_gain"] for r in gated)}
 
 
 def _fmt(value: Any, spec: str = ".4f") -> str:
     """``value`` formatted with ``spec``; "–" for a missing one."""
     return "–" if value is None else format(value, spec)
+
+
+def _ratio(record: dict) -> str:
+    if record.get("gain_ratio") is None and record.get("gold_gain") is not None and record["gold_gain"] <= 0:
+        return "n/a (gold ≤ base)"
+    return _fmt(record.get("gain_ratio"), ".2f")
+
+
+def _gate(record: dict) -> str:
+    if "gate_passed" not in record:
+        return "–"
+    z = record.get("gate_z")
+    return f"{'deploy' if record['gate_passed'] else 'keep start'} ({'∞' if z is None else format(z, '.1f')})"
 
 
 def markdown(records: list[dict], total: dict | None, args: argparse.Namespace, extra: list[str]) -> str:
@@ -260,24 +298,30 @@ def markdown(records: list[dict], total: dict | None, args: argparse.Namespace, 
         f"max train queries {args.max_train_queries or 'all'}; max docs {args.max_docs or 'all'}; epochs {args.epochs}; "
         f"batch {args.batch_size}; gold lr {args.lr}" + (f"; ours: `{' '.join(extra)}`" if extra else "") + ".",
         "",
-        "| data set | users | popularity | seed | train q | sessions | clicks | base nDCG@10 | ours | gold | ours gain | gold gain | gain_ratio | below base | selection | min |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| data set | users | popularity | seed | train q | sessions | clicks | base nDCG@10 | ours | gold | ours gain | gold gain | gain_ratio | below base | selection | gate (z) | deployed gain | min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         if r.get("failed"):
-            lines.append(f"| {r['dataset']} | {r['click_model']} | {r['popularity']} | {r['seed']} | failed (see logs) |||||||||||| {r['minutes']:.1f} |")
+            lines.append(f"| {r['dataset']} | {r['click_model']} | {r['popularity']} | {r['seed']} | failed (see logs) |||||||||||||| {r['minutes']:.1f} |")
             continue
         lines.append(
             f"| {r['dataset']} | {r['click_model']} | {r['popularity']} | {r['seed']} | {r.get('train_queries')} | {r.get('sessions')} | "
             f"{r.get('clicks')} | {r['base_ndcg@10']:.4f} | {r['ours_ndcg@10']:.4f} | {_fmt(r.get('gold_ndcg@10'))} | "
-            f"{r['ours_gain']:+.4f} | {_fmt(r.get('gold_gain'), '+.4f')} | {_fmt(r.get('gain_ratio'), '.2f')} | "
+            f"{r['ours_gain']:+.4f} | {_fmt(r.get('gold_gain'), '+.4f')} | {_ratio(r)} | "
             f"{'**yes**' if r['below_base'] else ''} | "
-            f"{r.get('selection') or ''} | {r['minutes']:.1f} |"
+            f"{r.get('selection') or ''} | {_gate(r)} | {_fmt(r.get('deployed_gain'), '+.4f')} | {r['minutes']:.1f} |"
         )
     if total is not None:
         lines += ["", f"**{total['cells']} cells**: median gain_ratio {_fmt(total['median_gain_ratio'], '.2f')}, "
                   f"min {_fmt(total['min_gain_ratio'], '.2f')} (Zipf cells: min {_fmt(total['min_gain_ratio_zipf'], '.2f')}), "
-                  f"below base {total['below_base']}, failed {total['failed']}, {total['minutes']} minutes."]
+                  f"below base {total['below_base']}, failed {total['failed']}, {total['minutes']} minutes; "
+                  f"gold not above base in {total.get('gold_not_above_base', 0)} cells (no ratio there); "
+                  f"ours ≥ gold in {total.get('ours_above_gold', 0)}."]
+        if total.get("deployed_cells"):
+            lines.append(f"Deployed (the quality gate applied): gate passed in {total['deployed_passed']} of "
+                         f"{total['deployed_cells']} cells, below base {total['deployed_below_base']}, mean gain "
+                         f"{total['deployed_mean_gain']:+.4f}, median gain_ratio {_fmt(total['deployed_median_gain_ratio'], '.2f')}.")
     return "\n".join(lines) + "\n"
 
 

@@ -32,7 +32,8 @@ gain = {"pbm": 0.02, "dbn": 0.01, "trust-bias": -0.005, "misleading": 0.03}[args
 print("noise that is not JSON")
 print(json.dumps({"stage": "base", "ndcg@10": 0.5, "train_queries": 7, "test_queries": 5, "docs": 40}))
 print(json.dumps({"stage": "simulation", "sessions": 70, "clicks": 50}))
-print(json.dumps({"stage": "ours", "ndcg@10": 0.5 + gain, "steps": 3, "best_step": 2, "selection": "candidate beats start"}))
+print(json.dumps({"stage": "ours", "ndcg@10": 0.5 + gain, "steps": 3, "best_step": 2, "selection": "candidate beats start",
+                  "gate_passed": gain > 0.015, "gate_z": gain * 100, "gate_queries": 12}))
 if not args.skip_gold:
     print(json.dumps({"stage": "gold", "ndcg@10": 0.52 + 0.01 * int(args.seed)}))
 print(json.dumps({"stage": "summary"}))
@@ -82,7 +83,13 @@ def test_grid_runs_every_cell_and_gold_once_per_dataset_and_seed(suite, beir, tm
     assert last["below_base"] == 4  # trust-bias × 2 popularity × 2 seeds lost 0.005
     assert last["min_gain_ratio"] == pytest.approx(-0.005 / 0.02)
     assert last["median_gain_ratio"] == pytest.approx(statistics.median(c["gain_ratio"] for c in cells))
+    # what the service would serve: the gate kept the start model where the fake's gain was small
+    assert last["deployed_cells"] == 16 and last["deployed_passed"] == 8 and last["deployed_below_base"] == 0
+    trust = next(c for c in cells if c["click_model"] == "trust-bias")
+    assert trust["below_base"] and not trust["gate_passed"] and trust["deployed_gain"] == 0 and not trust["deployed_below_base"]
+    assert seed1_dbn["deployed_gain"] == 0 and seed1_dbn["deployed_gain_ratio"] == 0
     table = out.read_text()
+    assert "keep start (-0.5)" in table and "deploy (3.0)" in table and "Deployed (the quality gate applied)" in table
     assert table.count("| tiny-beir |") == 16 and "median gain_ratio" in table and "**yes**" in table
     assert len(out.with_suffix(".jsonl").read_text().splitlines()) == 16
     assert (out.parent / "suite-logs" / "tiny-beir-dbn-zipf-s1.log").exists()
@@ -125,3 +132,16 @@ def test_plan_and_input_checks(suite, beir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         suite.main(["--datasets", str(beir), "--click-models", "nope", "--plan"])
     capsys.readouterr()
+
+
+def test_no_ratio_to_a_gold_baseline_that_lost(suite, tmp_path):
+    """A gold baseline below the base model gives no gain_ratio (its sign would flip the meaning);
+    the cell keeps both gains and the summary counts it."""
+    cell = suite.Cell(tmp_path, "pbm", "uniform", 0)
+    stages = {"base": {"ndcg@10": 0.30}, "ours": {"ndcg@10": 0.305, "gate_passed": True, "gate_z": 1.5}}
+    record = suite.cell_record(cell, stages, {"ndcg@10": 0.29}, 1.0, "k")
+    assert record["gain_ratio"] is None and record["deployed_gain_ratio"] is None
+    assert record["gold_gain"] == pytest.approx(-0.01) and record["ours_gain"] == pytest.approx(0.005)
+    total = suite.summary([record], 1.0)
+    assert total["gold_not_above_base"] == 1 and total["ours_above_gold"] == 1 and total["median_gain_ratio"] is None
+    assert "n/a (gold ≤ base)" in suite.markdown([record], total, suite.parse_args(["--datasets", str(tmp_path)])[0], [])
