@@ -230,14 +230,33 @@ def cell_record(cell: Cell, stages: dict[str, dict], gold: dict | None, minutes:
                        "gate_queries": ours_stage.get("gate_queries"), "deployed_ndcg@10": deployed,
                        "deployed_gain": deployed - base, "deployed_below_base": deployed < base})
     if gold is not None:
-        gold_gain = gold["ndcg@10"] - base
-        # a ratio to a gold baseline that did not beat the base model says nothing (its sign flips):
-        # such cells carry gold_gain and no ratio, and count as "gold_not_above_base" in the summary
-        record.update({"gold_ndcg@10": gold["ndcg@10"], "gold_gain": gold_gain,
-                       "gain_ratio": (ours - base) / gold_gain if gold_gain > 0 else None})
-        if "deployed_gain" in record:
-            record["deployed_gain_ratio"] = record["deployed_gain"] / gold_gain if gold_gain > 0 else None
+        add_gold(record, gold)
     return record
+
+
+def add_gold(record: dict, gold: dict) -> None:
+    """The gold baseline's figures and the ratios to it. A ratio to a gold baseline that did not beat
+    the base model says nothing (its sign flips): such cells carry gold_gain and no ratio, and count
+    as ``gold_not_above_base`` in the summary."""
+    gold_gain = gold["ndcg@10"] - record["base_ndcg@10"]
+    record.update({"gold_ndcg@10": gold["ndcg@10"], "gold_gain": gold_gain,
+                   "gain_ratio": record["ours_gain"] / gold_gain if gold_gain > 0 else None})
+    if "deployed_gain" in record:
+        record["deployed_gain_ratio"] = record["deployed_gain"] / gold_gain if gold_gain > 0 else None
+
+
+def stages_from_log(path: Path) -> dict[str, dict]:
+    """The JSON lines of a cell's log by stage (empty when there is no log)."""
+    stages: dict[str, dict] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and "stage" in record:
+                stages[record["stage"]] = record
+    return stages
 
 
 def summary(records: list[dict], minutes: float) -> dict:
@@ -420,6 +439,10 @@ def main(argv: list[str] | None = None) -> dict:
         gold = json.loads(gold_file.read_text()) if gold_file.exists() else None
         if key in previous and gold is not None:
             record = previous[key]
+            logged = stages_from_log(logs / f"{cell.label}.log")
+            if "ours" in logged:  # re-read, so that a resumed table has today's columns
+                record = {**cell_record(cell, logged, gold, record["minutes"], key),
+                          **({"gold_mismatch": True} if record.get("gold_mismatch") else {})}
             log(f"[{number}/{len(cells)}] {cell.label}: from {jsonl}")
         else:
             log(f"[{number}/{len(cells)}] {cell.label}" + ("" if gold else " (with the gold baseline)"))
@@ -443,10 +466,7 @@ def main(argv: list[str] | None = None) -> dict:
     for record, cell in zip(records, cells):  # a cell that ran before its data set's gold baseline existed
         gold_file = gold_dir / f"{cell.dataset.name}-{gold_key(cell.dataset, cell.seed, args)}.json"
         if not record.get("failed") and "gold_gain" not in record and gold_file.exists():
-            gold = json.loads(gold_file.read_text())
-            gold_gain = gold["ndcg@10"] - record["base_ndcg@10"]
-            record.update({"gold_ndcg@10": gold["ndcg@10"], "gold_gain": gold_gain,
-                           "gain_ratio": record["ours_gain"] / gold_gain if gold_gain != 0 else None})
+            add_gold(record, json.loads(gold_file.read_text()))
     total = summary(records, (time.perf_counter() - started) / 60)
     args.out.write_text(markdown(records, total, args, extra), encoding="utf-8")
     emit(total)
