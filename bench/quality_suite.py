@@ -245,9 +245,9 @@ def add_gold(record: dict, gold: dict) -> None:
         record["deployed_gain_ratio"] = record["deployed_gain"] / gold_gain if gold_gain > 0 else None
 
 
-def stages_from_log(path: Path) -> dict[str, dict]:
-    """The JSON lines of a cell's log by stage (empty when there is no log)."""
-    stages: dict[str, dict] = {}
+def staged_records(path: Path) -> list[dict]:
+    """The JSON objects with a ``stage`` among the lines of ``path`` (none when it does not exist)."""
+    records: list[dict] = []
     if path.exists():
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
@@ -255,8 +255,13 @@ def stages_from_log(path: Path) -> dict[str, dict]:
             except json.JSONDecodeError:
                 continue
             if isinstance(record, dict) and "stage" in record:
-                stages[record["stage"]] = record
-    return stages
+                records.append(record)
+    return records
+
+
+def stages_from_log(path: Path) -> dict[str, dict]:
+    """The JSON lines of a cell's log by stage (empty when there is no log)."""
+    return {record["stage"]: record for record in staged_records(path)}
 
 
 def summary(records: list[dict], minutes: float) -> dict:
@@ -345,16 +350,8 @@ def markdown(records: list[dict], total: dict | None, args: argparse.Namespace, 
 
 
 def load_previous(path: Path) -> dict[str, dict]:
-    previous: dict[str, dict] = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if record.get("stage") == "cell" and not record.get("failed") and "key" in record:
-                previous[record["key"]] = record
-    return previous
+    return {record["key"]: record for record in staged_records(path)
+            if record["stage"] == "cell" and not record.get("failed") and "key" in record}
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
