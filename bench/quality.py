@@ -15,8 +15,9 @@ Works on any BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/train.tsv, q
    per epoch) with the engine's default learning rate (``--ours-lr`` to change it); re-encode the
    corpus and score the test queries.
 4. In the same run, fine-tune the base model with sentence-transformers MultipleNegativesRankingLoss
-   on the gold (query, relevant document) train pairs, same epochs and batch size, learning rate
-   ``--lr`` (2e-5, the issue's reference); score it the same way.
+   on the gold (query, relevant document) train pairs, same epochs and batch size (shrunk for a small
+   set of pairs by the engine's own rule, ``steps_scaled_batch_size``), learning rate ``--lr``
+   (2e-5, the issue's reference); score it the same way.
 Prints JSON lines (``stage`` = base / ours / gold / summary); the summary has
 ``gain_ratio = (ours - base) / (gold - base)`` on test nDCG@10.
 """
@@ -53,7 +54,7 @@ from finetuning.simulation.click_simulator import simulate_sessions  # noqa: E40
 from finetuning.simulation.registry import CLICK_MODELS, make_click_model, make_popularity  # noqa: E402
 from finetuning.simulation.rankers import EmbeddingRanker  # noqa: E402
 from finetuning.tracking.in_memory import InMemoryTracker  # noqa: E402
-from finetuning.train import fine_tune  # noqa: E402
+from finetuning.train import fine_tune, steps_scaled_batch_size  # noqa: E402
 
 CACHE = REPO / "bench" / ".cache"
 
@@ -160,6 +161,9 @@ def train_gold_mnrl(model: TextEmbeddingsModel, dataset: BeirDataset, train_quer
             if score > 0:
                 anchors.append(dataset.queries[q])
                 positives.append(dataset.doc_text(doc))
+    # the engine's rule for a small log, applied to gold too: batches shrink so an epoch has enough steps
+    defaults = FineTuningSettings()
+    batch_size = steps_scaled_batch_size(len(anchors), batch_size, defaults.min_steps_per_epoch, defaults.min_batch_size)
     st = model.query_model
     with tempfile.TemporaryDirectory() as tmp:
         args = SentenceTransformerTrainingArguments(
@@ -181,7 +185,8 @@ def train_gold_mnrl(model: TextEmbeddingsModel, dataset: BeirDataset, train_quer
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started
-    return {"pairs": len(anchors), "train_seconds": seconds, "pairs_per_s": len(anchors) * epochs / seconds}
+    return {"pairs": len(anchors), "batch_size": batch_size, "steps": trainer.state.global_step,
+            "train_seconds": seconds, "pairs_per_s": len(anchors) * epochs / seconds}
 
 
 def deploy_decision(outcome) -> dict:
@@ -236,6 +241,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--confidence", default=None, help="confidence calculator (default: the engine's)")
     parser.add_argument("--temperature", type=float, default=0.05)
     parser.add_argument("--negative-downsampling", type=float, default=1.0)
+    parser.add_argument("--false-negative-margin", type=float, default=None,
+                        help="drop in-batch negatives scored within this margin of the positive (default: the engine's)")
     parser.add_argument("--validation-share", type=float, default=0.1)
     parser.add_argument("--test-each", type=float, default=0.25, help="validate every this share of an epoch (<=0: once per epoch)")
     parser.add_argument("--lr-decay", default="linear", choices=["linear", "none"])
@@ -277,7 +284,8 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     ours = load_base(args.model, args.max_seq_length)
     lr = args.ours_lr if args.ours_lr is not None else FineTuningParams().query_lr
-    params = FineTuningParams(query_lr=lr, items_lr=lr, temperature=args.temperature, negative_downsampling=args.negative_downsampling)
+    params = FineTuningParams(query_lr=lr, items_lr=lr, temperature=args.temperature, negative_downsampling=args.negative_downsampling,
+                              **({"false_negative_margin": args.false_negative_margin} if args.false_negative_margin is not None else {}))
     settings = FineTuningSettings(loss_func=args.loss, **({"confidence_calculator": args.confidence} if args.confidence else {}),
                                   batch_size=args.batch_size, num_epochs=args.epochs,
                                   seed=args.seed, test_each_n_sessions=args.test_each, lr_decay=args.lr_decay)

@@ -37,6 +37,8 @@ class FineTuningFeatures:
     positive_confidences: torch.Tensor  # (P,)
     negative_confidences: torch.Tensor  # (P,)
     is_similarity: bool = True
+    # (Q, I) True where item j was shown to query i (its own results); False: another query's item in the batch
+    shown_mask: torch.Tensor | None = None
     query_texts: list[Any] = field(default_factory=list)
     item_ids: list[str] = field(default_factory=list)
     cached: list[CachedEmbeddings] = field(default_factory=list, repr=False)  # embeddings computed without autograd

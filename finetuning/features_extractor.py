@@ -223,12 +223,14 @@ class FeaturesExtractor(pl.LightningModule):
 
         # 5: in-batch negative weights and the pairwise view
         negative_weights = torch.ones(len(queries), len(item_ids))
+        shown_mask = torch.zeros(len(queries), len(item_ids), dtype=torch.bool)
         pos_q, pos_i, pos_w = [], [], []
         pair_q, pair_p, pair_n, pair_pc, pair_nc = [], [], [], [], []
         for qi, text in enumerate(queries):
             for i in shown[text]:
                 if i in item_index:
                     negative_weights[qi, item_index[i]] = 0.0  # shown but unexamined (or positive): excluded
+                    shown_mask[qi, item_index[i]] = True
             for i, w in hard[text].items():
                 negative_weights[qi, item_index[i]] = w
             for i, w in positives[text].items():
@@ -275,6 +277,7 @@ class FeaturesExtractor(pl.LightningModule):
             positive_confidences=real(pair_pc)[keep],
             negative_confidences=real(pair_nc)[keep],
             is_similarity=self.is_similarity,
+            shown_mask=shown_mask.to(device),
             query_texts=queries,
             item_ids=item_ids,
             cached=cached,

@@ -64,6 +64,10 @@ class FineTuningParams(_MlflowRoundTrip):
     max_abs_difference_threshold: float = Field(1.0, gt=0)
     examples_order: list[ExamplesType] = Field(default_factory=lambda: [ExamplesType.all_examples])
     temperature: float = Field(0.05, gt=0, description="softmax temperature of the contrastive loss")
+    false_negative_margin: float | None = Field(
+        None, ge=0, description="drop another query's in-batch item as a negative when the model scores it within "
+        "this cosine margin of the positive (a likely false negative; None: keep all)"
+    )
     negatives_above_last_click_only: bool = Field(
         True, description="skipped results count as negatives only when ranked above the session's last click"
     )

@@ -24,7 +24,7 @@ from finetuning.params import FineTuningParams
 from finetuning.rankers import RANKERS, Ranker
 
 LOSSES: dict[str, Callable[[FineTuningParams], object]] = {
-    "click_infonce": lambda p: ClickInfoNCELoss(temperature=p.temperature),
+    "click_infonce": lambda p: ClickInfoNCELoss(temperature=p.temperature, false_negative_margin=p.false_negative_margin),
     "prob_margin": lambda p: ProbMarginRankingLoss(base_margin=p.margin),
     "cosine_prob_margin": lambda p: CosineProbMarginRankingLoss(base_margin=p.margin),
 }

@@ -199,3 +199,24 @@ def test_losses_survive_a_batch_without_clicks(model):
     assert features.is_empty and len(features) == 0
     for loss in (ClickInfoNCELoss(), ProbMarginRankingLoss(), CosineProbMarginRankingLoss()):
         assert float(loss(features)) == 0.0
+
+
+def test_false_negative_margin_drops_only_other_queries_items_scored_near_the_positive(model):
+    extractor = FeaturesExtractor(model)
+    features = extractor([_input("red", "abc", clicks=["b"]), _input("blue", "de", clicks=["e"])], ITEMS)
+    red = features.query_texts.index("red")
+    assert features.shown_mask[red].tolist() == [i in "abc" for i in features.item_ids]
+    cosines = F.normalize(features.query_embeddings, dim=-1) @ F.normalize(features.item_embeddings, dim=-1).T
+    # a margin of 2 covers every cosine: each query keeps only its own results as negatives
+    filtered = ClickInfoNCELoss(temperature=0.1, false_negative_margin=2.0)(features)
+    total = 0.0
+    for qi, pi in zip(features.positive_query_index.tolist(), features.positive_item_index.tolist()):
+        weights = features.negative_weights[qi].clone()
+        weights[~features.shown_mask[qi]] = 0.0
+        weights[pi] = 1.0
+        allowed = weights > 0
+        scores = cosines[qi] / 0.1
+        total = total + torch.logsumexp(scores[allowed] + torch.log(weights[allowed]), dim=0) - scores[pi]
+    assert torch.allclose(filtered, total / features.positive_item_index.numel(), atol=1e-5)
+    # without the margin, the other query's items stay in the denominator
+    assert ClickInfoNCELoss(temperature=0.1)(features) > filtered

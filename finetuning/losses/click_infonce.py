@@ -8,7 +8,12 @@ For every (query q, clicked item p) of the batch, with cosine similarities ``s``
 where j runs over all items embedded in the batch and ``w_qj`` comes from
 ``features.negative_weights``: 0 for q's own clicks and for results q showed but (probably) never
 examined (the false-negative guard), the skip confidence for q's hard negatives (shown above a
-click, not clicked), 1 for other queries' items (in-batch negatives). The batch loss is the
+click, not clicked), 1 for other queries' items (in-batch negatives). With
+``false_negative_margin`` m, another query's item that the model itself already scores within m of
+q's positive (``cos(q, j) > cos(q, p) - m``) is dropped as a likely false negative: in a data set
+whose queries share relevant documents, another query's click is often relevant to q too. This is
+GISTEmbed's filter (Solatorio 2024, "GISTEmbed: Guided In-sample Selection of Training Negatives")
+with the model being trained as its own guide. The batch loss is the
 mean of ``loss_qp`` weighted by the click confidences. It is the MultipleNegativesRankingLoss of
 sentence-transformers (van den Oord et al. 2018, "Representation Learning with Contrastive
 Predictive Coding"; Henderson et al. 2017) extended with weights from a click model.
@@ -27,12 +32,14 @@ from finetuning.losses.base import RankingLossInterface, zero_loss
 
 
 class ClickInfoNCELoss(RankingLossInterface):
-    def __init__(self, temperature: float = 0.05, hard_negative_weight: float = 1.0) -> None:
+    def __init__(self, temperature: float = 0.05, hard_negative_weight: float = 1.0,
+                 false_negative_margin: float | None = None) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError("temperature must be > 0")
         self.temperature = temperature
         self.hard_negative_weight = hard_negative_weight
+        self.false_negative_margin = false_negative_margin
 
     def forward(self, features: FineTuningFeatures) -> torch.Tensor:
         if features.is_empty:
@@ -46,6 +53,11 @@ class ClickInfoNCELoss(RankingLossInterface):
         weights = features.negative_weights[rows].clone()  # (K, I)
         if self.hard_negative_weight != 1.0:
             weights = torch.where((weights > 0) & (weights < 1), weights * self.hard_negative_weight, weights)
+        if self.false_negative_margin is not None and features.shown_mask is not None:
+            cosines = (scores[rows] * self.temperature).detach()
+            positive = cosines.gather(1, cols[:, None])
+            likely_relevant = (cosines > positive - self.false_negative_margin) & ~features.shown_mask[rows]
+            weights = weights.masked_fill(likely_relevant, 0.0)
         weights[torch.arange(len(cols), device=cols.device), cols] = 1.0  # the positive itself
         logits = logits + torch.log(weights.clamp_min(1e-30)).masked_fill(weights <= 0, float("-inf"))
         per_pair = -logits.gather(1, cols[:, None]).squeeze(1) + torch.logsumexp(logits, dim=1)
