@@ -7,7 +7,7 @@ import math
 import pytest
 
 from finetuning.experiments.hyperopt_search import NoSuccessfulTrial, search, search_with_trials
-from finetuning.experiments.search_space import DEFAULT_SPACE, build_space, params_from_sample
+from finetuning.experiments.search_space import DEFAULT_SPACE, build_space, default_point, params_from_sample
 from finetuning.params import ExamplesType, FineTuningParams, FineTuningSettings
 
 
@@ -82,6 +82,20 @@ def test_reraised_exceptions_stop_the_sweep():
 def test_lower_is_better():
     best = search(SPACE, lambda p: -quality(p), max_evals=30, seed=2, higher_is_better=False)
     assert abs(math.log10(best.query_lr) + 3) < 0.8
+
+
+def test_the_first_trial_is_the_engines_defaults_then_tpe_explores():
+    seen: list[FineTuningParams] = []
+    outcome = search_with_trials(None, lambda p: seen.append(p) or 0.5, max_evals=3, seed=0)
+    first, defaults = seen[0], FineTuningParams()
+    for field in ("query_lr", "items_lr", "margin", "temperature", "negative_downsampling", "num_fixed_layers",
+                  "not_irrelevant_only", "min_abs_difference_threshold"):
+        assert getattr(first, field) == pytest.approx(getattr(defaults, field)), field
+    assert first.query_weight_decay == pytest.approx(1e-6)  # 0 clamped into loguniform's range
+    assert len({p.query_lr for p in seen}) == 3 and len(outcome.trials) == 3
+    # a space that cannot express a default: no fixed first point, TPE samples from the start
+    assert default_point({"margin": {"choice": [0.3, 0.4]}}) is None
+    assert default_point({"margin": {"uniform": [0.3, 0.4]}}) == {"margin": 0.3}
 
 
 def test_default_space_samples_valid_params():

@@ -75,6 +75,17 @@ def test_better_by_less_than_z_standard_errors_is_refused_with_the_figures():
     assert gate(before, clear).passed is True and gate(before, clear, gate_z=z + 0.1).passed is False
 
 
+def test_one_query_that_moved_is_not_enough_and_two_are():
+    # the demo's first larger run: 31 held-out queries, one of them +0.0198, the rest tied -> z = 1.0 exactly
+    before = per_query(31, 0.95, 0.04)
+    one = [b + (0.0198 if i == 7 else 0.0) for i, b in enumerate(before)]
+    decision = gate(before, one)
+    assert decision.z == pytest.approx(1.0) and not decision.passed
+    assert "within the noise" in decision.reason
+    two = [b + (0.0198 if i in (7, 12) else 0.0) for i, b in enumerate(before)]
+    assert gate(before, two).passed and gate(before, two).z == pytest.approx(math.sqrt(2 * 30 / 29))
+
+
 def test_worse_or_identical_is_refused():
     before = per_query(20, 0.5, 0.2)
     assert "does not beat the start" in gate(before, list(before)).reason

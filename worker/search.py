@@ -180,3 +180,22 @@ def _item_meta(metadata: dict[str, Any] | None) -> dict[str, Any]:
     except (TypeError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
+
+
+class BlueIndexRanker:
+    """The deployment's search as a :class:`finetuning.simulation.rankers.Ranker`: simulated users see
+    exactly what the service would show them (the blue model, the blue collection), and the simulation
+    costs one query encoding per query instead of a second encoding of the corpus."""
+
+    name = "blue-index"
+
+    def __init__(self, searcher: Searcher, deployment: str | None = None) -> None:
+        self.searcher = searcher
+        self.deployment = deployment
+
+    def rank_many(self, queries: list[str], top_k: int) -> list[list[tuple[str, float]]]:
+        ranked = []
+        for query in queries:
+            response = self.searcher.search(SearchRequest(query=query, k=min(top_k, MAX_K), deployment=self.deployment))
+            ranked.append([(hit.object_id, 1.0 - hit.distance) for hit in response.results])
+        return ranked

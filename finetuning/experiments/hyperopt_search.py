@@ -9,7 +9,9 @@ A trial that raises, returns ``None``/NaN, or samples invalid parameters is a *f
 hyperopt gets ``STATUS_FAIL`` (TPE ignores it), it counts as the worst score, and the sweep goes
 on. Exceptions listed in ``reraise`` (infrastructure failures such as ``TrackingUnavailable``,
 cancellation) stop the sweep instead. ``on_trial(trial_index, trials_total, best_so_far)`` is
-called after every trial (1-based index) for task progress.
+called after every trial (1-based index) for task progress. When the space is given as
+configuration (or ``None``), the first trial is the engine's defaults
+(:func:`~finetuning.experiments.search_space.default_point`, queued as hyperopt's first trial).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, tpe
+from hyperopt.fmin import generate_trials_to_calculate
 
-from finetuning.experiments.search_space import build_space, is_space, params_from_sample
+from finetuning.experiments.search_space import build_space, default_point, is_space, params_from_sample
 from finetuning.params import FineTuningParams
 
 logger = logging.getLogger(__name__)
@@ -68,6 +71,7 @@ def search_with_trials(
     if max_evals < 1:
         raise ValueError("max_evals must be >= 1")
     hp_space = space if is_space(space) else build_space(space)
+    start = None if is_space(space) else default_point(space)
     outcomes: list[TrialOutcome] = []
     best: list[Any] = [None, None]  # params, quality
 
@@ -93,7 +97,8 @@ def search_with_trials(
         _report(on_trial, index, max_evals, best[1])
         return {"status": STATUS_OK, "loss": -quality if higher_is_better else quality}
 
-    trials = Trials()
+    # hyperopt evaluates a queued point first (fmin's own points_to_evaluate is ignored once trials are given)
+    trials = generate_trials_to_calculate([start]) if start else Trials()
     try:
         fmin(
             evaluate,
@@ -103,6 +108,8 @@ def search_with_trials(
             trials=trials,
             rstate=np.random.default_rng(seed),
             show_progressbar=False,
+            # a queued first point is not counted against max_evals by fmin: stop on our own count
+            early_stop_fn=lambda _trials, *args: (len(outcomes) >= max_evals, args),
         )
     except Exception as error:
         if best[0] is None and type(error).__name__ == "AllTrialsFailed":

@@ -109,3 +109,36 @@ def params_from_sample(sample: Mapping[str, Any]) -> FineTuningParams:
             value = int(round(value))
         values[field] = value
     return FineTuningParams(**values)
+
+
+def default_point(config: SpaceConfig | None = None) -> dict[str, Any] | None:
+    """The engine's defaults (``FineTuningParams()``, the configuration measured on the quality suite)
+    as a point of ``config``'s space, for hyperopt's ``points_to_evaluate``: the search's first trial
+    runs the measured defaults and TPE explores from there, so a search of one trial is the default
+    run and more trials can only add candidates to it. A range takes the default clamped into its
+    bounds (a weight decay of 0 becomes ``loguniform``'s lower bound), a ``choice`` the default's
+    index; ``None`` when some distribution cannot express its default (a choice without it, a
+    quantized or normal distribution).
+
+    >>> default_point({"query_lr": {"loguniform": [1e-6, 1e-4]}, "num_fixed_layers": {"choice": [0, 1]}})
+    {'query_lr': 4e-05, 'num_fixed_layers': 0}
+    """
+    config = DEFAULT_SPACE if config is None else config
+    defaults = FineTuningParams()
+    point: dict[str, Any] = {}
+    for field, spec in config.items():
+        if not isinstance(spec, Mapping):
+            continue  # a fixed value is not searched
+        (kind, args), = spec.items()
+        args = list(args) if isinstance(args, (list, tuple)) else [args]
+        default = getattr(defaults, field, None)
+        if kind == "choice":
+            if default not in args:
+                return None
+            point[field] = args.index(default)
+        elif kind in ("uniform", "loguniform") and isinstance(default, (int, float)) and not isinstance(default, bool):
+            low, high = args
+            point[field] = min(max(float(default), low), high)
+        else:
+            return None
+    return point

@@ -15,6 +15,8 @@ gate passes when all of these hold:
   error is what noise alone gives about a third of the time. One standard error, not 1.64 (a
   5 % test): a wrong deploy costs one reindex and is corrected by the next iteration, while a
   stricter bar would refuse most real gains measurable on a few dozen click-labelled queries.
+  One query that moved while all others tie gives exactly one standard error, whatever ``n``, so it
+  never deploys alone at the default (the comparison allows for rounding); two that moved do;
   ``gate_z=0`` is "strictly better on average";
 - ``m >= min_improvement``: an absolute margin on top.
 
@@ -36,6 +38,9 @@ from dao.task_documents import FineTuningOptions
 #: The defaults of the task options of the same names.
 MIN_GATE_QUERIES: int = FineTuningOptions.model_fields["min_gate_queries"].default
 GATE_Z: float = FineTuningOptions.model_fields["gate_z"].default
+#: One query that moved, all others equal, gives z = 1 exactly (mean = se = d / n) — up to rounding,
+#: which would otherwise decide whether a single query is enough to deploy at the default gate_z 1.
+Z_TOLERANCE: float = 1e-9
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,7 @@ def quality_gate(metric: str, before: float | None, after: float | None, *, high
     measured = f"{mean:+.4f} ± {se:.4f} (paired SE over {n} held-out queries) = {z:.1f} SE"
     if mean <= 0:
         return GateDecision(False, f"{head}: {measured} → does not beat the start", **base, **figures)
-    if not mean > gate_z * se:
+    if not mean > gate_z * se * (1 + Z_TOLERANCE):
         return GateDecision(False, f"{head}: {measured} ≤ {gate_z:g} → within the noise of the start",
                             **base, **figures)
     if mean < min_improvement:
