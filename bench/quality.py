@@ -244,6 +244,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--false-negative-margin", type=float, default=None,
                         help="drop in-batch negatives scored within this margin of the positive (default: the engine's)")
     parser.add_argument("--validation-share", type=float, default=0.1)
+    parser.add_argument("--validation-pool", default="shared", choices=["shared", "own"],
+                        help="rank each held-out query against all held-out results (shared) or its own shown results")
     parser.add_argument("--test-each", type=float, default=0.25, help="validate every this share of an epoch (<=0: once per epoch)")
     parser.add_argument("--lr-decay", default="linear", choices=["linear", "none"])
     parser.add_argument("--score-last", action="store_true",
@@ -287,6 +289,7 @@ def main(argv: list[str] | None = None) -> dict:
     params = FineTuningParams(query_lr=lr, items_lr=lr, temperature=args.temperature, negative_downsampling=args.negative_downsampling,
                               **({"false_negative_margin": args.false_negative_margin} if args.false_negative_margin is not None else {}))
     settings = FineTuningSettings(loss_func=args.loss, **({"confidence_calculator": args.confidence} if args.confidence else {}),
+                                  **({"metric_calculators": ["distance_shift", "retrieval_own_results"]} if args.validation_pool == "own" else {}),
                                   batch_size=args.batch_size, num_epochs=args.epochs,
                                   seed=args.seed, test_each_n_sessions=args.test_each, lr_decay=args.lr_decay)
     tracker = InMemoryTracker()

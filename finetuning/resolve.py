@@ -3,7 +3,7 @@
 | setting | names |
 |---|---|
 | ``loss_func`` | ``click_infonce``, ``prob_margin``, ``cosine_prob_margin`` |
-| ``metric_calculators`` | ``distance_shift``, ``retrieval`` |
+| ``metric_calculators`` | ``distance_shift``, ``retrieval``, ``retrieval_own_results`` |
 | ``ranker`` | ``cosine``, ``dot``, ``euclidean`` |
 | ``confidence_calculator`` | ``dummy``, ``position_bias``, ``click_relevance`` |
 
@@ -31,6 +31,8 @@ LOSSES: dict[str, Callable[[FineTuningParams], object]] = {
 METRICS: dict[str, Callable[[], MetricCalculator]] = {
     "distance_shift": DistanceShift,
     "retrieval": HeldOutRetrievalMetrics,
+    # each held-out query ranked against its own shown results only (no bias for the start model)
+    "retrieval_own_results": lambda: HeldOutRetrievalMetrics(own_results_only=True),
 }
 CONFIDENCES: dict[str, Callable[[], object]] = {
     "dummy": lambda: dummy_confidences,

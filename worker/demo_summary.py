@@ -8,7 +8,9 @@ from rich.console import Console
 from rich.table import Table
 
 
-def print_summary(console: Console, db, result: dict[str, Any], before: dict[str, float], after: dict[str, float]) -> None:
+def print_summary(console: Console, db, result: dict[str, Any], before: dict[str, float], after: dict[str, float],
+                  candidate: dict[str, float] | None = None) -> None:
+    """``candidate``: the test figures of a model the gate did not deploy (scored through a shadow index)."""
     from dao.blue_pointer import BluePointers
 
     held_before = result.get("metrics_before") or {}
@@ -26,6 +28,11 @@ def print_summary(console: Console, db, result: dict[str, Any], before: dict[str
         if name in before and name in after:
             table.add_row(f"test queries (blue index) · {name}", f"{before[name]:.4f}", f"{after[name]:.4f}",
                           f"{after[name] - before[name]:+.4f}")
+    if candidate:
+        for name in ("ndcg@10", "mrr@10", "recall@100"):
+            if name in before and name in candidate:
+                table.add_row(f"test queries · {name} of the candidate the gate kept out", f"{before[name]:.4f}",
+                              f"{candidate[name]:.4f}", f"{candidate[name] - before[name]:+.4f}")
     console.print(table)
     pointer = BluePointers(db).get()
     if pointer is not None:

@@ -12,6 +12,12 @@ clicked results are all more likely noise than relevant (posterior < 0.5) is lef
 pool is every result shown in the held-out sessions (plus any ``extra_pool_ids``), so a
 validation costs one encoding of a few hundred items, not the corpus; with the context's
 embeddings cache those are the rows the validation steps already computed.
+
+That shared pool favours the start model: the results it showed a query were its own top k over
+the whole corpus, so it ranks every other query's results below them, while a trained model that
+lifts another query's result (unjudged for this query, perhaps relevant) only loses by it. With
+``own_results_only`` each query is ranked against the results its own sessions showed — the
+comparison clicks can judge without that bias (a reordering of what was shown), at the same cost.
 Item parts (long-text chunks) are ranked and then mapped back to their object, keeping each
 object's best position. Uses :mod:`finetuning.metrics.retrieval`.
 """
@@ -29,10 +35,12 @@ from finetuning.rankers import ranker_name
 
 
 class HeldOutRetrievalMetrics(MetricCalculator):
-    def __init__(self, ks: Sequence[int] = (10, 100), extra_pool_ids: Iterable[str] = (), batch_size: int = 64) -> None:
+    def __init__(self, ks: Sequence[int] = (10, 100), extra_pool_ids: Iterable[str] = (), batch_size: int = 64,
+                 own_results_only: bool = False) -> None:
         self.ks = tuple(ks)
         self.extra_pool_ids = list(extra_pool_ids)
         self.batch_size = batch_size
+        self.own_results_only = own_results_only
         self.last_per_query: dict[str, list[float]] = {}
         self.reset()
 
@@ -45,7 +53,8 @@ class HeldOutRetrievalMetrics(MetricCalculator):
     def compute(self, context: MetricContext) -> dict[str, float]:
         """Means over the held-out queries; the per-query values stay in ``last_per_query`` (for a
         paired comparison of two validations, see :class:`finetuning.callbacks.KeepBestWeights`)."""
-        self.last_per_query = evaluate_sessions_per_query(self._inputs, context, self.ks, self.extra_pool_ids, self.batch_size)
+        self.last_per_query = evaluate_sessions_per_query(self._inputs, context, self.ks, self.extra_pool_ids, self.batch_size,
+                                                          own_results_only=self.own_results_only)
         return _means(self.last_per_query)
 
 
@@ -70,19 +79,23 @@ def evaluate_sessions_per_query(
     ks: Sequence[int] = (10, 100),
     extra_pool_ids: Iterable[str] = (),
     batch_size: int = 64,
+    *,
+    own_results_only: bool = False,
 ) -> dict[str, list[float]]:
     """:func:`evaluate_sessions` before averaging: each metric's value per held-out query, queries
     in a fixed order (first appearance in ``inputs``), so two models' lists pair up."""
     gains: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     sessions: dict[str, int] = defaultdict(int)
     pool: dict[str, str] = {}  # item id (or part id) -> object id
+    shown: dict[str, dict[str, None]] = defaultdict(dict)  # query text -> item (or part) ids its sessions showed
     confidences = context.confidence_calculator(list(inputs)) if context.confidence_calculator else None
     for index, item in enumerate(inputs):
+        text = context.query_retriever(item.query)
         for object_id in item.results:
             parts = [p for p, o in item.part_to_object_id.items() if o == object_id] or [object_id]
             for part in parts:
                 pool[part] = object_id
-        text = context.query_retriever(item.query)
+                shown[text][part] = None
         sessions[text] += 1
         if item.is_irrelevant:
             continue
@@ -108,7 +121,15 @@ def evaluate_sessions_per_query(
     query_embeddings = context.encode_queries(queries, batch_size=batch_size)
     item_embeddings = context.encode_items(pool_ids, batch_size=batch_size)
     similarity = ranker_name(context.ranker)
-    ranked_parts = top_k_ids(query_embeddings, item_embeddings, pool_ids, k=max(ks) * 4, similarity=similarity)
+    if own_results_only:
+        row = {item_id: index for index, item_id in enumerate(pool_ids)}
+        ranked_parts = []
+        for index, text in enumerate(queries):
+            own = [i for i in shown[text] if i in row]
+            rows = item_embeddings[[row[i] for i in own]]
+            ranked_parts += top_k_ids(query_embeddings[index : index + 1], rows, own, k=max(ks) * 4, similarity=similarity)
+    else:
+        ranked_parts = top_k_ids(query_embeddings, item_embeddings, pool_ids, k=max(ks) * 4, similarity=similarity)
     ranked: list[list[str]] = []
     for parts in ranked_parts:
         seen: dict[str, None] = {}

@@ -1,0 +1,46 @@
+"""Held-out validation pools: shared by all held-out queries, or each query's own shown results."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from finetuning import resolve
+from finetuning.inputs import FineTuningInput, ItemsSet, TextQueryRetriever
+from finetuning.inputs.input import ClickEvent
+from finetuning.metrics.base import MetricContext
+from finetuning.metrics.held_out import HeldOutRetrievalMetrics, evaluate_sessions_per_query
+from finetuning.rankers import cosine
+
+# query "a" is close to its clicked a1 but closer still to b1, which only query "b" was shown
+VECTORS = {"a": [1.0, 0.0], "b": [0.0, 1.0], "a1": [0.9, 0.1], "a2": [0.2, 0.9], "b1": [1.0, 0.05], "b2": [0.5, -1.0]}
+
+
+class FixedModel:
+    def encode_queries(self, queries, batch_size=64):
+        return torch.tensor([VECTORS[q] for q in queries])
+
+    def encode_items(self, items, batch_size=64):
+        return torch.tensor([VECTORS[i] for i in items])
+
+
+def _session(query, results, clicked):
+    return FineTuningInput(query=query, results=results, events=[ClickEvent(object_id=clicked)],
+                           ranks={o: r + 1 for r, o in enumerate(results)})
+
+
+def test_own_results_pool_does_not_count_another_querys_result_against_a_query():
+    sessions = [_session("a", ["a1", "a2"], "a1"), _session("b", ["b1", "b2"], "b1")]
+    context = MetricContext(FixedModel(), ItemsSet({i: i for i in ("a1", "a2", "b1", "b2")}), TextQueryRetriever(), cosine)
+    shared = evaluate_sessions_per_query(sessions, context, ks=(10,))
+    own = evaluate_sessions_per_query(sessions, context, ks=(10,), own_results_only=True)
+    # shared pool: b1 ranks first for "a" and counts as irrelevant; own pool: "a" sees a1, a2 only
+    assert shared["ndcg@10"][0] < 1.0 and own["ndcg@10"] == [1.0, 1.0]
+
+
+def test_the_own_results_calculator_is_a_setting_name():
+    calculator = resolve.metric_calculators(["retrieval_own_results"])[0]
+    assert isinstance(calculator, HeldOutRetrievalMetrics) and calculator.own_results_only
+    assert not resolve.metric_calculators(["retrieval"])[0].own_results_only
+    with pytest.raises(KeyError):
+        resolve.metric_calculators(["retrieval_own"])
