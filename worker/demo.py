@@ -33,7 +33,6 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from worker.demo_eval import evaluate_deployment, shadow_candidate
 from worker.demo_summary import print_summary
 from worker.local_services import LocalProcess, start_mlflow_server, start_mongo_wire, start_process
 
@@ -260,6 +259,7 @@ class Demo:
             env = self._start_services()
             from dao.mongo import mongo_database
             from worker.client import ClicktuneClient
+            from worker.demo_eval import evaluate_deployment, shadow_candidate
             from finetuning.model_ref import ModelRef
             from worker.settings import get_settings
 
