@@ -10,10 +10,11 @@ Works on any BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/train.tsv, q
    top 10 are shown, a position-based click model clicks (``finetuning.simulation``; another
    simulated user with ``--click-model``), 10 sessions per query by default (a click log sees a
    popular query many times; ``--popularity zipf`` for a long tail of queries seen once).
-3. Fine-tune the base model with ``finetuning.train.fine_tune`` on those sessions (10 % of the
-   train queries' sessions held out for validation / best-weights selection, validated four times
-   per epoch) with the engine's default learning rate (``--ours-lr`` to change it); re-encode the
-   corpus and score the test queries.
+3. Fine-tune the base model with ``finetuning.train.fine_tune`` on those sessions (the fine-tuning
+   task's default ``test_size``, 20 %, of the train queries' sessions held out for validation,
+   best-weights selection and the quality gate, validated four times per epoch) with the
+   engine's default learning rate (``--ours-lr`` to change it); re-encode the corpus and score the
+   test queries.
 4. In the same run, fine-tune the base model with sentence-transformers MultipleNegativesRankingLoss
    on the gold (query, relevant document) train pairs, same epochs and batch size, learning rate
    ``--lr`` (2e-5, the issue's reference); score it the same way. (Shrinking gold's batches by the
@@ -44,6 +45,7 @@ sys.path.insert(0, str(REPO))
 import lightning.pytorch as pl  # noqa: E402
 import torch  # noqa: E402
 
+from dao.task_documents import FineTuningOptions  # noqa: E402
 from finetuning.datasets.beir import BeirDataset  # noqa: E402
 from finetuning.inputs import ItemsSet, TrainTestSplitter, sessions_to_inputs  # noqa: E402
 from finetuning.metrics.retrieval import retrieval_metrics, top_k_ids  # noqa: E402
@@ -240,7 +242,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--negative-downsampling", type=float, default=1.0)
     parser.add_argument("--false-negative-margin", type=float, default=None,
                         help="drop in-batch negatives scored within this margin of the positive (default: the engine's)")
-    parser.add_argument("--validation-share", type=float, default=0.1)
+    parser.add_argument("--validation-share", type=float, default=FineTuningOptions().test_size,
+                        help="held-out share of the train queries' sessions (default: the fine-tuning task's test_size, "
+                        "so the gate columns are what the service would decide)")
     parser.add_argument("--validation-pool", default="shared", choices=["shared", "own"],
                         help="rank each held-out query against all held-out results (shared) or its own shown results")
     parser.add_argument("--test-each", type=float, default=0.25, help="validate every this share of an epoch (<=0: once per epoch)")
