@@ -88,6 +88,20 @@ def classify_pg_error(exc: BaseException) -> ErrorKind | None:
     return None
 
 
+def connect_read_only(dsn: str, *, connect_timeout_s: float, statement_timeout_ms: int, application_name: str):
+    """A read-only autocommit psycopg2 connection with connect and statement timeouts; a refused or
+    failed connect is :class:`PgConnectError` (its text only: the DSN stays out of the traceback)."""
+    import psycopg2
+
+    try:
+        conn = psycopg2.connect(dsn, connect_timeout=max(2, math.ceil(connect_timeout_s)), application_name=application_name,
+                                options=f"-c statement_timeout={statement_timeout_ms}")
+    except psycopg2.OperationalError as exc:
+        raise PgConnectError(str(exc).strip()) from None
+    conn.set_session(readonly=True, autocommit=True)
+    return conn
+
+
 class _PgsqlLoaderBase(ItemsLoader):
     """Shared engine: connection (lazy, read-only, autocommit, timeouts), probe, chunked reads, retries."""
 
@@ -116,21 +130,10 @@ class _PgsqlLoaderBase(ItemsLoader):
 
     # -- connection ----------------------------------------------------------------------------------
     def _connection(self):
-        import psycopg2
-
         if self._conn is None or self._conn.closed:
-            statement_ms = int(self.config.read_timeout_s * 1000)
-            try:
-                conn = psycopg2.connect(
-                    self._dsn.get_secret_value(),
-                    connect_timeout=max(2, math.ceil(self.config.connect_timeout_s)),
-                    application_name=self.config.application_name,
-                    options=f"-c statement_timeout={statement_ms}",
-                )
-            except psycopg2.OperationalError as exc:
-                raise PgConnectError(str(exc).strip()) from None
-            conn.set_session(readonly=True, autocommit=True)
-            self._conn = conn
+            self._conn = connect_read_only(self._dsn.get_secret_value(), connect_timeout_s=self.config.connect_timeout_s,
+                                           statement_timeout_ms=int(self.config.read_timeout_s * 1000),
+                                           application_name=self.config.application_name)
         return self._conn
 
     def _drop_connection(self, retried: BaseException | None = None) -> None:

@@ -142,19 +142,12 @@ class PgReader:
             raise SourceUnavailableError(f"probe pg_table read failed: {self.redact.describe(exc)}") from None
 
     def _connection(self):
-        import psycopg2
-
-        from loaders.pgsql import PgConnectError
+        from loaders.pgsql import connect_read_only
 
         if self._conn is None or self._conn.closed:
-            try:
-                conn = psycopg2.connect(self._dsn.get_secret_value(), connect_timeout=5,
-                                        application_name=self.application_name,
-                                        options=f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS}")
-            except psycopg2.OperationalError as exc:
-                raise PgConnectError(str(exc).strip()) from None
-            conn.set_session(readonly=True, autocommit=True)
-            self._conn = conn
+            self._conn = connect_read_only(self._dsn.get_secret_value(), connect_timeout_s=5,
+                                           statement_timeout_ms=PG_STATEMENT_TIMEOUT_MS,
+                                           application_name=self.application_name)
         return self._conn
 
     def close(self) -> None:
