@@ -13,7 +13,8 @@ click, not clicked), 1 for other queries' items (in-batch negatives). With
 q's positive (``cos(q, j) > cos(q, p) - m``) is dropped as a likely false negative: in a data set
 whose queries share relevant documents, another query's click is often relevant to q too. This is
 GISTEmbed's filter (Solatorio 2024, "GISTEmbed: Guided In-sample Selection of Training Negatives")
-with the model being trained as its own guide. The batch loss is the
+with the model being trained as its own guide; off by default (``None``): on the quality suite's
+cells it changed nothing at m = 0 and nothing useful at m = 0.1 (docs/engine.md). The batch loss is the
 mean of ``loss_qp`` weighted by the click confidences. It is the MultipleNegativesRankingLoss of
 sentence-transformers (van den Oord et al. 2018, "Representation Learning with Contrastive
 Predictive Coding"; Henderson et al. 2017) extended with weights from a click model.
