@@ -8,10 +8,12 @@ What it does, in the order a real deployment would see it:
 2. takes a BEIR-layout data set (``../shared/data/scifact`` when present, else the slice bundled in
    ``examples/scifact-slice``), writes its documents as local files (the items) and builds the first
    blue index with the base model (ChromaDB, embedded);
-3. simulates search sessions for the **train** queries with the base model as the search engine
-   and a position-based click model, ingests them and releases the batch;
+3. simulates search sessions for the **train** queries by searching that blue index
+   (:class:`worker.search.BlueIndexRanker`) with a position-based click model, ingests them and
+   releases the batch;
 4. enqueues a fine-tuning task with ``deploy_as_blue`` and shows its live progress, then the
-   reindex task it queues;
+   reindex task it queues — or, when the quality gate keeps the old model, says why and indexes the
+   candidate beside blue (``worker/demo_eval.py``) to show what it would have served;
 5. prints the task's metrics on held-out sessions, retrieval on the **test** queries through the
    blue collection before and after, and which model/collection is blue.
 
