@@ -20,10 +20,13 @@ from worker.vector_store import create_vector_store
 SHADOW_POINTER = "demo-candidate"
 
 
-def evaluate_deployment(db: Any, settings: Any, dataset: Any, pointer_name: str = DEFAULT_POINTER) -> dict[str, float]:
-    """nDCG@10, MRR@10, Recall@100 (and @10/@100 variants) of the test queries through ``pointer_name``."""
+def evaluate_deployment(db: Any, settings: Any, dataset: Any, pointer_name: str = DEFAULT_POINTER,
+                        model: Any = None) -> dict[str, float]:
+    """nDCG@10, MRR@10, Recall@100 (and @10/@100 variants) of the test queries through ``pointer_name``;
+    ``model``: the pointer's model when the caller has it loaded already."""
     pointer = BluePointers(db).get(pointer_name)
-    model = ModelRef.parse(pointer.model_ref).load(settings.mlflow_tracking_uri)
+    if model is None:
+        model = ModelRef.parse(pointer.model_ref).load(settings.mlflow_tracking_uri)
     query_ids = dataset.query_ids("test")
     embeddings = model.encode_queries([dataset.queries[q] for q in query_ids]).cpu().numpy()
     found = create_vector_store(settings).query(pointer.collection, embeddings, k=min(100, len(dataset.corpus)))
@@ -38,4 +41,4 @@ def shadow_candidate(db: Any, settings: Any, dataset: Any, loader_config: dict[s
     build_index(store=create_vector_store(settings), pointers=BluePointers(db), model=model, model_ref=model_ref,
                 loader_config=loader_config, pointer_name=SHADOW_POINTER, total=len(dataset.corpus),
                 items=[ItemRef(object_id=doc_id, meta={"path": f"{doc_id}.json"}) for doc_id in dataset.corpus])
-    return evaluate_deployment(db, settings, dataset, SHADOW_POINTER)
+    return evaluate_deployment(db, settings, dataset, SHADOW_POINTER, model=model)
