@@ -77,6 +77,10 @@ class ClickRelevanceModel:
         prior, relevant_click, noise_click: starting values of ``π``, ``a₁``, ``a₀`` (and the values
             used when the model is applied before :meth:`fit`).
         prior_strength: how many results' worth the overall prior counts in each rank's prior.
+        rank_rate_strength: ``None``: one click rate per class, ``θ_r a_k`` at rank r (the PBM).
+            A number s: each rank gets its own click rates per class, shrunk towards ``θ_r a_k`` by s
+            exposures' worth — clicks on irrelevant results may then fall with rank faster than
+            examination does (trust bias, Agarwal et al. 2019).
     """
 
     def __init__(
@@ -88,6 +92,7 @@ class ClickRelevanceModel:
         relevant_click: float = 0.7,
         noise_click: float = 0.05,
         prior_strength: float = 10.0,
+        rank_rate_strength: float | None = None,
     ) -> None:
         if not 0 < noise_click < relevant_click <= 1:
             raise ValueError("need 0 < noise_click < relevant_click <= 1")
@@ -100,6 +105,9 @@ class ClickRelevanceModel:
         self.relevant_click = relevant_click
         self.noise_click = noise_click
         self.prior_strength = prior_strength
+        self.rank_rate_strength = rank_rate_strength
+        # per-rank click probabilities (relevant, irrelevant) when fitted with rank_rate_strength
+        self.rank_click_rates: tuple[list[float], list[float]] | None = None
         self.examination: list[float] = [1.0 / r for r in range(1, max_rank + 1)]
         # prior by the best rank a result was shown at: relevance falls with rank
         self.priors: list[float] = [prior] * max_rank
@@ -128,12 +136,18 @@ class ClickRelevanceModel:
 
     def _log_likelihoods(self, pair: np.ndarray, rank: np.ndarray, click: np.ndarray, n_pairs: int) -> tuple[np.ndarray, np.ndarray]:
         """log L₁ and log L₀ of every pair."""
-        theta = np.asarray(self.examination)[rank]
         out = []
-        for a in (self.relevant_click, self.noise_click):
-            p = np.clip(theta * a, 1e-9, 1 - 1e-9)
+        for p in self._click_probabilities(rank):
+            p = np.clip(p, 1e-9, 1 - 1e-9)
             out.append(np.bincount(pair, weights=click * np.log(p) + (1 - click) * np.log1p(-p), minlength=n_pairs))
         return out[0], out[1]
+
+    def _click_probabilities(self, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """P(click | shown at rank) of a relevant and of an irrelevant result, per exposure."""
+        if self.rank_click_rates is not None:
+            return np.asarray(self.rank_click_rates[0])[rank], np.asarray(self.rank_click_rates[1])[rank]
+        theta = np.asarray(self.examination)[rank]
+        return theta * self.relevant_click, theta * self.noise_click
 
     def _posterior(self, l1: np.ndarray, l0: np.ndarray, best_rank: np.ndarray) -> np.ndarray:
         prior = np.clip(np.asarray(self.priors)[best_rank], 1e-6, 1 - 1e-6)
@@ -162,7 +176,7 @@ class ClickRelevanceModel:
         pairs_at = np.bincount(best, minlength=R).astype(float)
         theta = np.asarray(self.examination)  # fixed during EM
         for _ in range(self.iterations):
-            before = (*self.priors, self.relevant_click, self.noise_click)
+            before = self._state()
             gamma = self._posterior(*self._log_likelihoods(pair, rank, click, len(exposures)), best)
             g = gamma[pair]
             # per rank and class: expected exposures and clicks
@@ -177,14 +191,23 @@ class ClickRelevanceModel:
             self.priors = [float(np.clip(p, 1e-4, 1 - 1e-4)) for p in priors]
             self.relevant_click = _maximise_concave(lambda a: _bernoulli_log_likelihood(c1, e1, theta * a), 1e-4, 1.0)
             self.noise_click = _maximise_concave(lambda a: _bernoulli_log_likelihood(c0, e0, theta * a), 1e-5, self.relevant_click)
-            after = (*self.priors, self.relevant_click, self.noise_click)
-            if max(abs(x - y) for x, y in zip(before, after)) < self.tolerance:
+            if self.rank_rate_strength is not None:
+                s = self.rank_rate_strength
+                p1 = (c1 + s * theta * self.relevant_click) / (e1 + s)
+                p0 = np.minimum((c0 + s * theta * self.noise_click) / (e0 + s), p1)
+                self.rank_click_rates = (p1.tolist(), p0.tolist())
+            if max(abs(x - y) for x, y in zip(before, self._state())) < self.tolerance:
                 break
         return self
 
+    def _state(self) -> tuple[float, ...]:
+        rates = self.rank_click_rates or ([0.0] * self.max_rank, [0.0] * self.max_rank)
+        return (*self.priors, self.relevant_click, self.noise_click, *rates[0], *rates[1])
+
     def params(self) -> dict[str, Any]:
         return {"prior": self.prior, "priors": self.priors[:10], "relevant_click": self.relevant_click, "noise_click": self.noise_click,
-                "examination": self.examination[:10]}
+                "examination": self.examination[:10],
+                **({"rank_click_rates": [rates[:10] for rates in self.rank_click_rates]} if self.rank_click_rates else {})}
 
     # --- applying -----------------------------------------------------------------------------
     def relevance(self, sessions: Sequence[FineTuningInput]) -> dict[str, float]:

@@ -16,6 +16,7 @@ from finetuning.models.registry import load_model
 from finetuning.rankers import cosine
 from finetuning.resolve import confidence_calculator
 from finetuning.simulation.click_model import PositionBasedClickModel
+from finetuning.simulation.trust_bias import TrustBiasClickModel
 
 ITEMS = ItemsSet({f"d{k}": f"document {k} about cats" for k in range(10)})
 
@@ -25,10 +26,11 @@ def _session(query, results, clicks):
                            ranks={o: r + 1 for r, o in enumerate(results)}, is_irrelevant=not clicks)
 
 
-def simulated_sessions(n_queries=300, sessions_per_query=10, seed=0):
-    """PBM clicks (examination 1/rank, 0.9 relevant / 0.05 noise); relevance is likelier near the top."""
+def simulated_sessions(n_queries=300, sessions_per_query=10, seed=0, clicks=None):
+    """Clicks of ``clicks`` (default PBM: examination 1/rank, 0.9 relevant / 0.05 noise); relevance is
+    likelier near the top."""
     rng = np.random.default_rng(seed)
-    clicks = PositionBasedClickModel(seed=seed)
+    clicks = clicks or PositionBasedClickModel(seed=seed)
     sessions, truth = [], {}
     for q in range(n_queries):
         results = [f"q{q}d{r}" for r in range(10)]
@@ -67,6 +69,44 @@ def test_em_recovers_the_click_rates_and_separates_relevant_clicks_from_noise():
     ips_share = ips_noise_weight / (ips_noise_weight + ips_relevant_weight)
     assert share < 0.6 * ips_share  # noise clicks weigh far less than under pooled inverse propensity
     assert relevant_weight > 0.8 * ips_relevant_weight  # while relevant clicks keep most of theirs
+
+
+def _noise_share_and_relevant_weight(model, sessions, truth):
+    """(share of the clicked results' P(relevant) that falls on irrelevant ones, mean P(relevant) of relevant clicks)."""
+    by_query: dict[str, list] = {}
+    for s in sessions:
+        by_query.setdefault(s.query, []).append(s)
+    noise = relevant = 0.0
+    relevant_clicks = 0
+    for query, group in by_query.items():
+        posterior = model.relevance(group)
+        for s in group:
+            for o in s.clicked_ids:
+                if truth[(query, o)]:
+                    relevant += posterior[o]
+                    relevant_clicks += 1
+                else:
+                    noise += posterior[o]
+    return noise / (noise + relevant), relevant / relevant_clicks
+
+
+def test_per_rank_click_rates_doubt_trusted_top_clicks_and_change_little_under_pbm():
+    trust, trust_truth = simulated_sessions(clicks=TrustBiasClickModel(seed=0))
+    pooled = _noise_share_and_relevant_weight(ClickRelevanceModel().fit(trust), trust, trust_truth)
+    model = ClickRelevanceModel(rank_rate_strength=20).fit(trust)
+    by_rank = _noise_share_and_relevant_weight(model, trust, trust_truth)
+    # an irrelevant result at rank 1 is clicked in 65 % of sessions: one pooled noise rate calls it relevant
+    assert pooled[0] > 0.3
+    assert by_rank[0] < 0.5 * pooled[0]
+    assert by_rank[1] > 0.8
+    relevant_rates, noise_rates = model.rank_click_rates
+    assert noise_rates[0] == pytest.approx(0.65, abs=0.1) and noise_rates[0] > 3 * noise_rates[4]
+    assert relevant_rates[0] == pytest.approx(0.98, abs=0.05)
+
+    pbm, pbm_truth = simulated_sessions()
+    pooled = _noise_share_and_relevant_weight(ClickRelevanceModel().fit(pbm), pbm, pbm_truth)
+    by_rank = _noise_share_and_relevant_weight(ClickRelevanceModel(rank_rate_strength=20).fit(pbm), pbm, pbm_truth)
+    assert by_rank[0] < pooled[0] + 0.03 and by_rank[1] > pooled[1] - 0.03
 
 
 def test_a_stray_deep_click_is_doubted_and_a_repeated_top_click_trusted():
