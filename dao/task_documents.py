@@ -158,8 +158,8 @@ class FineTuningOptions(BaseModel):
                                    "model's held-out main metric by more than this to be deployed.")
     min_gate_queries: int = Field(10, ge=2, description="Quality gate: distinct held-out queries needed to "
                                   "deploy (their spread is the noise estimate).")
-    gate_z: float = Field(1.0, ge=0, description="Quality gate: the mean paired per-query gain must exceed this "
-                          "many standard errors (one-sided; 0 = strictly better).")
+    gate_z: float = Field(1.645, ge=0, description="Quality gate: the mean paired per-query gain must exceed this "
+                          "many standard errors (one-sided; 1.645 = a 5 % test; 0 = strictly better).")
     text_fields: list[str] | None = Field(None, description="Item fields joined into the item text "
                                           "(default: title + text, see loaders.item_to_text).")
     max_seq_length: int | None = Field(None, ge=8, le=8192, description="Token limit of the text towers "
