@@ -5,7 +5,7 @@
 | ``loss_func`` | ``click_infonce``, ``prob_margin``, ``cosine_prob_margin`` |
 | ``metric_calculators`` | ``distance_shift``, ``retrieval``, ``retrieval_own_results`` |
 | ``ranker`` | ``cosine``, ``dot``, ``euclidean`` |
-| ``confidence_calculator`` | ``dummy``, ``position_bias``, ``click_relevance`` |
+| ``confidence_calculator`` | ``dummy``, ``position_bias``, ``click_relevance``, ``click_relevance_by_rank`` |
 
 Unknown names raise ``KeyError`` listing the known ones.
 """
@@ -38,6 +38,8 @@ CONFIDENCES: dict[str, Callable[[], object]] = {
     "dummy": lambda: dummy_confidences,
     "position_bias": PositionBiasConfidences,
     "click_relevance": ClickRelevanceModel,
+    # per-rank click rates (trust bias); measured and not the default (docs/engine.md)
+    "click_relevance_by_rank": lambda: ClickRelevanceModel(rank_rate_strength=20.0),
 }
 
 

@@ -159,6 +159,8 @@ def test_held_out_grades_clicks_by_the_posterior_and_drops_noise_only_queries(ti
 
 def test_click_relevance_is_a_settings_name():
     assert isinstance(confidence_calculator("click_relevance"), ClickRelevanceModel)
+    assert confidence_calculator("click_relevance").rank_rate_strength is None
+    assert confidence_calculator("click_relevance_by_rank").rank_rate_strength == 20.0
     with pytest.raises(ValueError):
         ClickRelevanceModel(relevant_click=0.05, noise_click=0.1)
 
