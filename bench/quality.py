@@ -14,7 +14,7 @@ Works on any BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/train.tsv, q
    task's default ``test_size``, 20 %, of the train queries' sessions held out for validation,
    best-weights selection and the quality gate, validated four times per epoch) with the
    engine's default learning rate (``--ours-lr`` to change it); re-encode the corpus and score the
-   test queries.
+   test queries. (``--skip-ours``: the gold baseline alone.)
 4. In the same run, fine-tune the base model with sentence-transformers MultipleNegativesRankingLoss
    on the gold (query, relevant document) train pairs, same epochs and batch size, learning rate
    ``--lr`` (2e-5, the issue's reference); score it the same way. (Shrinking gold's batches by the
