@@ -32,7 +32,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
+from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -42,16 +42,6 @@ from finetuning.inputs.converter import sessions_to_inputs  # noqa: E402
 from finetuning.simulation import BM25Ranker, make_click_model, make_popularity, simulate_sessions  # noqa: E402
 
 METRICS = ("noise_share", "relevant_kept", "auc", "false_negative_weight")
-
-
-def auc(scores: list[float], labels: list[bool]) -> float:
-    """Probability that a relevant pair scores above an irrelevant one (Mann-Whitney, ties averaged)."""
-    from scipy.stats import rankdata
-
-    ranks = rankdata(scores)
-    positive = np.asarray(labels, dtype=bool)
-    n1, n0 = int(positive.sum()), int((~positive).sum())
-    return float((ranks[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)) if n1 and n0 else float("nan")
 
 
 def score_fit(model: ClickRelevanceModel, inputs: list, truth: dict[str, dict[str, int]]) -> dict[str, float]:
@@ -81,7 +71,8 @@ def score_fit(model: ClickRelevanceModel, inputs: list, truth: dict[str, dict[st
                 elif is_relevant and item.rank(object_id) < last_click:
                     false_negative += 1.0 - posterior[object_id]
     return {"noise_share": noise / max(noise + relevant, 1e-12), "relevant_kept": relevant / max(relevant_clicks, 1),
-            "auc": auc(scores, labels), "false_negative_weight": false_negative}
+            "auc": float(roc_auc_score(labels, scores)) if 0 < sum(labels) < len(labels) else float("nan"),
+            "false_negative_weight": false_negative}
 
 
 def main(argv: list[str] | None = None) -> dict:

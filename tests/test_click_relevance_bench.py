@@ -35,8 +35,3 @@ def test_per_rank_rates_take_weight_off_trusted_noise_clicks_and_the_bench_says_
         for fit in ("baseline", "per_rank"):
             assert 0.5 < cell[fit]["auc"] <= 1 and 0 < cell[fit]["relevant_kept"] <= 1
 
-
-def test_auc_counts_ties_as_half():
-    bench = _bench()
-    assert bench.auc([0.9, 0.1, 0.5], [True, False, False]) == 1.0
-    assert bench.auc([0.5, 0.5], [True, False]) == 0.5
