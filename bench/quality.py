@@ -228,14 +228,16 @@ def train_ours(args: argparse.Namespace, dataset: BeirDataset, test_ids: list[st
     settings = FineTuningSettings(loss_func=args.loss, **({"confidence_calculator": args.confidence} if args.confidence else {}),
                                   **({"metric_calculators": ["distance_shift", "retrieval_own_results"]} if args.validation_pool == "own" else {}),
                                   batch_size=args.batch_size, num_epochs=args.epochs,
-                                  seed=args.seed, test_each_n_sessions=args.test_each, lr_decay=args.lr_decay)
+                                  seed=args.seed, test_each_n_sessions=args.test_each, lr_decay=args.lr_decay,
+                                  **({"precision": args.precision} if args.precision else {}),
+                                  **({"attention_dropout": args.attention_dropout == "on"} if args.attention_dropout else {}))
     tracker = InMemoryTracker()
     callbacks = [LastWeightsScorer(lambda: evaluate(ours, dataset, test_ids, doc_ids, encode_corpus(ours, texts)))] if args.score_last else []
     outcome = fine_tune(ours, train_inputs, val_inputs, ItemsSet(dict(zip(doc_ids, texts))), params, settings, tracker,
                         callbacks=callbacks, accelerator="auto", save_model=False)
     train_seconds = time.perf_counter() - started
     ours_metrics = evaluate(ours, dataset, test_ids, doc_ids, encode_corpus(ours, texts))
-    emit({"stage": "ours", **rss_mb(), **ours_metrics, **deploy_decision(outcome), "lr": lr, "confidence": settings.confidence_calculator, "train_seconds": train_seconds, "steps": outcome.steps, "best_step": outcome.best_step, "selection": outcome.selection,
+    emit({"stage": "ours", **rss_mb(), **ours_metrics, **deploy_decision(outcome), "lr": lr, "confidence": settings.confidence_calculator, "precision": settings.precision, "attention_dropout": settings.attention_dropout, "train_seconds": train_seconds, "steps": outcome.steps, "best_step": outcome.best_step, "selection": outcome.selection,
           "val_ndcg@10_before": outcome.metrics_before.get("val_ndcg@10"), "val_ndcg@10_after": outcome.metrics_after.get("val_ndcg@10"),
           "val_ndcg@10_curve": tracker.values("val_ndcg@10"), **({"last_weights": callbacks[0].scores} if callbacks else {}),
           "seconds": time.perf_counter() - started})
@@ -276,6 +278,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lr-decay", default="linear", choices=["linear", "none"])
     parser.add_argument("--score-last", action="store_true",
                         help="also score the last weights on the test queries (a diagnostic: costs one more corpus encoding)")
+    parser.add_argument("--precision", default=None, help="our training's Lightning precision, e.g. bf16-mixed (default: the engine's)")
+    parser.add_argument("--attention-dropout", default=None, choices=["on", "off"], help="our training's attention dropout (default: the engine's)")
     parser.add_argument("--skip-gold", action="store_true")
     parser.add_argument("--skip-ours", action="store_true", help="only the gold baseline (e.g. to see how its gain grows with train queries)")
     parser.add_argument("--seed", type=int, default=0)

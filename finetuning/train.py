@@ -8,7 +8,8 @@ click model on the training sessions → fill missing ranks → score the untouc
 held-out sessions (``metrics_before``) → train with Lightning (learning rate decaying linearly
 to zero over the run when ``settings.lr_decay`` is ``"linear"``, validation every
 ``settings.test_each_n_sessions``; attention probabilities recomputed in the backward pass on a
-CPU, :mod:`finetuning.models.attention`) → score the final weights → restore the best trained weights,
+CPU, or attention dropout off when ``settings.attention_dropout`` is False,
+:mod:`finetuning.models.attention`) → score the final weights → restore the best trained weights,
 or the untouched model when held-out sessions show those worse than it beyond their noise
 (``settings.keep_start_beyond_se``, a paired per-query test; see :class:`KeepBestWeights`) →
 ``tracker.save_model(model, best_only=True)``. Returns a :class:`TrainingOutcome`.
@@ -30,7 +31,7 @@ from finetuning.callbacks import KeepBestWeights, StopOnRequest
 from finetuning.fine_tuner import EmbeddingsFineTuner
 from finetuning.inputs.input import FineTuningInput
 from finetuning.inputs.query_retriever import QueryRetriever, TextQueryRetriever
-from finetuning.models.attention import recomputed_attention
+from finetuning.models.attention import training_attention
 from finetuning.models.base import EmbeddingsModelInterface
 from finetuning.params import ExamplesType, FineTuningParams, FineTuningSettings
 from finetuning.tracking.tracker import ExperimentTracker, MetricValue
@@ -191,7 +192,7 @@ def fine_tune(
         callbacks=[keeper, *callbacks],
     )
     if examples:
-        with recomputed_attention(model):
+        with training_attention(model, dropout=settings.attention_dropout):
             trainer.fit(tuner, train_loader, val_loader)
     steps = trainer.global_step // n_optimizers
 

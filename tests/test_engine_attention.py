@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from finetuning.models.attention import NAME, recomputed_attention
+from finetuning.models.attention import NAME, NO_DROPOUT_NAME, attention_without_dropout, recomputed_attention, training_attention
 from finetuning.models.registry import load_model
 from tests.fixtures.engine import TOPICS
 from tests.test_engine_gradcache import SavedActivations
@@ -90,3 +90,37 @@ def test_no_grad_and_eval_run_plain_sdpa(tiny_model_dir):
         inside = model.encode_items(TEXTS)
     torch.testing.assert_close(inside, before)
     assert _attention_implementations(model) == {"sdpa"}
+
+
+def test_without_dropout_is_deterministic_in_train_mode_and_restored(tiny_model_dir):
+    """``attention_without_dropout``: attention dropout off (the same output as eval-mode attention
+    when the hidden dropout is off too), the models back on SDPA after the block."""
+    model = load_model(tiny_model_dir)
+    model.eval()
+    reference = model.encode_items(TEXTS)
+    model.train()
+    attention_dropout = {id(m.dropout) for m in model.modules() if m.__class__.__name__.endswith("SelfAttention")}
+    assert attention_dropout
+    for module in model.modules():  # hidden-state dropout off, so only attention dropout could differ
+        if isinstance(module, torch.nn.Dropout) and id(module) not in attention_dropout:
+            module.p = 0.0
+    torch.manual_seed(1)
+    assert not torch.allclose(model.forward_items(TEXTS), reference)  # the model's own attention drops out
+    with attention_without_dropout(model) as switched:
+        assert switched == 1 and _attention_implementations(model) == {NO_DROPOUT_NAME}
+        torch.manual_seed(1)
+        first = model.forward_items(TEXTS)
+        torch.manual_seed(2)
+        second = model.forward_items(TEXTS)
+        first.sum().backward()
+    torch.testing.assert_close(first, second)
+    torch.testing.assert_close(first.detach(), reference, rtol=1e-4, atol=1e-5)
+    assert _attention_implementations(model) == {"sdpa"}
+
+
+def test_training_attention_picks_by_the_setting(tiny_model_dir):
+    model = load_model(tiny_model_dir)
+    with training_attention(model, dropout=True):
+        assert _attention_implementations(model) == {NAME}
+    with training_attention(model, dropout=False):
+        assert _attention_implementations(model) == {NO_DROPOUT_NAME}
