@@ -21,6 +21,10 @@ another stage):
   step embeds every positive and hard negative of 32 queries (~100+ documents), which is where
   gradient caching bounds memory by ``--mini-batch-size``.
 
+``--variant SETTING=VALUE …`` runs the clicks stage a second time with those settings overrides
+(e.g. ``precision=bf16-mixed attention_dropout=false``) and adds ``variant_s_per_step``,
+``variant_speedup`` (default clicks s/step ÷ variant s/step, same run) and ``variant_peak_rss_mb``.
+
 Prints one JSON line: ``ours_pairs_per_s``, ``st_pairs_per_s``, ``ratio``, ``ours_peak_rss_mb``,
 ``st_peak_rss_mb``, ``ours_s_per_step``, ``st_s_per_step`` and the ``clicks_*`` figures
 (``--skip-clicks`` leaves that stage out). Times cover training only (model loading excluded;
@@ -116,7 +120,8 @@ def run_ours(model_name, pairs, batch_size, lr, max_seq_length, mini_batch_size)
     return {"seconds": seconds, "steps": outcome.steps, "pairs": len(pairs)}
 
 
-def run_clicks(dataset_dir: Path, model_name, n_queries, batch_size, max_seq_length, mini_batch_size, seed) -> dict:
+def run_clicks(dataset_dir: Path, model_name, n_queries, batch_size, max_seq_length, mini_batch_size, seed,
+               overrides: dict[str, str] | None = None) -> dict:
     from quality import simulate_click_inputs
 
     dataset = BeirDataset.load(dataset_dir, seed=seed)
@@ -127,7 +132,8 @@ def run_clicks(dataset_dir: Path, model_name, n_queries, batch_size, max_seq_len
     model = load_base(model_name, max_seq_length)
     counter = TextCounter(model.forward_items)
     model.forward_items = counter
-    settings = FineTuningSettings(batch_size=batch_size, num_epochs=1, metric_calculators=[], mini_batch_size=mini_batch_size, seed=seed)
+    settings = FineTuningSettings(batch_size=batch_size, num_epochs=1, metric_calculators=[], mini_batch_size=mini_batch_size, seed=seed,
+                                  **(overrides or {}))
     started = time.perf_counter()
     outcome = fine_tune(model, inputs, [], ItemsSet(texts), FineTuningParams(), settings, InMemoryTracker(),
                         accelerator="auto", save_model=False)
@@ -138,9 +144,9 @@ def run_clicks(dataset_dir: Path, model_name, n_queries, batch_size, max_seq_len
 
 def run_stage(args) -> dict:
     torch.manual_seed(0)
-    if args.stage == "clicks":
+    if args.stage in ("clicks", "variant"):
         result = run_clicks(args.dataset, args.model, args.click_queries, args.batch_size, args.max_seq_length,
-                            args.mini_batch_size, args.seed)
+                            args.mini_batch_size, args.seed, overrides(args.variant) if args.stage == "variant" else None)
     else:
         pairs = gold_pairs(BeirDataset.load(args.dataset), args.pairs)
         if args.stage == "st":
@@ -148,6 +154,11 @@ def run_stage(args) -> dict:
         else:
             result = run_ours(args.model, pairs, args.batch_size, args.lr, args.max_seq_length, args.mini_batch_size)
     return {"stage": args.stage, **result, "peak_rss_mb": peak_rss_mb()}
+
+
+def overrides(pairs: list[str]) -> dict[str, str]:
+    """``["precision=bf16-mixed", "attention_dropout=false"]`` → settings overrides (pydantic parses the values)."""
+    return dict(pair.split("=", 1) for pair in pairs)
 
 
 def child(stage: str, argv: list[str]) -> dict:
@@ -168,7 +179,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--click-queries", type=int, default=96, help="train queries of the click-simulation stage")
     parser.add_argument("--skip-clicks", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--stage", choices=["st", "ours", "clicks"], help=argparse.SUPPRESS)
+    parser.add_argument("--variant", nargs="+", default=[], metavar="SETTING=VALUE",
+                        help="also run the clicks stage with these FineTuningSettings overrides (e.g. precision=bf16-mixed "
+                        "attention_dropout=false) and report it beside the default clicks stage of the same run")
+    parser.add_argument("--stage", choices=["st", "ours", "clicks", "variant"], help=argparse.SUPPRESS)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.stage:
@@ -193,6 +207,14 @@ def main(argv: list[str] | None = None) -> dict:
             "clicks_s_per_step": clicks["seconds"] / steps, "clicks_item_texts_per_step": clicks["item_texts_forwarded"] / steps,
             "clicks_peak_rss_mb": round(clicks["peak_rss_mb"]),
         })
+        if args.variant:
+            variant = child("variant", argv)
+            summary.update({
+                "variant": overrides(args.variant), "variant_steps": variant["steps"],
+                "variant_s_per_step": variant["seconds"] / max(1, variant["steps"]),
+                "variant_speedup": (clicks["seconds"] / steps) / (variant["seconds"] / max(1, variant["steps"])),
+                "variant_peak_rss_mb": round(variant["peak_rss_mb"]),
+            })
     emit(summary)
     return summary
 

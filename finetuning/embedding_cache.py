@@ -7,11 +7,14 @@ retrieval metrics over the pool of every shown result. All of them read the same
 the weights change: every in-place change of a parameter (an optimizer step, ``load_state_dict``)
 bumps the tensor's version counter, and the cache compares those counters on each use. Until
 then nothing is re-embedded, e.g. the start model's embeddings serve every validation run
-before the first step.
+before the first step. Embeddings are computed at full precision even inside a mixed-precision
+training run (autocast off), so the start model and every candidate are scored with the same
+numerics.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -45,7 +48,7 @@ class EmbeddingsCache:
         self._check_weights()
         missing = list(dict.fromkeys(t for t in texts if t not in self._queries))
         if missing:
-            with torch.inference_mode():
+            with self._full_precision():
                 rows = self.model.encode_queries(missing, batch_size=self.batch_size)
             self._queries.update(zip(missing, rows))
             self.computed += len(missing)
@@ -59,11 +62,18 @@ class EmbeddingsCache:
         missing = list(dict.fromkeys(i for i in ids if i not in self._items))
         if missing:
             contents = items_set.rows(missing) if hasattr(items_set, "rows") else [items_set[i] for i in missing]
-            with torch.inference_mode():
+            with self._full_precision():
                 rows = self.model.encode_items(contents, batch_size=self.batch_size)
             self._items.update(zip(missing, rows))
             self.computed += len(missing)
         return self._stack([self._items[i] for i in ids])
+
+    def _full_precision(self) -> contextlib.ExitStack:
+        device = next(iter(self.model.parameters()), torch.empty(0)).device
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(torch.autocast(device_type=device.type, enabled=False))
+        return stack
 
     def _stack(self, rows: list[torch.Tensor]) -> torch.Tensor:
         if rows:

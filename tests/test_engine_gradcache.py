@@ -205,6 +205,21 @@ def test_embeddings_cache_rows_match_direct_encoding(tiny_model_dir):
     torch.testing.assert_close(cache.queries(["red", "cat"]), model.encode_queries(["red", "cat"]), rtol=1e-5, atol=1e-6)
 
 
+def test_embeddings_cache_is_full_precision_inside_autocast(tiny_model_dir):
+    """Validation inside a bf16-mixed run scores with float32 embeddings, as the start was scored."""
+    model = load_model(tiny_model_dir)
+    model.eval()
+    items, _ = synthetic_world(n_items=12)
+    ids = sorted(items)
+    reference = model.encode_items([items[i] for i in ids])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        direct = model.encode_items([items[i] for i in ids]).float()  # bf16 matmuls: other numbers
+        rows = EmbeddingsCache(model).items(ids, ItemsSet(items))
+    assert rows.dtype == torch.float32
+    torch.testing.assert_close(rows, reference, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(direct, reference, rtol=1e-5, atol=1e-6)
+
+
 def test_cached_step_runs_under_mixed_precision(tiny_model_dir):
     """AMP (``settings.precision`` such as ``bf16-mixed`` runs the step under autocast): the cached
     embeddings stay float32, the re-embedded mini-batches get their gradients in their own dtype."""
