@@ -112,7 +112,10 @@ class FineTuningSettings(_MlflowRoundTrip):
     max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: no limit)")
     main_metric: str = "val_ndcg@10"
     higher_is_better: bool = True
-    precision: str = "32-true"
+    precision: str = Field(
+        "32-true", description="Lightning precision of training steps (validation embeds at full precision); "
+        "auto: bf16-mixed where the device computes bfloat16 natively, else 32-true"
+    )
     attention_dropout: bool = Field(
         True, description="keep the model's attention dropout while training (probabilities recomputed in the "
         "backward pass on a CPU); False: attention without dropout, the fused SDPA kernel, about twice as fast on a CPU"

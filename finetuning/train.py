@@ -115,6 +115,26 @@ def _device_for(accelerator: str) -> torch.device:
     return torch.device("cpu")
 
 
+def _bf16_native(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpu = getattr(torch, "cpu", None)
+    return any(getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
+def training_precision(setting: str, device: torch.device) -> str:
+    """Lightning's ``precision`` for ``settings.precision``: ``"auto"`` is ``"bf16-mixed"`` where the
+    device computes bfloat16 natively (AVX512-BF16 or AMX CPUs, CUDA GPUs that support it) and
+    ``"32-true"`` elsewhere (emulated bfloat16 is slower than float32); any other value is passed on.
+
+    >>> training_precision("32-true", torch.device("cpu"))
+    '32-true'
+    """
+    if setting != "auto":
+        return setting
+    return "bf16-mixed" if _bf16_native(device) else "32-true"
+
+
 def _val_check_interval(test_each_n_sessions: float, n_batches: int, batch_size: int) -> float | int:
     if test_each_n_sessions <= 0:
         return 1.0
@@ -182,7 +202,7 @@ def fine_tune(
         max_epochs=settings.num_epochs,
         # with manual optimisation every optimizer.step() counts as a global step
         max_steps=settings.max_steps * n_optimizers if settings.max_steps > 0 else -1,
-        precision=settings.precision,
+        precision=training_precision(settings.precision, device),
         val_check_interval=_val_check_interval(settings.test_each_n_sessions, n_batches, batch_size),
         num_sanity_val_steps=0,
         logger=False,
