@@ -25,3 +25,19 @@ def test_worker_setting_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("CLICKTUNE_TRAIN_MINI_BATCH_SIZE", "0")
     with pytest.raises(ValidationError):
         Settings()
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [
+    (False, False, "32-true"), (True, False, "bf16-mixed"), (False, True, "bf16-mixed"),
+])
+def test_precision_auto_follows_the_cpus_bfloat16_support(monkeypatch, avx512_bf16, amx, expected):
+    # The CPU's instruction set cannot be changed from a test: torch's two probes are replaced.
+    import torch
+
+    from finetuning.train import training_precision
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert training_precision("auto", torch.device("cpu")) == expected
+    assert training_precision("32-true", torch.device("cpu")) == "32-true"
+    assert training_precision("bf16-mixed", torch.device("cpu")) == "bf16-mixed"
