@@ -97,6 +97,19 @@ def batches_by_query(groups: Sequence[Sequence[FineTuningInput]], batch_size: in
     return [[item for group in groups[i : i + batch_size] for item in group] for i in range(0, len(groups), batch_size)]
 
 
+def epoch_batches(examples: Sequence[FineTuningInput], settings: FineTuningSettings,
+                  query_key=lambda query: str(query)) -> list[list[FineTuningInput]]:
+    """One epoch's batches, in the order of ``examples``: ``settings.batch_size`` distinct queries a
+    batch, each with all its sessions (``group_sessions_by_query``), or that many sessions; shrunk
+    by :func:`steps_scaled_batch_size` so that a small log still gets ``min_steps_per_epoch`` steps."""
+    if settings.group_sessions_by_query:
+        groups = sessions_by_query(examples, query_key)
+    else:
+        groups = [[item] for item in examples]
+    size = steps_scaled_batch_size(len(groups), settings.batch_size, settings.min_steps_per_epoch, settings.min_batch_size)
+    return batches_by_query(groups, size)
+
+
 def steps_scaled_batch_size(n_groups: int, batch_size: int, min_steps: int, min_batch_size: int) -> int:
     """The batch size that gives an epoch of ``n_groups`` queries (or sessions) at least
     ``min_steps`` optimizer steps, never above ``batch_size`` nor below ``min_batch_size``.
@@ -135,12 +148,12 @@ def training_precision(setting: str, device: torch.device) -> str:
     return "bf16-mixed" if _bf16_native(device) else "32-true"
 
 
-def _val_check_interval(test_each_n_sessions: float, n_batches: int, batch_size: int) -> float | int:
+def _val_check_interval(test_each_n_sessions: float, n_batches: int, sessions_per_batch: float) -> float | int:
     if test_each_n_sessions <= 0:
         return 1.0
     if test_each_n_sessions < 1:
         return float(test_each_n_sessions)
-    return max(1, min(n_batches, round(test_each_n_sessions / batch_size)))
+    return max(1, min(n_batches, round(test_each_n_sessions / max(sessions_per_batch, 1.0))))
 
 
 def fine_tune(
@@ -182,14 +195,8 @@ def fine_tune(
     keeper.best_metrics = dict(metrics_before)
 
     examples = order_examples(train_inputs, params, seed=settings.seed)
-    if settings.group_sessions_by_query:
-        groups = sessions_by_query(examples, tuner.query_retriever)
-        batch_size = steps_scaled_batch_size(len(groups), settings.batch_size, settings.min_steps_per_epoch, settings.min_batch_size)
-        batches = batches_by_query(groups, batch_size)
-        train_loader = DataLoader(batches, batch_size=None, shuffle=False, collate_fn=lambda batch: batch)
-    else:
-        batch_size = steps_scaled_batch_size(len(examples), settings.batch_size, settings.min_steps_per_epoch, settings.min_batch_size)
-        train_loader = DataLoader(examples, batch_size=batch_size, shuffle=False, collate_fn=list)
+    batches = epoch_batches(examples, settings, tuner.query_retriever)
+    train_loader = DataLoader(batches, batch_size=None, shuffle=False, collate_fn=lambda batch: batch)
     val_loader = DataLoader(list(test_inputs), batch_size=settings.batch_size, shuffle=False, collate_fn=list)
     n_batches = max(1, len(train_loader))
     n_optimizers = 1 if model.same_query_and_items else 2
@@ -203,7 +210,7 @@ def fine_tune(
         # with manual optimisation every optimizer.step() counts as a global step
         max_steps=settings.max_steps * n_optimizers if settings.max_steps > 0 else -1,
         precision=training_precision(settings.precision, device),
-        val_check_interval=_val_check_interval(settings.test_each_n_sessions, n_batches, batch_size),
+        val_check_interval=_val_check_interval(settings.test_each_n_sessions, n_batches, len(examples) / n_batches),
         num_sanity_val_steps=0,
         logger=False,
         enable_checkpointing=False,

@@ -19,6 +19,7 @@ from finetuning.models.registry import load_model
 from finetuning.params import FineTuningParams, FineTuningSettings
 from finetuning.tracking.in_memory import InMemoryTracker
 from finetuning.train import fine_tune
+from worker.jobs.fine_tuning.training import planned_steps
 from tests.fixtures.engine import synthetic_world
 
 
@@ -301,5 +302,7 @@ def test_small_log_gets_enough_steps_per_epoch(tiny_model_dir):
         outcome = fine_tune(load_model(tiny_model_dir), train, test, ItemsSet(items), FineTuningParams(), settings,
                             InMemoryTracker(), accelerator="cpu", save_model=False)
         steps[min_steps] = outcome.steps
+        # the worker's progress plan counts the batches fine_tune made
+        assert planned_steps(train, settings) == outcome.steps
     assert steps[0] == math.ceil(queries / 32)
     assert steps[6] == math.ceil(queries / (queries // 6)) >= 6, (queries, steps)

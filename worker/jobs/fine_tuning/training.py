@@ -27,7 +27,7 @@ from finetuning.inputs import FineTuningInput, TextQueryRetriever
 from finetuning.models.base import EmbeddingsModelInterface
 from finetuning.params import FineTuningParams, FineTuningSettings
 from finetuning.tracking.curves import TrainingCurves
-from finetuning.train import fine_tune
+from finetuning.train import epoch_batches, fine_tune
 from worker.lifecycle import TaskRefused
 from worker.lifecycle.errors import safe_detail
 
@@ -58,14 +58,8 @@ def build_settings(options: FineTuningOptions, mini_batch_size: int | None = Non
 
 
 def planned_steps(train: Sequence[FineTuningInput], settings: FineTuningSettings) -> int:
-    """Training batches one trial will run (for progress fractions)."""
-    if settings.group_sessions_by_query:
-        retriever = TextQueryRetriever()
-        units = len({str(retriever(item.query)) for item in train})
-    else:
-        units = len(train)
-    per_epoch = max(1, math.ceil(units / settings.batch_size))
-    total = per_epoch * settings.num_epochs
+    """Training batches one trial will run (for progress fractions): the batches ``fine_tune`` makes."""
+    total = len(epoch_batches(train, settings, TextQueryRetriever())) * settings.num_epochs
     return min(total, settings.max_steps) if settings.max_steps > 0 else total
 
 
