@@ -59,7 +59,7 @@ def build_settings(options: FineTuningOptions, mini_batch_size: int | None = Non
 
 def planned_steps(train: Sequence[FineTuningInput], settings: FineTuningSettings) -> int:
     """Training batches one trial will run (for progress fractions): the batches ``fine_tune`` makes."""
-    total = len(epoch_batches(train, settings, TextQueryRetriever())) * settings.num_epochs
+    total = max(1, len(epoch_batches(train, settings, TextQueryRetriever()))) * settings.num_epochs
     return min(total, settings.max_steps) if settings.max_steps > 0 else total
 
 
