@@ -188,44 +188,24 @@ def train_gold_mnrl(model: TextEmbeddingsModel, dataset: BeirDataset, train_quer
             "train_seconds": seconds, "pairs_per_s": len(anchors) * epochs / seconds}
 
 
-def own_pool_judge(start: TextEmbeddingsModel, candidate: TextEmbeddingsModel, settings: FineTuningSettings,
-                   train_inputs: list, val_inputs: list, items: ItemsSet) -> dict:
-    """Diagnostic: the quality gate as it would decide if the held-out judge ranked each query
-    against only the results its own sessions showed (``retrieval_own_results``) — a reordering of
-    what was shown, without the shared pool's bias towards the start model — on the same candidate."""
-    from finetuning import resolve
-    from finetuning.inputs import TextQueryRetriever
-    from finetuning.metrics.base import MetricContext
-    from finetuning.metrics.held_out import evaluate_sessions_per_query
-    from worker.jobs.fine_tuning.quality_gate import quality_gate
-
-    judge = resolve.confidence_calculator(settings.confidence_calculator)
-    if hasattr(judge, "fit"):
-        judge.fit(train_inputs)
-    per_query = []
-    for model in (start, candidate):
-        was_training = model.training
-        model.eval()
-        context = MetricContext(model, items, TextQueryRetriever(), resolve.ranker(settings.ranker), judge)
-        per_query.append(evaluate_sessions_per_query(val_inputs, context, own_results_only=True).get("ndcg@10", []))
-        model.train(was_training)
-    before, after = (sum(v) / len(v) if v else None for v in per_query)
-    decision = quality_gate("ndcg@10", before, after, per_query_before=per_query[0], per_query_after=per_query[1])
-    return {"own_pool_before": before, "own_pool_after": after, "own_pool_gate_passed": decision.passed,
-            "own_pool_gate_z": decision.z, "own_pool_gate_queries": decision.n_queries}
-
-
 def deploy_decision(outcome) -> dict:
     """What the service would do with this run: the fine-tuning job's quality gate (paired per held-out
-    query, worker/jobs/fine_tuning/quality_gate.py, its default options) on the run's held-out figures.
-    ``gate_passed`` False means the service keeps serving the start model."""
-    from worker.jobs.fine_tuning.quality_gate import quality_gate
+    query, worker/jobs/fine_tuning/quality_gate.py, its default options and judge) on the run's
+    held-out figures. ``gate_passed`` False means the service keeps serving the start model. The
+    ``shared_pool_*`` fields: the same gate judged by the main metric (the shared validation pool)."""
+    from worker.jobs.fine_tuning.quality_gate import gate_metric, quality_gate
 
-    main = outcome.main_metric
-    decision = quality_gate(main, outcome.metrics_before.get(main), outcome.metrics_after.get(main),
-                            per_query_before=outcome.per_query_before, per_query_after=outcome.per_query_after)
-    return {"gate_passed": decision.passed, "gate_z": decision.z, "gate_queries": decision.n_queries,
-            "gate_mean_difference": decision.mean_difference, "gate_reason": decision.reason}
+    def judged(metric: str) -> dict:
+        before, after = outcome.held_out_per_query.get(metric, (None, None))
+        decision = quality_gate(metric, outcome.metrics_before.get(metric), outcome.metrics_after.get(metric),
+                                per_query_before=before, per_query_after=after)
+        return {"gate_metric": metric, "gate_passed": decision.passed, "gate_z": decision.z,
+                "gate_queries": decision.n_queries, "gate_mean_difference": decision.mean_difference,
+                "gate_before": decision.before, "gate_after": decision.after, "gate_reason": decision.reason}
+
+    shared = {f"shared_pool_{k.removeprefix('gate_')}": v for k, v in judged(outcome.main_metric).items()
+              if k in ("gate_passed", "gate_z", "gate_before", "gate_after")}
+    return {**judged(gate_metric(None, outcome.main_metric, outcome.metrics_after)), **shared}
 
 
 class LastWeightsScorer(pl.Callback):
@@ -253,7 +233,8 @@ def train_ours(args: argparse.Namespace, dataset: BeirDataset, test_ids: list[st
     params = FineTuningParams(query_lr=lr, items_lr=lr, temperature=args.temperature, negative_downsampling=args.negative_downsampling,
                               **({"false_negative_margin": args.false_negative_margin} if args.false_negative_margin is not None else {}))
     settings = FineTuningSettings(loss_func=args.loss, **({"confidence_calculator": args.confidence} if args.confidence else {}),
-                                  **({"metric_calculators": ["distance_shift", "retrieval_own_results"]} if args.validation_pool == "own" else {}),
+                                  **({"metric_calculators": ["distance_shift", "retrieval_own_results"], "main_metric": "val_own_ndcg@10"}
+                                     if args.validation_pool == "own" else {}),
                                   batch_size=args.batch_size, num_epochs=args.epochs,
                                   seed=args.seed, test_each_n_sessions=args.test_each, lr_decay=args.lr_decay,
                                   **({"precision": args.precision} if args.precision else {}),
@@ -264,9 +245,7 @@ def train_ours(args: argparse.Namespace, dataset: BeirDataset, test_ids: list[st
                         callbacks=callbacks, accelerator="auto", save_model=False)
     train_seconds = time.perf_counter() - started
     ours_metrics = evaluate(ours, dataset, test_ids, doc_ids, encode_corpus(ours, texts))
-    judged = own_pool_judge(load_base(args.model, args.max_seq_length), ours, settings, train_inputs, val_inputs,
-                            ItemsSet(dict(zip(doc_ids, texts))))
-    emit({"stage": "ours", **rss_mb(), **ours_metrics, **deploy_decision(outcome), **judged, "lr": lr, "confidence": settings.confidence_calculator, "precision": settings.precision, "attention_dropout": settings.attention_dropout, "train_seconds": train_seconds, "steps": outcome.steps, "best_step": outcome.best_step, "selection": outcome.selection,
+    emit({"stage": "ours", **rss_mb(), **ours_metrics, **deploy_decision(outcome), "lr": lr, "confidence": settings.confidence_calculator, "precision": settings.precision, "attention_dropout": settings.attention_dropout, "train_seconds": train_seconds, "steps": outcome.steps, "best_step": outcome.best_step, "selection": outcome.selection,
           "val_ndcg@10_before": outcome.metrics_before.get("val_ndcg@10"), "val_ndcg@10_after": outcome.metrics_after.get("val_ndcg@10"),
           "val_ndcg@10_curve": tracker.values("val_ndcg@10"), **({"last_weights": callbacks[0].scores} if callbacks else {}),
           "seconds": time.perf_counter() - started})

@@ -160,6 +160,8 @@ class FineTuningOptions(BaseModel):
                                   "deploy (their spread is the noise estimate).")
     gate_z: float = Field(1.645, ge=0, description="Quality gate: the mean paired per-query gain must exceed this "
                           "many standard errors (one-sided; 1.645 = a 5 % test; 0 = strictly better).")
+    gate_metric: str | None = Field(None, min_length=1, description="Quality gate: the held-out metric it judges "
+                                    "by; default: the main metric's own-results twin (val_own_ndcg@10) where validated.")
     text_fields: list[str] | None = Field(None, description="Item fields joined into the item text "
                                           "(default: title + text, see loaders.item_to_text).")
     max_seq_length: int | None = Field(None, ge=8, le=8192, description="Token limit of the text towers "

@@ -89,7 +89,9 @@ class KeepBestWeights(pl.Callback):
     ``initial_score`` (None: no start to fall back on, the candidate always wins),
     ``restore_on_fit_end`` (True), ``noise_se`` (1.0), ``initial_per_query`` (None).
     After :meth:`restore`: ``best_score``, ``best_step`` (0 = the start), ``best_metrics`` and
-    ``decision`` (``"candidate beats start"``, ``"candidate within noise of start"``, ``"start kept"``).
+    ``decision`` (``"candidate beats start"``, ``"candidate within noise of start"``, ``"start kept"``);
+    :meth:`held_out_per_query` gives every metric's per-query values of the start and of the kept
+    weights (the quality gate may judge by another metric than the one that chose).
     """
 
     def __init__(
@@ -111,12 +113,14 @@ class KeepBestWeights(pl.Callback):
         self.restore_on_fit_end = restore_on_fit_end
         self.start_score = initial_score
         self.start_per_query = list(initial_per_query) if initial_per_query else None
+        self.start_per_query_by_metric: dict[str, list[float]] = {}
         self.start_metrics: dict[str, float] = {}
         self._start_state: dict[str, torch.Tensor] | None = None
         self.candidate_score: float | None = None
         self.candidate_step: int | None = None
         self.candidate_metrics: dict[str, float] = {}
         self.candidate_per_query: list[float] | None = None
+        self.candidate_per_query_by_metric: dict[str, list[float]] = {}
         self._candidate_state: dict[str, torch.Tensor] | None = None
         self.best_score = initial_score
         self.best_step: int | None = 0 if initial_score is not None else None
@@ -149,9 +153,9 @@ class KeepBestWeights(pl.Callback):
             k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
         value = metrics.get(self.monitor)
         if value is not None:
-            per_query = getattr(pl_module, "last_validation_per_query", {}).get(self.monitor)
+            per_query = dict(getattr(pl_module, "last_validation_per_query", {}))
             step = getattr(pl_module, "optimizer_steps", trainer.global_step)
-            self.consider(float(value), pl_module.model, step, metrics, per_query)
+            self.consider(float(value), pl_module.model, step, metrics, per_query.get(self.monitor), per_query)
 
     def consider(
         self,
@@ -160,14 +164,17 @@ class KeepBestWeights(pl.Callback):
         step: int | None = None,
         metrics: dict[str, float] | None = None,
         per_query: list[float] | None = None,
+        per_query_by_metric: dict[str, list[float]] | None = None,
     ) -> bool:
-        """Make ``model``'s weights the candidate if ``score`` beats every earlier trained checkpoint."""
+        """Make ``model``'s weights the candidate if ``score`` beats every earlier trained checkpoint
+        (``per_query``: ``monitor`` per held-out query; ``per_query_by_metric``: every metric's)."""
         if not self._better(score, self.candidate_score):
             return False
         self.candidate_score = score
         self.candidate_step = step
         self.candidate_metrics = dict(metrics or {})
         self.candidate_per_query = list(per_query) if per_query else None
+        self.candidate_per_query_by_metric = {name: list(values) for name, values in (per_query_by_metric or {}).items()}
         self._candidate_state = self._snapshot(model)
         return True
 
@@ -182,6 +189,13 @@ class KeepBestWeights(pl.Callback):
         mean = sum(diffs) / len(diffs)
         variance = sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)
         return mean, math.sqrt(variance / len(diffs))
+
+    def held_out_per_query(self) -> dict[str, tuple[list[float], list[float]]]:
+        """After :meth:`restore`: metric → (start, kept weights) per held-out query, for the metrics
+        validated at both (the same queries in the same order, so they pair up)."""
+        kept = self.start_per_query_by_metric if self.decision == "start kept" else self.candidate_per_query_by_metric
+        return {name: (list(values), list(kept[name])) for name, values in self.start_per_query_by_metric.items()
+                if name in kept and len(kept[name]) == len(values)}
 
     def _choose_candidate(self) -> bool:
         if self._candidate_state is None:

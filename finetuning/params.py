@@ -90,7 +90,9 @@ class FineTuningSettings(_MlflowRoundTrip):
     """What stays fixed across the runs of one iteration. Names resolve to objects in ``finetuning``."""
 
     loss_func: str = "click_infonce"
-    metric_calculators: list[str] = Field(default_factory=lambda: ["distance_shift", "retrieval"])
+    # retrieval: held-out queries ranked against the shared pool (the keeper's main metric);
+    # retrieval_own_results: each against its own shown results (val_own_*, the quality gate's judge)
+    metric_calculators: list[str] = Field(default_factory=lambda: ["distance_shift", "retrieval", "retrieval_own_results"])
     ranker: str = "cosine"
     is_similarity: bool = True
     # click_relevance: P(relevant) from a two-class click model fitted by EM (finetuning/click_relevance.py).

@@ -31,8 +31,9 @@ LOSSES: dict[str, Callable[[FineTuningParams], object]] = {
 METRICS: dict[str, Callable[[], MetricCalculator]] = {
     "distance_shift": DistanceShift,
     "retrieval": HeldOutRetrievalMetrics,
-    # each held-out query ranked against its own shown results only (no bias for the start model)
-    "retrieval_own_results": lambda: HeldOutRetrievalMetrics(own_results_only=True),
+    # each held-out query ranked against its own shown results only (no bias for the start model):
+    # own_ndcg@10, own_mrr@10, ...
+    "retrieval_own_results": lambda: HeldOutRetrievalMetrics(own_results_only=True, name_prefix="own_"),
 }
 CONFIDENCES: dict[str, Callable[[], object]] = {
     "dummy": lambda: dummy_confidences,

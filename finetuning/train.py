@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import lightning.pytorch as pl
@@ -52,9 +52,18 @@ class TrainingOutcome:
     train_sessions: int
     model_saved: bool = False
     selection: str | None = None  # how KeepBestWeights chose between the best trained weights and the start
-    # the main metric per held-out query (same queries, same order) of the start and of the kept weights
-    per_query_before: list[float] | None = None
-    per_query_after: list[float] | None = None
+    # metric -> (start, kept weights) per held-out query, the same queries in the same order
+    held_out_per_query: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
+
+    @property
+    def per_query_before(self) -> list[float] | None:
+        """The main metric per held-out query of the start weights."""
+        return self.held_out_per_query.get(self.main_metric, (None, None))[0]
+
+    @property
+    def per_query_after(self) -> list[float] | None:
+        """The main metric per held-out query of the kept weights (paired with :attr:`per_query_before`)."""
+        return self.held_out_per_query.get(self.main_metric, (None, None))[1]
 
     @property
     def improved(self) -> bool:
@@ -192,6 +201,7 @@ def fine_tune(
         noise_se=settings.keep_start_beyond_se, initial_per_query=tuner.last_validation_per_query.get(main),
     )
     keeper.start_metrics = dict(metrics_before)
+    keeper.start_per_query_by_metric = dict(tuner.last_validation_per_query)
     keeper.best_metrics = dict(metrics_before)
 
     examples = order_examples(train_inputs, params, seed=settings.seed)
@@ -231,7 +241,8 @@ def fine_tune(
             if not math.isnan(value):
                 tracker.save_metric(MetricValue(name, value, step=steps))
         if main in metrics_final:
-            keeper.consider(metrics_final[main], model, steps, metrics_final, tuner.last_validation_per_query.get(main))
+            keeper.consider(metrics_final[main], model, steps, metrics_final, tuner.last_validation_per_query.get(main),
+                            tuner.last_validation_per_query)
     keeper.restore(model)
     metrics_after = keeper.best_metrics
     best_quality = keeper.best_score if keeper.best_score is not None else metrics_after.get(main, math.nan)
@@ -248,6 +259,5 @@ def fine_tune(
         train_sessions=len(examples),
         model_saved=model_saved,
         selection=keeper.decision,
-        per_query_before=keeper.start_per_query,
-        per_query_after=keeper.start_per_query if keeper.decision == "start kept" else keeper.candidate_per_query,
+        held_out_per_query=keeper.held_out_per_query(),
     )

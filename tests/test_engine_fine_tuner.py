@@ -185,6 +185,10 @@ def test_fine_tune_learns_reports_progress_and_keeps_the_best(tiny_model_dir):
     assert per_before and len(per_before) == len(per_after) == len({i.query for i in test})
     assert sum(per_before) / len(per_before) == pytest.approx(before)
     assert sum(per_after) / len(per_after) == pytest.approx(after)
+    # every validated metric pairs up the same way, the own-results judge of the quality gate included
+    own_before, own_after = outcome.held_out_per_query["val_own_ndcg@10"]
+    assert len(own_before) == len(own_after) == len(per_before)
+    assert sum(own_after) / len(own_after) == pytest.approx(outcome.metrics_after["val_own_ndcg@10"])
     # the weights left in the model are the best ones, not the last
     from finetuning.metrics.base import MetricContext
     from finetuning.metrics.held_out import evaluate_sessions

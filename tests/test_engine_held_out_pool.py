@@ -41,6 +41,11 @@ def test_own_results_pool_does_not_count_another_querys_result_against_a_query()
 def test_the_own_results_calculator_is_a_setting_name():
     calculator = resolve.metric_calculators(["retrieval_own_results"])[0]
     assert isinstance(calculator, HeldOutRetrievalMetrics) and calculator.own_results_only
+    # its figures have their own names, so both pools can be validated together
+    sessions = [_session("a", ["a1", "a2"], "a1"), _session("b", ["b1", "b2"], "b1")]
+    context = MetricContext(FixedModel(), ItemsSet({i: i for i in ("a1", "a2", "b1", "b2")}), TextQueryRetriever(), cosine)
+    calculator.update(None, sessions)
+    assert calculator.compute(context)["own_ndcg@10"] == 1.0 and calculator.last_per_query["own_ndcg@10"] == [1.0, 1.0]
     assert not resolve.metric_calculators(["retrieval"])[0].own_results_only
     with pytest.raises(KeyError):
         resolve.metric_calculators(["retrieval_own"])

@@ -135,13 +135,14 @@ def test_trains_registers_counts_missing_items_and_reports(mongo_db, settings, w
     assert result.reindex_task_id is None
     # the gate's figures: paired per held-out query, as the best run recorded them; the topic world has
     # 16 queries and 4 are held out, fewer than the default min_gate_queries (10): not passed, and said so
-    gate = result.gate
-    assert gate.rule == "paired" and gate.metric == main and gate.n_queries == 4 and gate.min_gate_queries == 10
+    # the gate judges by the main metric's own-results twin (each query among its own shown results)
+    gate, own = result.gate, "val_own_ndcg@10"
+    assert gate.rule == "paired" and gate.metric == own and gate.n_queries == 4 and gate.min_gate_queries == 10
     assert gate.passed is False and result.quality_gate_passed is False
     assert "on only 4 held-out queries, fewer than min_gate_queries 10" in gate.reason
     assert gate.reason in result.deploy_reason
-    assert (gate.before, gate.after) == (before, after)
-    assert gate.mean_difference == pytest.approx(after - before, abs=1e-9) and gate.standard_error >= 0
+    assert (gate.before, gate.after) == (result.metrics_before[own], result.metrics_after[own])
+    assert gate.mean_difference == pytest.approx(gate.after - gate.before, abs=1e-9) and gate.standard_error >= 0
     assert task.progress.stage == "finished" and task.progress.fraction == 1.0
 
     client = MlflowClient(tracking_uri=mlflow_server.url)

@@ -11,7 +11,7 @@ import pytest
 
 from dao.task_documents import FineTuningOptions, QualityGateResult
 from finetuning.experiments.records import per_query_from_payload, per_query_payload
-from worker.jobs.fine_tuning.quality_gate import GATE_Z, MIN_GATE_QUERIES, paired_figures, quality_gate
+from worker.jobs.fine_tuning.quality_gate import GATE_Z, MIN_GATE_QUERIES, gate_metric, paired_figures, quality_gate
 
 
 def per_query(n: int, mean: float, spread: float, seed: int = 0) -> list[float]:
@@ -143,9 +143,21 @@ def test_unknown_means_are_refused():
 
 
 def test_per_query_values_travel_as_a_run_artifact_document():
-    payload = json.loads(json.dumps(per_query_payload("val_ndcg@10", [0.5, 0.25], [0.75, 0.5])))
+    document = per_query_payload({"val_ndcg@10": ([0.5, 0.25], [0.75, 0.5]), "val_own_ndcg@10": ([1.0, 0.5], [1.0, 1.0])})
+    payload = json.loads(json.dumps(document))
     assert per_query_from_payload(payload, "val_ndcg@10") == ([0.5, 0.25], [0.75, 0.5])
-    assert per_query_from_payload(payload, "val_mrr@10") is None                 # another main metric
-    assert per_query_from_payload({**payload, "after": [0.1]}, "val_ndcg@10") is None  # do not pair up
-    assert per_query_from_payload({**payload, "after": [0.1, "x"]}, "val_ndcg@10") is None
+    assert per_query_from_payload(payload, "val_own_ndcg@10") == ([1.0, 0.5], [1.0, 1.0])
+    assert per_query_from_payload(payload, "val_mrr@10") is None                 # not recorded
+    unpaired = {"metrics": {"val_x": {"before": [0.5, 0.25], "after": [0.1]}}}
+    assert per_query_from_payload(unpaired, "val_x") is None
+    assert per_query_from_payload({"metrics": {"val_x": {"before": [0.5], "after": ["x"]}}}, "val_x") is None
     assert per_query_from_payload(None, "val_ndcg@10") is None
+
+
+def test_the_gate_judges_by_the_own_results_twin_of_the_main_metric_when_it_was_validated():
+    recorded = {"val_ndcg@10": 0.8, "val_own_ndcg@10": 0.9, "val_mrr@10": 0.7}
+    assert gate_metric(None, "val_ndcg@10", recorded) == "val_own_ndcg@10"
+    assert gate_metric(None, "val_mrr@10", recorded) == "val_mrr@10"               # no own twin validated
+    assert gate_metric(None, "val_ndcg@10", {"val_ndcg@10": 0.8}) == "val_ndcg@10"
+    assert gate_metric("val_ndcg@10", "val_ndcg@10", recorded) == "val_ndcg@10"    # the task's choice
+    assert FineTuningOptions().gate_metric is None

@@ -29,7 +29,7 @@ TAG_METRICS_AFTER = "clicktune.metrics_after"
 TAG_CHOSEN = "clicktune.chosen"
 TAG_CHOSEN_QUALITY = "clicktune.chosen_quality"
 TAG_MAIN_METRIC = "clicktune.main_metric"
-#: Artifact of a trained run: the main metric per held-out query of the start and of the kept weights.
+#: Artifact of a trained run: each held-out metric per query, of the start and of the kept weights.
 PER_QUERY_ARTIFACT = "evaluation/held_out_per_query.json"
 
 _METRIC_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. :/]")
@@ -126,20 +126,20 @@ def metrics_from_json(text: str | None) -> dict[str, float]:
         return {}
 
 
-def per_query_payload(metric: str, before: Sequence[float], after: Sequence[float]) -> dict:
-    """The :data:`PER_QUERY_ARTIFACT` document: ``metric`` per held-out query, start and kept weights."""
-    return {"metric": metric, "before": [float(v) for v in before], "after": [float(v) for v in after]}
+def per_query_payload(per_query: Mapping[str, tuple[Sequence[float], Sequence[float]]]) -> dict:
+    """The :data:`PER_QUERY_ARTIFACT` document: each metric per held-out query, start and kept weights."""
+    return {"metrics": {name: {"before": [float(v) for v in before], "after": [float(v) for v in after]}
+                        for name, (before, after) in per_query.items()}}
 
 
 def per_query_from_payload(payload: object, metric: str) -> tuple[list[float], list[float]] | None:
-    """``(before, after)`` from a :data:`PER_QUERY_ARTIFACT` document; None unless they are values of
-    ``metric`` that pair up (same length, finite)."""
+    """``(before, after)`` of ``metric`` from a :data:`PER_QUERY_ARTIFACT` document; None unless the
+    document has that metric's values and they pair up (same length, finite)."""
     try:
-        if payload.get("metric") != metric:  # type: ignore[union-attr]
-            return None
-        before = [float(v) for v in payload["before"]]  # type: ignore[index]
-        after = [float(v) for v in payload["after"]]  # type: ignore[index]
-    except (AttributeError, KeyError, TypeError, ValueError):
+        values = payload["metrics"][metric]  # type: ignore[index]
+        before = [float(v) for v in values["before"]]
+        after = [float(v) for v in values["after"]]
+    except (KeyError, TypeError, ValueError):
         return None
     if not before or len(before) != len(after) or not all(math.isfinite(v) for v in before + after):
         return None

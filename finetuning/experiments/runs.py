@@ -167,22 +167,22 @@ class RunsMixin:
                     self._run_best = value
 
     def save_evaluation(self: "ExperimentsManager", metrics_before: Mapping[str, float],
-                        metrics_after: Mapping[str, float], per_query_before: Sequence[float] | None = None,
-                        per_query_after: Sequence[float] | None = None) -> None:
+                        metrics_after: Mapping[str, float],
+                        per_query: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None) -> None:
         """Record on the current run the held-out metrics of the start weights and of the weights it
-        kept (tags, read back when the run is chosen: :meth:`finish_iteration`) and, when both are
-        given, the main metric per held-out query of both (artifact :data:`PER_QUERY_ARTIFACT`, read
-        back by :meth:`held_out_per_query` for the quality gate)."""
+        kept (tags, read back when the run is chosen: :meth:`finish_iteration`) and each metric per
+        held-out query of both (artifact :data:`PER_QUERY_ARTIFACT`, read back by
+        :meth:`held_out_per_query` for the quality gate)."""
         run_id = self._require_run()
         self.client.set_tag(run_id, TAG_METRICS_BEFORE, metrics_json(metrics_before))
         self.client.set_tag(run_id, TAG_METRICS_AFTER, metrics_json(metrics_after))
-        if per_query_before and per_query_after:
-            self.client.log_dict(run_id, per_query_payload(self.main_metric, per_query_before, per_query_after),
-                                 PER_QUERY_ARTIFACT)
+        if per_query:
+            self.client.log_dict(run_id, per_query_payload(per_query), PER_QUERY_ARTIFACT)
 
-    def held_out_per_query(self: "ExperimentsManager", run_id: str) -> tuple[list[float], list[float]] | None:
-        """``(start, kept weights)``: the main metric per held-out query as run ``run_id`` recorded it;
-        None when it recorded none (an older run) or they do not pair up."""
+    def held_out_per_query(self: "ExperimentsManager", run_id: str, metric: str | None = None
+                           ) -> tuple[list[float], list[float]] | None:
+        """``(start, kept weights)``: ``metric`` (default: the main metric) per held-out query as run
+        ``run_id`` recorded it; None when it recorded none or they do not pair up."""
         folder, _, name = PER_QUERY_ARTIFACT.rpartition("/")
         if PER_QUERY_ARTIFACT not in {a.path for a in self.client.list_artifacts(run_id, folder)}:
             return None
@@ -192,7 +192,7 @@ class RunsMixin:
                 payload = json.loads(Path(local).read_text())
             except (OSError, ValueError):
                 return None
-        return per_query_from_payload(payload, self.main_metric)
+        return per_query_from_payload(payload, metric or self.main_metric)
 
     def get_quality(self: "ExperimentsManager") -> float:
         """The current run's best main metric so far (the worst possible value if none yet)."""

@@ -17,7 +17,9 @@ That shared pool favours the start model: the results it showed a query were its
 the whole corpus, so it ranks every other query's results below them, while a trained model that
 lifts another query's result (unjudged for this query, perhaps relevant) only loses by it. With
 ``own_results_only`` each query is ranked against the results its own sessions showed — the
-comparison clicks can judge without that bias (a reordering of what was shown), at the same cost.
+comparison clicks can judge without that bias (a reordering of what was shown), at the same cost;
+the calculator then names its figures with ``name_prefix`` (``own_ndcg@10``, ``val_own_ndcg@10``
+once validated) so that both pools can be computed in one validation.
 Item parts (long-text chunks) are ranked and then mapped back to their object, keeping each
 object's best position. Uses :mod:`finetuning.metrics.retrieval`.
 """
@@ -36,11 +38,12 @@ from finetuning.rankers import ranker_name
 
 class HeldOutRetrievalMetrics(MetricCalculator):
     def __init__(self, ks: Sequence[int] = (10, 100), extra_pool_ids: Iterable[str] = (), batch_size: int = 64,
-                 own_results_only: bool = False) -> None:
+                 own_results_only: bool = False, name_prefix: str = "") -> None:
         self.ks = tuple(ks)
         self.extra_pool_ids = list(extra_pool_ids)
         self.batch_size = batch_size
         self.own_results_only = own_results_only
+        self.name_prefix = name_prefix
         self.last_per_query: dict[str, list[float]] = {}
         self.reset()
 
@@ -53,8 +56,9 @@ class HeldOutRetrievalMetrics(MetricCalculator):
     def compute(self, context: MetricContext) -> dict[str, float]:
         """Means over the held-out queries; the per-query values stay in ``last_per_query`` (for a
         paired comparison of two validations, see :class:`finetuning.callbacks.KeepBestWeights`)."""
-        self.last_per_query = evaluate_sessions_per_query(self._inputs, context, self.ks, self.extra_pool_ids, self.batch_size,
-                                                          own_results_only=self.own_results_only)
+        per_query = evaluate_sessions_per_query(self._inputs, context, self.ks, self.extra_pool_ids, self.batch_size,
+                                                own_results_only=self.own_results_only)
+        self.last_per_query = {f"{self.name_prefix}{name}": values for name, values in per_query.items()}
         return _means(self.last_per_query)
 
 

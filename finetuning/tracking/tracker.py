@@ -55,11 +55,11 @@ class ExperimentTracker(ABC):
         best-scoring validation). Returns whether it was stored."""
 
     def save_evaluation(self, metrics_before: Mapping[str, float], metrics_after: Mapping[str, float],
-                        per_query_before: Sequence[float] | None = None,
-                        per_query_after: Sequence[float] | None = None) -> None:
+                        per_query: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None) -> None:
         """Record the held-out metrics of the start weights and of the weights the run kept (where the
-        model choice reads them), and the main metric per held-out query of both (same queries, same
-        order; where the quality gate reads them). Trackers that do not choose models may ignore it."""
+        model choice reads them), and ``per_query``: metric → (start, kept) per held-out query (same
+        queries, same order; where the quality gate reads them). Trackers that do not choose models
+        may ignore it."""
 
     @abstractmethod
     def get_quality(self) -> float:

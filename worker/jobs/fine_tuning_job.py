@@ -18,7 +18,8 @@ final status are the runner's). The steps, each in one place:
    best run's model is registered with alias ``candidate``. Cancel stops the running trial after
    its current batch (``StopOnRequest``) and ends the task ``canceled``.
 8. **quality gate** (:mod:`worker.jobs.fine_tuning.quality_gate`): paired per held-out query (the
-   values the best run recorded), the candidate's mean gain over the start model must exceed
+   values the best run recorded, of ``gate_metric``: by default each query ranked among its own
+   shown results), the candidate's mean gain over the start model must exceed
    ``gate_z`` standard errors on at least ``min_gate_queries`` queries (plus ``min_improvement``);
    its figures are the result's ``gate``.
 9. **report**: the registered version gets a description (before/after, the gate's decision and
@@ -56,7 +57,7 @@ from finetuning.model_ref import ModelRef
 from worker.jobs.fine_tuning.batch_reader import read_batch
 from worker.jobs.fine_tuning.data_summary import first_pass, summarise
 from worker.jobs.fine_tuning.items import collect_item_refs, create_task_loader, drop_missing, load_items
-from worker.jobs.fine_tuning.quality_gate import GateDecision, quality_gate
+from worker.jobs.fine_tuning.quality_gate import GateDecision, gate_metric, quality_gate
 from worker.jobs.fine_tuning.report import log_report
 from worker.jobs.fine_tuning.start_model import default_model_line, load_start_model
 from worker.jobs.fine_tuning.training import TrialRunner, build_settings
@@ -147,8 +148,10 @@ def run(ctx: TaskContext) -> dict:
             ctx.stage("evaluating", 1.0)
             before, after = iteration.metrics_before, iteration.metrics_after
             main = settings.main_metric
-            per_query = manager.held_out_per_query(iteration.best_run_id) or (None, None)
-            gate = quality_gate(main, before.get(main), after.get(main, iteration.best_quality),
+            judged_by = gate_metric(options.gate_metric, main, after)
+            per_query = manager.held_out_per_query(iteration.best_run_id, judged_by) or (None, None)
+            gate = quality_gate(judged_by, before.get(judged_by),
+                                after.get(judged_by, iteration.best_quality if judged_by == main else None),
                                 higher_is_better=settings.higher_is_better, min_improvement=options.min_improvement,
                                 per_query_before=per_query[0], per_query_after=per_query[1],
                                 min_gate_queries=options.min_gate_queries, gate_z=options.gate_z)

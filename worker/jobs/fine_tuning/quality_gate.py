@@ -23,6 +23,16 @@ gate passes when all of these hold:
   "strictly better on average";
 - ``m >= min_improvement``: an absolute margin on top.
 
+The judge is :func:`gate_metric`: by default the main metric's own-results twin
+(``val_own_ndcg@10``, :class:`~finetuning.metrics.held_out.HeldOutRetrievalMetrics` with
+``own_results_only``), each held-out query ranked against the results its own sessions showed.
+The main metric ranks every held-out query against the pool of all of them — the start model's
+own top results, so a trained model that lifts another query's result only loses by it; that is
+the keeper's measured choice (it must not throw trained weights away, docs/engine.md), while the
+gate must not refuse a real gain for that reason. On 500-query logs the own-results judge passed
+candidates that gained on the test queries where the shared pool refused them, and refused the
+ones that did not gain (docs/engine.md, "The gate's judge").
+
 Without per-query values (a run recorded before they were, or lists that do not pair up) the gate
 falls back to comparing the two means (strictly better, plus ``min_improvement``) and says so in
 its reason. ``fine_tune`` keeps the best weights seen and counts the untouched model, so a run
@@ -34,7 +44,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from dao.task_documents import FineTuningOptions
 
@@ -65,6 +75,19 @@ class GateDecision:
     gate_z: float = GATE_Z
     min_gate_queries: int = MIN_GATE_QUERIES
     min_improvement: float = 0.0
+
+
+OWN_RESULTS_PREFIX = "val_own_"
+
+
+def gate_metric(chosen: str | None, main_metric: str, recorded: Mapping[str, float]) -> str:
+    """The held-out metric the gate judges by: ``chosen`` (the task's ``gate_metric``) when given;
+    else the own-results twin of the main metric (``val_ndcg@10`` → ``val_own_ndcg@10``) when the
+    run ``recorded`` it, else the main metric."""
+    if chosen:
+        return chosen
+    twin = OWN_RESULTS_PREFIX + main_metric.removeprefix("val_")
+    return twin if main_metric.startswith("val_") and twin in recorded else main_metric
 
 
 def _fmt(value: float | None) -> str:

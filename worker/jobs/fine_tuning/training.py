@@ -119,8 +119,7 @@ class TrialRunner:
             del model
         if outcome.stopped:
             self.raise_if_canceled()
-        tracker.save_evaluation(outcome.metrics_before, outcome.metrics_after, outcome.per_query_before,
-                                outcome.per_query_after)
+        tracker.save_evaluation(outcome.metrics_before, outcome.metrics_after, outcome.held_out_per_query)
         return outcome.best_quality
 
     def on_trial(self, index: int, total: int, best: float | None) -> None:
