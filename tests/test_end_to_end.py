@@ -190,9 +190,12 @@ def test_clicks_to_blue_with_a_model_that_learns(tmp_path, mongo_db, e2e_setting
                                                                             result.metrics_after)
     assert result.metrics_after[main] > result.metrics_before[main]
     # the decision's figures in the task document: 16 held-out queries paired, a gain beyond gate_z SE
+    # judged by the own-results twin of the main metric (each query ranked among its own shown results)
     gate = result.gate
     assert gate.passed and gate.rule == "paired" and gate.n_queries == 16 and gate.min_gate_queries == 10
-    assert gate.mean_difference == pytest.approx(result.metrics_after[main] - result.metrics_before[main], abs=1e-9)
+    assert gate.metric == "val_own_ndcg@10"
+    assert gate.mean_difference == pytest.approx(result.metrics_after[gate.metric] - result.metrics_before[gate.metric],
+                                                 abs=1e-9)
     assert gate.z is None or gate.z >= gate.gate_z == 1.645
     assert result.deploy_reason.endswith(gate.reason) and "(paired SE over 16 held-out queries)" in gate.reason
     assert_deployed(clicktune_client, mongo_db, store, settings, result, task_id, line, first.collection, items, start)
