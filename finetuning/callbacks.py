@@ -112,14 +112,13 @@ class KeepBestWeights(pl.Callback):
         self.noise_se = noise_se
         self.restore_on_fit_end = restore_on_fit_end
         self.start_score = initial_score
-        self.start_per_query = list(initial_per_query) if initial_per_query else None
-        self.start_per_query_by_metric: dict[str, list[float]] = {}
+        self.start_per_query_by_metric: dict[str, list[float]] = (
+            {monitor: list(initial_per_query)} if initial_per_query else {})
         self.start_metrics: dict[str, float] = {}
         self._start_state: dict[str, torch.Tensor] | None = None
         self.candidate_score: float | None = None
         self.candidate_step: int | None = None
         self.candidate_metrics: dict[str, float] = {}
-        self.candidate_per_query: list[float] | None = None
         self.candidate_per_query_by_metric: dict[str, list[float]] = {}
         self._candidate_state: dict[str, torch.Tensor] | None = None
         self.best_score = initial_score
@@ -128,6 +127,16 @@ class KeepBestWeights(pl.Callback):
         self.decision: str | None = None
         self.last_validated_step: int | None = None
         self.restored = False
+
+    @property
+    def start_per_query(self) -> list[float] | None:
+        """``monitor`` per held-out query at the start (None when not validated per query)."""
+        return self.start_per_query_by_metric.get(self.monitor) or None
+
+    @property
+    def candidate_per_query(self) -> list[float] | None:
+        """``monitor`` per held-out query for the best trained checkpoint so far."""
+        return self.candidate_per_query_by_metric.get(self.monitor) or None
 
     def _better(self, score: float, than: float | None) -> bool:
         if math.isnan(score):
@@ -173,8 +182,9 @@ class KeepBestWeights(pl.Callback):
         self.candidate_score = score
         self.candidate_step = step
         self.candidate_metrics = dict(metrics or {})
-        self.candidate_per_query = list(per_query) if per_query else None
         self.candidate_per_query_by_metric = {name: list(values) for name, values in (per_query_by_metric or {}).items()}
+        if per_query:
+            self.candidate_per_query_by_metric[self.monitor] = list(per_query)
         self._candidate_state = self._snapshot(model)
         return True
 

@@ -198,7 +198,7 @@ def fine_tune(
             tracker.save_metric(MetricValue(name, value, step=0))
     keeper = KeepBestWeights(
         main, mode, initial_score=metrics_before.get(main), restore_on_fit_end=False,
-        noise_se=settings.keep_start_beyond_se, initial_per_query=tuner.last_validation_per_query.get(main),
+        noise_se=settings.keep_start_beyond_se,
     )
     keeper.start_metrics = dict(metrics_before)
     keeper.start_per_query_by_metric = dict(tuner.last_validation_per_query)
