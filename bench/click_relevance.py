@@ -2,14 +2,17 @@
 
     python bench/click_relevance.py --datasets ../shared/data/scifact ../shared/data/nfcorpus [--seeds 0 1 2]
         [--click-models pbm dbn trust-bias misleading] [--popularity uniform zipf] [--max-train-queries 120]
-        [--rank-rate-strength 20]
+        [--rank-rate-strength 20] [--compare per_rank|dwell]
 
 For each data set × simulated user × popularity × seed: BM25 ranks the corpus for the train
 queries (the suite's subsample rule: ``random.Random(seed).sample`` of the train queries), the top
 10 are shown, the simulated user clicks (``finetuning.simulation``), and two
 :class:`~finetuning.click_relevance.ClickRelevanceModel` fits are scored against the train qrels:
-the baseline (one click rate per class, the PBM) and the candidate (per-rank click rates,
-``--rank-rate-strength``). Per fit:
+the baseline (one click rate per class, the PBM, dwell ignored) and the candidate: per-rank click
+rates (``--compare per_rank``, ``--rank-rate-strength``), or, with ``--compare dwell``, the
+engine's default model reading dwell times from sessions simulated with a
+:class:`~finetuning.simulation.dwell.DwellTimeModel` (the baseline sees the same sessions; with
+``--compare reported_dwell`` every click's dwell is in its event, else only the timestamps tell). Per fit:
 
 - ``noise_share``: the share of the clicked results' total positive weight, P(relevant), that sits
   on irrelevant results (what the loss learns from noise);
@@ -39,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from finetuning.click_relevance import ClickRelevanceModel  # noqa: E402
 from finetuning.datasets.beir import BeirDataset  # noqa: E402
 from finetuning.inputs.converter import sessions_to_inputs  # noqa: E402
-from finetuning.simulation import BM25Ranker, make_click_model, make_popularity, simulate_sessions  # noqa: E402
+from finetuning.simulation import BM25Ranker, DwellTimeModel, make_click_model, make_popularity, simulate_sessions  # noqa: E402
 
 METRICS = ("noise_share", "relevant_kept", "auc", "false_negative_weight")
 
@@ -84,7 +87,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sessions-per-query", type=int, default=10)
     parser.add_argument("--max-train-queries", type=int, default=120)
     parser.add_argument("--rank-rate-strength", type=float, default=20.0, help="the candidate's ClickRelevanceModel(rank_rate_strength=…)")
+    parser.add_argument("--compare", default="per_rank", choices=["per_rank", "dwell", "reported_dwell"], help="the candidate fit (module docstring)")
     args = parser.parse_args(argv)
+    dwell = DwellTimeModel(reported=args.compare == "reported_dwell") if "dwell" in args.compare else None
+    candidate = (lambda: ClickRelevanceModel(rank_rate_strength=args.rank_rate_strength)) if dwell is None else ClickRelevanceModel
 
     cells = []
     for directory in args.datasets:
@@ -100,16 +106,16 @@ def main(argv: list[str] | None = None) -> dict:
                     zipf = make_popularity("zipf") if popularity == "zipf" else None
                     sessions = simulate_sessions(dataset, split="train", ranker=ranker, top_k=10, seed=seed, query_ids=train,
                                                  sessions_per_query=1 if zipf else args.sessions_per_query,
-                                                 click_model=make_click_model(click_model, seed=seed), popularity=zipf)
+                                                 click_model=make_click_model(click_model, seed=seed), popularity=zipf, dwell=dwell)
                     inputs = sessions_to_inputs(sessions)
                     cell = {"stage": "cell", "dataset": dataset.name, "click_model": click_model, "popularity": popularity, "seed": seed,
                             "sessions": len(inputs),
-                            "baseline": score_fit(ClickRelevanceModel().fit(inputs), inputs, truth),
-                            "per_rank": score_fit(ClickRelevanceModel(rank_rate_strength=args.rank_rate_strength).fit(inputs), inputs, truth)}
+                            "baseline": score_fit(ClickRelevanceModel(satisfied_dwell_seconds=None).fit(inputs), inputs, truth),
+                            args.compare: score_fit(candidate().fit(inputs), inputs, truth)}
                     print(json.dumps(cell), flush=True)
                     cells.append(cell)
-    summary = {"stage": "summary", "cells": len(cells), "rank_rate_strength": args.rank_rate_strength,
-               **{f"{fit}_{metric}": statistics.fmean(c[fit][metric] for c in cells) for fit in ("baseline", "per_rank") for metric in METRICS}}
+    summary = {"stage": "summary", "cells": len(cells), "compare": args.compare, "rank_rate_strength": args.rank_rate_strength,
+               **{f"{fit}_{metric}": statistics.fmean(c[fit][metric] for c in cells) for fit in ("baseline", args.compare) for metric in METRICS}}
     print(json.dumps(summary), flush=True)
     return summary
 

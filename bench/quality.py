@@ -9,7 +9,8 @@ Works on any BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/train.tsv, q
 2. Simulate search sessions for **train** queries only: the base model is the search engine, the
    top 10 are shown, a position-based click model clicks (``finetuning.simulation``; another
    simulated user with ``--click-model``), 10 sessions per query by default (a click log sees a
-   popular query many times; ``--popularity zipf`` for a long tail of queries seen once).
+   popular query many times; ``--popularity zipf`` for a long tail of queries seen once;
+   ``--dwell timestamps|reported`` for a log that tells how long users stayed on what they clicked).
 3. Fine-tune the base model with ``finetuning.train.fine_tune`` on those sessions (the fine-tuning
    task's default ``test_size``, 20 %, of the train queries' sessions held out for validation,
    best-weights selection and the quality gate, validated four times per epoch) with the
@@ -53,7 +54,7 @@ from finetuning.models.registry import base_model_path  # noqa: E402
 from finetuning.models.text import TextEmbeddingsModel  # noqa: E402
 from finetuning.params import FineTuningParams, FineTuningSettings  # noqa: E402
 from finetuning.simulation.click_simulator import simulate_sessions  # noqa: E402
-from finetuning.simulation.registry import CLICK_MODELS, make_click_model, make_popularity  # noqa: E402
+from finetuning.simulation.registry import CLICK_MODELS, DWELL_OBSERVATIONS, make_click_model, make_dwell, make_popularity  # noqa: E402
 from finetuning.simulation.rankers import EmbeddingRanker  # noqa: E402
 from finetuning.tracking.in_memory import InMemoryTracker  # noqa: E402
 from finetuning.train import fine_tune  # noqa: E402
@@ -123,12 +124,14 @@ def simulate_click_inputs(
     base_docs: torch.Tensor | None = None,
     click_model: str = "pbm",
     popularity: str = "uniform",
+    dwell: str = "none",
 ) -> list:
     """Simulated search sessions (as ``FineTuningInput``) of the train queries ``query_ids``: the
     base model ranks the corpus (its embeddings from the cache when ``base_docs`` is not given),
     the top ``top_k`` are shown and the simulated user ``click_model`` clicks (``finetuning.simulation``
     registry; position-based by default), ``sessions_per_query`` sessions a query or, with
-    ``popularity="zipf"``, a Zipf-law count per query."""
+    ``popularity="zipf"``, a Zipf-law count per query; ``dwell`` is what the log tells of how long
+    users stayed on clicked results (``finetuning.simulation.DWELL_OBSERVATIONS``)."""
     doc_ids = dataset.doc_ids
     if base is None:
         base = load_base(model_name, max_seq_length)
@@ -138,7 +141,8 @@ def simulate_click_inputs(
     engine = EmbeddingRanker(base, doc_ids=doc_ids, doc_embeddings=base_docs, name=f"{model_name}-base")
     zipf = make_popularity("zipf") if popularity == "zipf" else None
     sessions = simulate_sessions(dataset, split="train", ranker=engine, top_k=top_k, sessions_per_query=1 if zipf else sessions_per_query,
-                                 seed=seed, query_ids=query_ids, click_model=make_click_model(click_model, seed=seed), popularity=zipf)
+                                 seed=seed, query_ids=query_ids, click_model=make_click_model(click_model, seed=seed), popularity=zipf,
+                                 dwell=make_dwell(dwell))
     return sessions_to_inputs(sessions)
 
 
@@ -266,6 +270,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--click-model", default="pbm", choices=sorted(CLICK_MODELS), help="simulated user (finetuning/simulation/registry.py)")
     parser.add_argument("--popularity", default="uniform", choices=["uniform", "zipf"],
                         help="sessions per train query: uniform (--sessions-per-query each) or zipf (ZipfPopularity's defaults)")
+    parser.add_argument("--dwell", default="none", choices=DWELL_OBSERVATIONS,
+                        help="what the simulated log tells of dwell time: none, timestamps (events spaced by it) or reported (also in each click)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-5, help="learning rate of the gold-pairs baseline")
@@ -316,7 +322,7 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     inputs = simulate_click_inputs(dataset, args.model, args.max_seq_length, train_ids, top_k=args.top_k,
                                    sessions_per_query=args.sessions_per_query, seed=args.seed, base=base, base_docs=base_docs,
-                                   click_model=args.click_model, popularity=args.popularity)
+                                   click_model=args.click_model, popularity=args.popularity, dwell=args.dwell)
     train_inputs, val_inputs = TrainTestSplitter(test_size=args.validation_share, random_state=args.seed)(inputs)
     clicks = sum(len(i.clicked_ids) for i in inputs)
     emit({"stage": "simulation", **rss_mb(), "sessions": len(inputs), "clicks": clicks, "train_sessions": len(train_inputs), "val_sessions": len(val_inputs), "seconds": time.perf_counter() - started})

@@ -28,6 +28,19 @@ the positive weight fell from 46 % (pooled IPS) to 11 %, while relevant positive
 (Learning ``θ`` in the same EM, or forcing the prior to fall with rank, let ``θ`` and the prior
 trade off at deep ranks and kept 15–31 % noise.)
 
+Dwell time. A result whose snippet promises what the page does not hold is clicked like a
+relevant one, in every session: no click model tells it from a relevant result by its clicks
+(attractiveness is not satisfaction: Chapelle & Zhang 2009). How long the user stayed does (Fox et
+al. 2005; Kim et al. 2014). Where the log shows a click's dwell (``FineTuningInput.click_dwell``:
+reported by the service, or the time to the session's next event), the click is a quick return
+(under ``satisfied_dwell_seconds``, 30 s) or a satisfied visit, with probability ``q₁`` for a
+relevant result and ``q₀ ≥ q₁`` for one that is not, and a third class joins the mixture:
+*misleading*, not relevant yet clicked at its own rate ``θ_r a₂`` (a share ``μ`` of the results that
+are not relevant). ``L_k`` then also multiplies ``q_k`` or ``1 − q_k`` over the clicks with observed
+dwell, and P(relevant) is the relevant class's posterior. EM fits ``q₀``, ``q₁``, ``a₂`` and ``μ``
+with the rest; when no dwell is observed, or the fitted dwell does not separate the classes
+(``q₀ ≤ q₁``), the misleading class is off and the model is the two-class one above.
+
     model = ClickRelevanceModel().fit(train_sessions)
     model.relevance(sessions_of_one_query)     # {object_id: P(relevant)}
     model(sessions)                            # per session: clicked → P(rel), skipped → 1 − P(rel)
@@ -69,7 +82,8 @@ def _bernoulli_log_likelihood(clicks: np.ndarray, exposures: np.ndarray, p: np.n
 
 
 class ClickRelevanceModel:
-    """Two-class position-based click model fitted by EM (see module docstring).
+    """Position-based click model with relevant and irrelevant results (and misleading ones where
+    dwell is observed), fitted by EM (see module docstring).
 
     Args:
         max_rank: ranks beyond share the last examination estimate.
@@ -81,6 +95,8 @@ class ClickRelevanceModel:
             A number s: each rank gets its own click rates per class, shrunk towards ``θ_r a_k`` by s
             exposures' worth — clicks on irrelevant results may then fall with rank faster than
             examination does (trust bias, Agarwal et al. 2019).
+        satisfied_dwell_seconds: a click whose dwell was observed is a quick return below this
+            (30 s, Fox et al. 2005) and a satisfied visit above; ``None`` ignores dwell.
     """
 
     def __init__(
@@ -93,6 +109,7 @@ class ClickRelevanceModel:
         noise_click: float = 0.05,
         prior_strength: float = 10.0,
         rank_rate_strength: float | None = None,
+        satisfied_dwell_seconds: float | None = 30.0,
     ) -> None:
         if not 0 < noise_click < relevant_click <= 1:
             raise ValueError("need 0 < noise_click < relevant_click <= 1")
@@ -106,6 +123,12 @@ class ClickRelevanceModel:
         self.noise_click = noise_click
         self.prior_strength = prior_strength
         self.rank_rate_strength = rank_rate_strength
+        self.satisfied_dwell_seconds = satisfied_dwell_seconds
+        # P(back within satisfied_dwell_seconds | click) of a relevant and of a not relevant result
+        self.quick_return: tuple[float, float] = (0.3, 0.7)
+        # misleading: not relevant, yet clicked like a relevant result; only dwell tells (0: no such class)
+        self.misleading_share = 0.0
+        self.misleading_click = relevant_click
         # per-rank click probabilities (relevant, irrelevant) when fitted with rank_rate_strength
         self.rank_click_rates: tuple[list[float], list[float]] | None = None
         self.examination: list[float] = [1.0 / r for r in range(1, max_rank + 1)]
@@ -116,43 +139,66 @@ class ClickRelevanceModel:
     def _rank_index(self, item: FineTuningInput, object_id: str) -> int:
         return min(max(item.rank(object_id), 1), self.max_rank) - 1
 
+    def _quick(self, dwell: float | None) -> int:
+        """1: back within ``satisfied_dwell_seconds``, 0: stayed longer, -1: dwell not observed."""
+        if dwell is None or self.satisfied_dwell_seconds is None:
+            return -1
+        return int(dwell < self.satisfied_dwell_seconds)
+
     def _evidence(self, sessions: Sequence[FineTuningInput], key=lambda item: str(item.query)):
-        """{(query key, object id): [(rank index, clicked), ...]} over every session that showed it."""
-        evidence: dict[tuple[Hashable, str], list[tuple[int, int]]] = defaultdict(list)
+        """{(query key, object id): [(rank index, clicked, quick), ...]} over every session that
+        showed it (``quick``: see :meth:`_quick`; -1 for a skip)."""
+        evidence: dict[tuple[Hashable, str], list[tuple[int, int, int]]] = defaultdict(list)
         for item in sessions:
-            clicked = set(item.clicked_ids)
+            clicked, dwell = set(item.clicked_ids), item.click_dwell
             query = key(item)
             for object_id in item.results:
-                evidence[(query, object_id)].append((self._rank_index(item, object_id), int(object_id in clicked)))
+                was_clicked = object_id in clicked
+                quick = self._quick(dwell.get(object_id)) if was_clicked else -1
+                evidence[(query, object_id)].append((self._rank_index(item, object_id), int(was_clicked), quick))
         return evidence
 
     @staticmethod
-    def _flatten(exposures: list[list[tuple[int, int]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(pair index, rank index, click) per exposure."""
+    def _flatten(exposures: list[list[tuple[int, int, int]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(pair index, rank index, click, quick) per exposure."""
         pair = np.fromiter((n for n, seen in enumerate(exposures) for _ in seen), dtype=np.int64)
-        rank = np.fromiter((r for seen in exposures for r, _ in seen), dtype=np.int64)
-        click = np.fromiter((c for seen in exposures for _, c in seen), dtype=np.float64)
-        return pair, rank, click
+        rank = np.fromiter((r for seen in exposures for r, _, _ in seen), dtype=np.int64)
+        click = np.fromiter((c for seen in exposures for _, c, _ in seen), dtype=np.float64)
+        quick = np.fromiter((q for seen in exposures for _, _, q in seen), dtype=np.float64)
+        return pair, rank, click, quick
 
-    def _log_likelihoods(self, pair: np.ndarray, rank: np.ndarray, click: np.ndarray, n_pairs: int) -> tuple[np.ndarray, np.ndarray]:
-        """log L₁ and log L₀ of every pair."""
-        out = []
-        for p in self._click_probabilities(rank):
+    def _log_likelihoods(self, pair: np.ndarray, rank: np.ndarray, click: np.ndarray, quick: np.ndarray,
+                         n_pairs: int) -> np.ndarray:
+        """log L of every pair (columns) under each class (rows: irrelevant, relevant, misleading):
+        its clicks and skips, and the dwell of its clicks where observed."""
+        known = quick >= 0
+        quick_relevant, quick_not = self.quick_return
+        rows = []
+        for p, q in zip(self._click_probabilities(rank), (quick_not, quick_relevant, quick_not)):
             p = np.clip(p, 1e-9, 1 - 1e-9)
-            out.append(np.bincount(pair, weights=click * np.log(p) + (1 - click) * np.log1p(-p), minlength=n_pairs))
-        return out[0], out[1]
+            log_l = click * np.log(p) + (1 - click) * np.log1p(-p)
+            log_l += np.where(known, quick * math.log(q) + (1 - quick) * math.log1p(-q), 0.0)
+            rows.append(np.bincount(pair, weights=log_l, minlength=n_pairs))
+        return np.stack(rows)
 
-    def _click_probabilities(self, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """P(click | shown at rank) of a relevant and of an irrelevant result, per exposure."""
-        if self.rank_click_rates is not None:
-            return np.asarray(self.rank_click_rates[0])[rank], np.asarray(self.rank_click_rates[1])[rank]
+    def _click_probabilities(self, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """P(click | shown at rank) of an irrelevant, a relevant and a misleading result, per exposure."""
         theta = np.asarray(self.examination)[rank]
-        return theta * self.relevant_click, theta * self.noise_click
+        if self.rank_click_rates is not None:
+            relevant, irrelevant = np.asarray(self.rank_click_rates[0])[rank], np.asarray(self.rank_click_rates[1])[rank]
+        else:
+            relevant, irrelevant = theta * self.relevant_click, theta * self.noise_click
+        return irrelevant, relevant, theta * self.misleading_click
 
-    def _posterior(self, l1: np.ndarray, l0: np.ndarray, best_rank: np.ndarray) -> np.ndarray:
+    def _posterior(self, log_l: np.ndarray, best_rank: np.ndarray) -> np.ndarray:
+        """P(class | evidence) of every pair (rows as in :meth:`_log_likelihoods`)."""
         prior = np.clip(np.asarray(self.priors)[best_rank], 1e-6, 1 - 1e-6)
-        logit = np.log(prior) - np.log1p(-prior) + l1 - l0
-        return 1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50)))
+        with np.errstate(divide="ignore"):
+            log_prior = np.stack([np.log1p(-prior) + math.log1p(-self.misleading_share), np.log(prior),
+                                  np.log1p(-prior) + np.log(self.misleading_share)])
+        z = log_prior + log_l
+        z = np.exp(z - z.max(axis=0))
+        return z / z.sum(axis=0)
 
     @staticmethod
     def _best_ranks(pair: np.ndarray, rank: np.ndarray, n_pairs: int) -> np.ndarray:
@@ -166,31 +212,37 @@ class ClickRelevanceModel:
         (query, result) pairs of ``inputs``."""
         self.examination = PositionBiasConfidences(max_rank=self.max_rank).estimate(inputs)
         evidence = self._evidence(inputs)
-        if not evidence or not any(c for seen in evidence.values() for _, c in seen):
+        if not evidence or not any(c for seen in evidence.values() for _, c, _ in seen):
             return self
         exposures = list(evidence.values())
-        pair, rank, click = self._flatten(exposures)
+        pair, rank, click, quick = self._flatten(exposures)
+        known = (quick >= 0).astype(np.float64)
         R = self.max_rank
-        shown_at = np.bincount(rank, minlength=R).astype(float)
         best = self._best_ranks(pair, rank, len(exposures))
         pairs_at = np.bincount(best, minlength=R).astype(float)
         theta = np.asarray(self.examination)  # fixed during EM
+        dwell_seen = bool(known.any())
+        if dwell_seen:  # a misleading class can only be told from the relevant one by dwell
+            self.misleading_share, self.misleading_click = 0.05, self.relevant_click
         for _ in range(self.iterations):
             before = self._state()
-            gamma = self._posterior(*self._log_likelihoods(pair, rank, click, len(exposures)), best)
-            g = gamma[pair]
+            posterior = self._posterior(self._log_likelihoods(pair, rank, click, quick, len(exposures)), best)
+            g0, g1, g2 = posterior[:, pair]
             # per rank and class: expected exposures and clicks
-            e1 = np.bincount(rank, weights=g, minlength=R)
-            c1 = np.bincount(rank, weights=g * click, minlength=R)
-            e0 = shown_at - e1
-            c0 = np.bincount(rank, weights=click, minlength=R) - c1
-            self.prior = float(np.clip(gamma.mean(), 1e-4, 1 - 1e-4))
+            (e0, c0), (e1, c1), (e2, c2) = ((np.bincount(rank, weights=g, minlength=R), np.bincount(rank, weights=g * click, minlength=R))
+                                            for g in (g0, g1, g2))
+            self.prior = float(np.clip(posterior[1].mean(), 1e-4, 1 - 1e-4))
             # per best rank, shrunk towards the overall prior (ranks with few results)
-            by_rank = np.bincount(best, weights=gamma, minlength=R)
+            by_rank = np.bincount(best, weights=posterior[1], minlength=R)
             priors = [(by_rank[r] + self.prior_strength * self.prior) / (pairs_at[r] + self.prior_strength) for r in range(R)]
             self.priors = [float(np.clip(p, 1e-4, 1 - 1e-4)) for p in priors]
             self.relevant_click = _maximise_concave(lambda a: _bernoulli_log_likelihood(c1, e1, theta * a), 1e-4, 1.0)
             self.noise_click = _maximise_concave(lambda a: _bernoulli_log_likelihood(c0, e0, theta * a), 1e-5, self.relevant_click)
+            if dwell_seen:
+                self._fit_dwell(g1 * known, (g0 + g2) * known, quick, posterior)
+                if self.misleading_share > 0:
+                    self.misleading_click = _maximise_concave(lambda a: _bernoulli_log_likelihood(c2, e2, theta * a),
+                                                              self.noise_click, 1.0)
             if self.rank_rate_strength is not None:
                 s = self.rank_rate_strength
                 p1 = (c1 + s * theta * self.relevant_click) / (e1 + s)
@@ -200,13 +252,31 @@ class ClickRelevanceModel:
                 break
         return self
 
+    def _fit_dwell(self, relevant: np.ndarray, not_relevant: np.ndarray, quick: np.ndarray, posterior: np.ndarray) -> None:
+        """P(quick return | click) per class from the clicks with observed dwell (weighted by each
+        exposure's class posterior; smoothed by one quick and one long visit each), and the share of
+        misleading results among the not relevant. A relevant result is left quickly less often than
+        one that is not; where the log says otherwise, dwell tells the classes nothing: both get the
+        pooled rate and the misleading class is switched off."""
+        rates = [float((np.sum(w * quick) + 1.0) / (np.sum(w) + 2.0)) for w in (relevant, not_relevant)]
+        if rates[1] <= rates[0]:
+            pooled = float((np.sum((relevant + not_relevant) * quick) + 1.0) / (np.sum(relevant + not_relevant) + 2.0))
+            self.quick_return, self.misleading_share = (pooled, pooled), 0.0
+            return
+        self.quick_return = (rates[0], rates[1])
+        if self.misleading_share > 0:
+            share = posterior[2].sum() / max(posterior[0].sum() + posterior[2].sum(), 1e-12)
+            self.misleading_share = float(np.clip(share, 1e-4, 0.5))
+
     def _state(self) -> tuple[float, ...]:
         rates = self.rank_click_rates or ([0.0] * self.max_rank, [0.0] * self.max_rank)
-        return (*self.priors, self.relevant_click, self.noise_click, *rates[0], *rates[1])
+        return (*self.priors, self.relevant_click, self.noise_click, *self.quick_return, self.misleading_share,
+                self.misleading_click, *rates[0], *rates[1])
 
     def params(self) -> dict[str, Any]:
         return {"prior": self.prior, "priors": self.priors[:10], "relevant_click": self.relevant_click, "noise_click": self.noise_click,
-                "examination": self.examination[:10],
+                "examination": self.examination[:10], "quick_return": list(self.quick_return),
+                "misleading_share": self.misleading_share, "misleading_click": self.misleading_click,
                 **({"rank_click_rates": [rates[:10] for rates in self.rank_click_rates]} if self.rank_click_rates else {})}
 
     # --- applying -----------------------------------------------------------------------------
@@ -216,8 +286,9 @@ class ClickRelevanceModel:
         if not evidence:
             return {}
         exposures = list(evidence.values())
-        pair, rank, click = self._flatten(exposures)
-        posterior = self._posterior(*self._log_likelihoods(pair, rank, click, len(exposures)), self._best_ranks(pair, rank, len(exposures)))
+        pair, rank, click, quick = self._flatten(exposures)
+        posterior = self._posterior(self._log_likelihoods(pair, rank, click, quick, len(exposures)),
+                                    self._best_ranks(pair, rank, len(exposures)))[1]
         return {object_id: float(p) for (_, object_id), p in zip(evidence, posterior)}
 
     def __call__(self, inputs: Sequence[FineTuningInput]) -> list[dict[str, float]]:

@@ -257,7 +257,7 @@ def test_registry_names_and_parameters():
         parse_params(["gamma"])
 
 
-def test_simulate_clicks_command_takes_a_click_model_and_a_popularity(tmp_path):
+def test_simulate_clicks_command_takes_a_click_model_a_popularity_and_dwell(tmp_path):
     from typer.testing import CliRunner
 
     from worker.cli.main import app
@@ -279,7 +279,14 @@ def test_simulate_clicks_command_takes_a_click_model_and_a_popularity(tmp_path):
     plain = [json.loads(line) for line in out.read_text().splitlines()]
     assert "popularity" not in plain[0]["search_meta"] and plain[0]["search_meta"]["click_model"] == PositionBasedClickModel().params()
     assert len(plain) == 2 * len(train_queries)
-    for bad in (["--click-model", "nope"], ["--click-model", "cascade", "--click-param", "gamma=1"], ["--popularity", "zipf", "--sessions-per-query", "3"]):
+    assert "dwell" not in plain[0]["search_meta"] and all("meta" not in e for s in plain for e in s["events"])
+    reported = CliRunner().invoke(app, [*args, "--dwell", "reported"])
+    assert reported.exit_code == 0, reported.output
+    with_dwell = [json.loads(line) for line in out.read_text().splitlines()]
+    assert with_dwell[0]["search_meta"]["dwell"]["reported"] is True
+    assert all(e["meta"]["dwell_seconds"] > 0 for s in with_dwell for e in s["events"]) and any(s["events"] for s in with_dwell)
+    for bad in (["--click-model", "nope"], ["--click-model", "cascade", "--click-param", "gamma=1"], ["--popularity", "zipf", "--sessions-per-query", "3"],
+                ["--dwell", "always"]):
         refused = CliRunner().invoke(app, [*args, *bad])
         assert refused.exit_code == 2, (bad, refused.output)
 

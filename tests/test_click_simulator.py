@@ -13,6 +13,7 @@ from finetuning.datasets import BeirDataset
 from finetuning.metrics.retrieval import ndcg_at_k
 from finetuning.simulation import (
     BM25Ranker,
+    DwellTimeModel,
     EmbeddingRanker,
     HeldOutSplitError,
     PositionBasedClickModel,
@@ -105,6 +106,32 @@ def test_session_format(train_sessions):
     assert meta["split"] == "train" and meta["source"] == "click_simulator" and meta["ranker"] == "bm25"
     assert session["created_at"].endswith("Z") and session["user_id"].startswith("sim-user-")
     assert len({s["session_id"] for s in train_sessions}) == len(train_sessions)
+
+
+def test_dwell_shows_in_the_timestamps_and_the_clicks_stay_the_same(scifact, bm25, train_sessions):
+    from finetuning.inputs import sessions_to_inputs
+
+    qrels = scifact.qrels("train")
+    for reported in (False, True):
+        sessions = simulate_sessions(scifact, split="train", ranker=bm25, top_k=10, sessions_per_query=2, seed=7,
+                                     dwell=DwellTimeModel(reported=reported))
+        assert [[e["object_id"] for e in s["events"]] for s in sessions] == [[e["object_id"] for e in s["events"]] for s in train_sessions]
+        assert sessions[0]["search_meta"]["dwell"]["reported"] is reported
+        observed = {True: [], False: []}
+        for session, item in zip(sessions, sessions_to_inputs(sessions, drop_empty=False)):
+            judged = qrels[session["search_meta"]["query_id"]]
+            for object_id, seconds in item.click_dwell.items():
+                observed[judged.get(object_id, 0) > 0].append(seconds)
+            if reported:
+                assert all(e["meta"]["dwell_seconds"] > 0 for e in session["events"])
+            else:
+                assert all("meta" not in e for e in session["events"])
+        # relevant visits last ~5x longer (medians 60 s and 12 s); only the timestamps tell without a report
+        assert np.median(observed[True]) > 3 * np.median(observed[False])
+        assert len(observed[False]) >= 10
+    # without a dwell model, clicks come 2-30 s apart whatever the result: the old timestamps
+    gaps = [g for item in sessions_to_inputs(train_sessions) for g in item.click_dwell.values()]
+    assert gaps and 2 <= min(gaps) and max(gaps) <= 30
 
 
 def test_test_split_is_refused_unless_asked(scifact, bm25):

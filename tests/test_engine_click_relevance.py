@@ -177,3 +177,53 @@ def test_query_augmentation_does_not_split_a_query_s_evidence(tiny_model_dir):
     weights = [float(w) for w in features.positive_weights]
     assert len(weights) == 3  # each session got its own augmented text, hence its own query row
     assert weights == pytest.approx([posterior["d2"]] * 3)  # but all three sessions' evidence
+
+
+def _sessions_with_misleading_snippets(n_queries=300, sessions_per_query=10, seed=0, dwell=True):
+    """PBM clicks (examination 1/rank; 0.9 relevant, 0.05 noise), where 10 % of the irrelevant results
+    have misleading snippets clicked like relevant ones; every click's dwell is reported (log-normal,
+    medians 60 s relevant and 12 s not: finetuning.simulation.dwell), or left unknown."""
+    from finetuning.simulation import DwellTimeModel
+
+    rng, stay = np.random.default_rng(seed), DwellTimeModel()
+    sessions, truth = [], {}
+    for q in range(n_queries):
+        results = [f"q{q}d{r}" for r in range(10)]
+        relevant = [bool(rng.random() < 0.5 / (r + 1)) for r in range(10)]
+        misleading = [not rel and bool(rng.random() < 0.1) for rel in relevant]
+        truth.update({(f"q{q}", o): rel for o, rel in zip(results, relevant)})
+        for _ in range(sessions_per_query):
+            events = [ClickEvent(object_id=o, dwell_seconds=stay.dwell(rel, rng) if dwell else None)
+                      for r, (o, rel, mis) in enumerate(zip(results, relevant, misleading))
+                      if rng.random() < (0.9 if rel or mis else 0.05) / (r + 1)]
+            sessions.append(FineTuningInput(query=f"q{q}", results=results, events=events,
+                                            ranks={o: r + 1 for r, o in enumerate(results)}, is_irrelevant=not events))
+    return sessions, truth
+
+
+def test_dwell_tells_misleading_snippets_from_relevant_results():
+    sessions, truth = _sessions_with_misleading_snippets()
+    clicks_only = _noise_share_and_relevant_weight(ClickRelevanceModel(satisfied_dwell_seconds=None).fit(sessions), sessions, truth)
+    model = ClickRelevanceModel().fit(sessions)
+    with_dwell = _noise_share_and_relevant_weight(model, sessions, truth)
+    # a misleading result is clicked as often as a relevant one: clicks alone call it relevant
+    assert clicks_only[0] > 0.2
+    assert with_dwell[0] < 0.5 * clicks_only[0]
+    assert with_dwell[1] > 0.85
+    quick_relevant, quick_not = model.quick_return  # P(back within 30 s | click): 0.24 and 0.82 in truth
+    assert quick_relevant == pytest.approx(0.24, abs=0.08) and quick_not == pytest.approx(0.82, abs=0.08)
+    assert model.misleading_click > 5 * model.noise_click and 0.02 < model.misleading_share < 0.3
+
+
+def test_without_telling_dwell_the_model_is_the_clicks_only_model():
+    sessions, _ = _sessions_with_misleading_snippets(n_queries=100, dwell=False)
+    clicks_only = ClickRelevanceModel(satisfied_dwell_seconds=None).fit(sessions)
+    assert ClickRelevanceModel().fit(sessions).params() == clicks_only.params()  # no dwell observed
+    # every visit a quick one (as when clicks are logged seconds apart): dwell separates nothing
+    for item in sessions:
+        for event in item.events:
+            event.dwell_seconds = 5.0
+    model = ClickRelevanceModel().fit(sessions)
+    assert model.misleading_share == 0.0 and model.quick_return[0] == model.quick_return[1]
+    group = [s for s in sessions if s.query == "q3"]
+    assert model.relevance(group) == pytest.approx(clicks_only.relevance(group), abs=1e-3)

@@ -87,3 +87,31 @@ def test_augmentation_is_deterministic_and_never_empty():
     assert a == b and a
     assert augment_text("x y", random.Random(0), drop_prob=1.0) == "x y"
     assert augment_text(text, random.Random(0), drop_prob=1.0) == "one"
+
+
+def _timed(object_id, second, event_type="click", **meta):
+    return {"object_id": object_id, "event_type": event_type, "created_at": f"2024-01-01T00:{second // 60:02d}:{second % 60:02d}Z",
+            **({"meta": meta} if meta else {})}
+
+
+def test_a_click_s_dwell_is_the_time_to_the_next_event_or_what_the_service_reported():
+    session = _session(results=("a", "b", "c"), clicks=())
+    # events arrive out of order; the view on "c" ends the dwell on "b"; the last click's dwell is unknown
+    session["events"] = [_timed("c", 75), _timed("b", 50), _timed("a", 10), _timed("c", 60, event_type="view")]
+    item = session_to_input(session)
+    assert item.clicked_ids == ["a", "b", "c"]  # in time order
+    assert [e.dwell_seconds for e in item.events] == [40.0, 10.0, None]
+    assert item.click_dwell == {"a": 40.0, "b": 10.0}
+
+    reported = _session(results=("a", "b"), clicks=())
+    reported["events"] = [_timed("a", 10, dwell_seconds=95.5), _timed("b", 20, dwell_seconds=3)]
+    assert session_to_input(reported).click_dwell == {"a": 95.5, "b": 3.0}  # the report wins over the gap
+
+
+def test_a_malformed_dwell_report_is_ignored_not_trusted():
+    session = _session(results=("a", "b"), clicks=())
+    session["events"] = [_timed("a", 10, dwell_seconds="long"), _timed("b", 40, dwell_seconds=-5)]
+    session["events"] += [{**_timed("b", 50), "meta": {"dwell_seconds": float("nan")}}, {**_timed("a", 70), "meta": {"dwell_seconds": True}}]
+    item = session_to_input(session)
+    assert [e.dwell_seconds for e in item.events] == [30.0, 10.0, 20.0, None]  # gaps, never the bad reports
+    assert item.click_dwell == {"a": 30.0, "b": 20.0}  # an object's longest observed visit

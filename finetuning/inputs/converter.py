@@ -6,10 +6,15 @@ also be passed separately (``events_by_session``), as the DAO pages them. Result
 their ``rank`` when every result has one (those ranks are kept); otherwise the list order is the
 display order and ``ranks`` is left empty for ``preprocess_inputs`` to compute.
 Only events whose type is in ``event_types`` count as positive feedback.
+
+A click's dwell time (how long the user stayed on the result) is its ``meta["dwell_seconds"]``
+when the service reports it, else the time from the click to the session's next event of any
+type; the session's last event has none unless reported.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -29,6 +34,25 @@ def _timestamp(value: Any) -> float:
         return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
     except ValueError:
         return 0.0
+
+
+def _reported_dwell(event: Mapping[str, Any]) -> float | None:
+    value = (event.get("meta") or {}).get("dwell_seconds")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+        return float(value)
+    return None
+
+
+def _with_dwell(raw_events: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], float, float | None]]:
+    """(event, timestamp, dwell seconds) in time order; dwell as the module docstring says."""
+    timed = sorted(((e, _timestamp(e.get("created_at"))) for e in raw_events), key=lambda pair: pair[1])
+    out = []
+    for n, (event, moment) in enumerate(timed):
+        dwell = _reported_dwell(event)
+        if dwell is None and moment > 0 and n + 1 < len(timed) and timed[n + 1][1] > moment:
+            dwell = timed[n + 1][1] - moment
+        out.append((event, moment, dwell))
+    return out
 
 
 def session_to_input(
@@ -52,12 +76,8 @@ def session_to_input(
             ordered.append(object_id)
     raw_events = events if events is not None else (session.get("events") or [])
     clicks = [
-        ClickEvent(
-            object_id=str(e["object_id"]),
-            event_type=str(e.get("event_type", "click")),
-            created_at=_timestamp(e.get("created_at")),
-        )
-        for e in raw_events
+        ClickEvent(object_id=str(e["object_id"]), event_type=str(e.get("event_type", "click")), created_at=moment, dwell_seconds=dwell)
+        for e, moment, dwell in _with_dwell(raw_events)
         if str(e.get("event_type", "click")) in event_types
     ]
     return FineTuningInput(

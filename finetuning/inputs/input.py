@@ -18,13 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class ClickEvent(BaseModel):
-    """An interaction with one shown object (``event_type`` "click" by default)."""
+    """An interaction with one shown object (``event_type`` "click" by default). ``dwell_seconds``:
+    how long the user stayed on the object after it (None: not observed)."""
 
     model_config = ConfigDict(extra="ignore")
 
     object_id: str
     event_type: str = "click"
     created_at: float | None = None
+    dwell_seconds: float | None = None
 
 
 class FineTuningInput(BaseModel):
@@ -50,6 +52,16 @@ class FineTuningInput(BaseModel):
             if event.object_id in shown:
                 seen.setdefault(event.object_id, None)
         return list(seen)
+
+    @property
+    def click_dwell(self) -> dict[str, float]:
+        """Clicked object id → the longest observed dwell of its clicks (objects whose dwell was never
+        observed are left out)."""
+        shown, dwell = set(self.results), {}
+        for event in self.events:
+            if event.object_id in shown and event.dwell_seconds is not None:
+                dwell[event.object_id] = max(event.dwell_seconds, dwell.get(event.object_id, 0.0))
+        return dwell
 
     @property
     def not_clicked_ids(self) -> list[str]:

@@ -8,7 +8,8 @@
 
 See ``click_simulator.py`` for the session format and the decisions behind it, ``registry.py``
 for the click models by name (PBM, cascade, DBN, UBM, trust bias, misleading snippets) and
-``popularity.py`` for sessions per query (uniform or a Zipf law).
+``popularity.py`` for sessions per query (uniform or a Zipf law) and ``dwell.py`` for how long a
+user stays on a clicked result (seen in the events' timestamps).
 """
 
 from finetuning.simulation.bm25 import BM25Ranker
@@ -23,9 +24,18 @@ from finetuning.simulation.click_simulator import (
     simulate_sessions,
     write_jsonl,
 )
+from finetuning.simulation.dwell import DwellTimeModel
 from finetuning.simulation.popularity import QueryPopularity, UniformPopularity, ZipfPopularity
 from finetuning.simulation.rankers import EmbeddingRanker, Ranker
-from finetuning.simulation.registry import CLICK_MODELS, POPULARITIES, make_click_model, make_popularity, parse_params
+from finetuning.simulation.registry import (
+    CLICK_MODELS,
+    DWELL_OBSERVATIONS,
+    POPULARITIES,
+    make_click_model,
+    make_dwell,
+    make_popularity,
+    parse_params,
+)
 from finetuning.simulation.trust_bias import TrustBiasClickModel
 from finetuning.simulation.ubm import UserBrowsingClickModel
 
@@ -35,6 +45,8 @@ __all__ = [
     "CascadeClickModel",
     "ClickModel",
     "DEFAULT_META_TEMPLATE",
+    "DWELL_OBSERVATIONS",
+    "DwellTimeModel",
     "DynamicBayesianNetworkClickModel",
     "EmbeddingRanker",
     "HeldOutSplitError",
@@ -50,6 +62,7 @@ __all__ = [
     "check_split",
     "click_statistics",
     "make_click_model",
+    "make_dwell",
     "make_popularity",
     "parse_params",
     "render_meta",

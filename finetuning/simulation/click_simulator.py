@@ -43,6 +43,7 @@ import numpy as np
 from finetuning.datasets.beir import BeirDataset
 from finetuning.simulation.bm25 import BM25Ranker
 from finetuning.simulation.click_model import ClickModel, PositionBasedClickModel
+from finetuning.simulation.dwell import DwellTimeModel
 from finetuning.simulation.popularity import QueryPopularity
 from finetuning.simulation.rankers import Ranker
 
@@ -100,6 +101,7 @@ def simulate_sessions(
     n_users: int = 1000,
     on_query: Callable[[int], None] | None = None,
     popularity: QueryPopularity | None = None,
+    dwell: DwellTimeModel | None = None,
 ) -> list[dict]:
     """Simulate ``sessions_per_query`` sessions for each judged query of ``split``.
 
@@ -122,6 +124,10 @@ def simulate_sessions(
         popularity: sessions per query drawn per query id and ``seed`` (e.g.
             ``ZipfPopularity()``: a long tail of queries seen once); default ``None``:
             ``sessions_per_query`` each. Recorded in ``search_meta`` when given.
+        dwell: how long the user stays on each clicked result (:class:`DwellTimeModel`): events
+            are then spaced by the time to read the list and the dwell on the result clicked
+            before, so dwell shows in the timestamps. Default ``None``: clicks 2–30 s apart,
+            whatever the result (timestamps carry no relevance). Recorded in ``search_meta``.
 
     Returns the sessions in query order, each query's sessions consecutive.
     """
@@ -157,6 +163,8 @@ def simulate_sessions(
     }
     if popularity is not None:
         simulation["popularity"] = popularity.params()
+    if dwell is not None:
+        simulation["dwell"] = dwell.params()
     simulation_key = json.dumps(simulation, sort_keys=True)
     sessions: list[dict] = []
     for query_number, (query_id, ranking) in enumerate(zip(judged, rankings)):
@@ -170,17 +178,18 @@ def simulate_sessions(
             created = start_time + timedelta(seconds=int(rng.integers(0, SPREAD_SECONDS)))
             events = []
             moment = created
+            stayed = 0.0  # on the previous click's result
             for rank, (doc_id, was_clicked) in enumerate(zip(shown, clicked), start=1):
                 if was_clicked:
-                    moment = moment + timedelta(seconds=float(rng.uniform(2.0, 30.0)))
-                    events.append(
-                        {
-                            "event_id": f"{session_id}:{len(events)}",
-                            "object_id": doc_id,
-                            "event_type": "click",
-                            "created_at": _iso(moment),
-                        }
-                    )
+                    event = {"event_id": f"{session_id}:{len(events)}", "object_id": doc_id, "event_type": "click"}
+                    if dwell is None:
+                        moment = moment + timedelta(seconds=float(rng.uniform(2.0, 30.0)))
+                    else:  # back from the previous result, then reading the list
+                        moment = moment + timedelta(seconds=stayed + dwell.scan(rng))
+                        stayed = dwell.dwell(doc_id in relevant, rng)
+                        if dwell.reported:
+                            event["meta"] = {"dwell_seconds": round(stayed, 3)}
+                    events.append({**event, "created_at": _iso(moment)})
             sessions.append(
                 {
                     "session_id": session_id,

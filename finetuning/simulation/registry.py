@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable
 
 from finetuning.simulation.cascade import CascadeClickModel, DynamicBayesianNetworkClickModel
 from finetuning.simulation.click_model import ClickModel, PositionBasedClickModel, SnippetAttractiveness
+from finetuning.simulation.dwell import DwellTimeModel
 from finetuning.simulation.popularity import QueryPopularity, UniformPopularity, ZipfPopularity
 from finetuning.simulation.trust_bias import TrustBiasClickModel
 from finetuning.simulation.ubm import UserBrowsingClickModel
@@ -71,6 +72,19 @@ POPULARITIES: dict[str, Callable[..., QueryPopularity]] = {
     "uniform": UniformPopularity,
     "zipf": ZipfPopularity,
 }
+
+
+DWELL_OBSERVATIONS = ("none", "timestamps", "reported")
+"""What a simulated log tells of how long users stayed on clicked results: ``none`` (clicks 2–30 s
+apart whatever the result), ``timestamps`` (a :class:`DwellTimeModel` spaces the events; the last
+click's dwell is not seen), ``reported`` (also each click's ``meta["dwell_seconds"]``)."""
+
+
+def make_dwell(name: str, **params: Any) -> DwellTimeModel | None:
+    """The dwell observation ``name`` of :data:`DWELL_OBSERVATIONS`, built with ``params``."""
+    if name not in DWELL_OBSERVATIONS:
+        raise KeyError(f"unknown dwell observation {name!r} (known: {', '.join(DWELL_OBSERVATIONS)})")
+    return None if name == "none" else DwellTimeModel(reported=name == "reported", **params)
 
 
 def make_click_model(name: str, seed: int = 0, **params: Any) -> ClickModel:

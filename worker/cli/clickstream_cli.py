@@ -163,12 +163,14 @@ def simulate_clicks(
     click_param: list[str] = typer.Option([], help="NAME=VALUE parameter of the click model (repeatable), e.g. gamma=0.7."),
     popularity: str = typer.Option("uniform", help="Sessions per query: uniform (--sessions-per-query each) or zipf (a long tail)."),
     popularity_param: list[str] = typer.Option([], help="NAME=VALUE parameter of the popularity (repeatable), e.g. exponent=1.5."),
+    dwell: str = typer.Option("none", help="How long users stay on clicked results, as the log shows it: none, timestamps "
+                                           "(events spaced by it) or reported (also each click's meta.dwell_seconds)."),
 ) -> None:
     """Simulate search sessions with clicks from a BEIR data set (position-based users by default)."""
     from finetuning.datasets import BeirDataset
     from finetuning.simulation import (
-        BM25Ranker, EmbeddingRanker, HeldOutSplitError, check_split, click_statistics, make_click_model, make_popularity,
-        parse_params, simulate_sessions, write_jsonl,
+        BM25Ranker, EmbeddingRanker, HeldOutSplitError, check_split, click_statistics, make_click_model, make_dwell,
+        make_popularity, parse_params, simulate_sessions, write_jsonl,
     )
 
     try:
@@ -182,6 +184,7 @@ def simulate_clicks(
             if sessions_per_query != 1:
                 _fail("--sessions-per-query is for --popularity uniform without --popularity-param", 2)
             query_popularity = make_popularity(popularity, **parse_params(popularity_param))
+        dwell_model = make_dwell(dwell)
     except (KeyError, TypeError, ValueError) as error:
         _fail(f"{error.args[0] if error.args else error}", 2)
     try:
@@ -209,7 +212,7 @@ def simulate_clicks(
             sessions = simulate_sessions(
                 data, split=split, ranker=engine, top_k=top_k, sessions_per_query=sessions_per_query, seed=seed,
                 query_ids=query_ids, meta_template=template, allow_test=allow_test, click_model=user,
-                popularity=query_popularity, on_query=lambda done: progress.update(task, completed=done),
+                popularity=query_popularity, dwell=dwell_model, on_query=lambda done: progress.update(task, completed=done),
             )
     except HeldOutSplitError as error:
         _fail(str(error), 2)
