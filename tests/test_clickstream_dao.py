@@ -299,3 +299,23 @@ def test_simulated_scifact_sessions_import_cleanly(dao, scifact_dir):
     assert all(isinstance(s, ClickstreamSession) for s in stored)
     assert stored[0].search_meta["split"] == "train" and stored[0].search_results[0].meta["path"].endswith(".json")
     assert SessionRecord.model_validate(stored[0].model_dump(mode="json")).session_id == stored[0].session_id
+
+
+def test_dwell_travels_from_the_import_to_the_training_input(dao):
+    """A reported dwell in an event's meta, and the gap to the next event, reach the click model
+    through the real store (what the fine-tuning job reads)."""
+    from finetuning.inputs import sessions_to_inputs
+
+    record = make_session(900, clicks=())
+    objects = [r["object_id"] for r in record["search_results"]]
+    at = lambda seconds: (T0 + timedelta(seconds=seconds)).isoformat()  # noqa: E731
+    record["events"] = [
+        {"event_id": "d1", "object_id": objects[0], "created_at": at(5), "meta": {"dwell_seconds": 4.5}},
+        {"event_id": "d2", "object_id": objects[2], "created_at": at(12)},
+        {"event_id": "d3", "object_id": objects[3], "created_at": at(80)},
+    ]
+    assert dao.ingest([record]).accepted_sessions == 1
+    batch = dao.release("dwell")
+    stored = [s.model_dump(mode="python") for s in dao.iter_batch(batch.batch_id)]
+    item = sessions_to_inputs(stored)[0]
+    assert item.click_dwell == {objects[0]: 4.5, objects[2]: 68.0}  # reported; the gap to the next click; the last unknown
