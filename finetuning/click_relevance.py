@@ -208,8 +208,8 @@ class ClickRelevanceModel:
 
     # --- fitting ----------------------------------------------------------------------------
     def fit(self, inputs: Sequence[FineTuningInput]) -> "ClickRelevanceModel":
-        """``θ`` from the position-bias estimator, then ``a₁``, ``a₀`` and ``π_b`` by EM from all
-        (query, result) pairs of ``inputs``."""
+        """``θ`` from the position-bias estimator, then ``a₁``, ``a₀`` and ``π_b`` (and, where dwell
+        is observed, ``q₁``, ``q₀``, ``a₂`` and ``μ``) by EM from all (query, result) pairs of ``inputs``."""
         self.examination = PositionBiasConfidences(max_rank=self.max_rank).estimate(inputs)
         evidence = self._evidence(inputs)
         if not evidence or not any(c for seen in evidence.values() for _, c, _ in seen):
@@ -222,8 +222,9 @@ class ClickRelevanceModel:
         pairs_at = np.bincount(best, minlength=R).astype(float)
         theta = np.asarray(self.examination)  # fixed during EM
         dwell_seen = bool(known.any())
-        if dwell_seen:  # a misleading class can only be told from the relevant one by dwell
-            self.misleading_share, self.misleading_click = 0.05, self.relevant_click
+        # a misleading class can only be told from the relevant one by dwell
+        self.quick_return, self.misleading_click = (0.3, 0.7), self.relevant_click
+        self.misleading_share = 0.05 if dwell_seen else 0.0
         for _ in range(self.iterations):
             before = self._state()
             posterior = self._posterior(self._log_likelihoods(pair, rank, click, quick, len(exposures)), best)

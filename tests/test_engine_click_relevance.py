@@ -227,3 +227,14 @@ def test_without_telling_dwell_the_model_is_the_clicks_only_model():
     assert model.misleading_share == 0.0 and model.quick_return[0] == model.quick_return[1]
     group = [s for s in sessions if s.query == "q3"]
     assert model.relevance(group) == pytest.approx(clicks_only.relevance(group), abs=1e-3)
+
+
+def test_refitting_on_a_log_without_dwell_forgets_the_misleading_class():
+    with_dwell, _ = _sessions_with_misleading_snippets(n_queries=100)
+    without, _ = _sessions_with_misleading_snippets(n_queries=100, dwell=False)
+    model = ClickRelevanceModel().fit(with_dwell)
+    assert model.misleading_share > 0
+    model.fit(without)
+    assert model.misleading_share == 0.0
+    group = [s for s in without if s.query == "q5"]
+    assert model.relevance(group) == pytest.approx(ClickRelevanceModel().fit(without).relevance(group), abs=1e-4)
