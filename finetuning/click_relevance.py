@@ -124,11 +124,10 @@ class ClickRelevanceModel:
         self.prior_strength = prior_strength
         self.rank_rate_strength = rank_rate_strength
         self.satisfied_dwell_seconds = satisfied_dwell_seconds
-        # P(back within satisfied_dwell_seconds | click) of a relevant and of a not relevant result
-        self.quick_return: tuple[float, float] = (0.3, 0.7)
-        # misleading: not relevant, yet clicked like a relevant result; only dwell tells (0: no such class)
-        self.misleading_share = 0.0
-        self.misleading_click = relevant_click
+        self.quick_return: tuple[float, float]
+        self.misleading_share: float
+        self.misleading_click: float
+        self._start_dwell(dwell_seen=False)
         # per-rank click probabilities (relevant, irrelevant) when fitted with rank_rate_strength
         self.rank_click_rates: tuple[list[float], list[float]] | None = None
         self.examination: list[float] = [1.0 / r for r in range(1, max_rank + 1)]
@@ -222,9 +221,7 @@ class ClickRelevanceModel:
         pairs_at = np.bincount(best, minlength=R).astype(float)
         theta = np.asarray(self.examination)  # fixed during EM
         dwell_seen = bool(known.any())
-        # a misleading class can only be told from the relevant one by dwell
-        self.quick_return, self.misleading_click = (0.3, 0.7), self.relevant_click
-        self.misleading_share = 0.05 if dwell_seen else 0.0
+        self._start_dwell(dwell_seen)
         for _ in range(self.iterations):
             before = self._state()
             posterior = self._posterior(self._log_likelihoods(pair, rank, click, quick, len(exposures)), best)
@@ -240,7 +237,7 @@ class ClickRelevanceModel:
             self.relevant_click = _maximise_concave(lambda a: _bernoulli_log_likelihood(c1, e1, theta * a), 1e-4, 1.0)
             self.noise_click = _maximise_concave(lambda a: _bernoulli_log_likelihood(c0, e0, theta * a), 1e-5, self.relevant_click)
             if dwell_seen:
-                self._fit_dwell(g1 * known, (g0 + g2) * known, quick, posterior)
+                self._fit_dwell(g1 * known, (g0 + g2) * known, known, quick, posterior)
                 if self.misleading_share > 0:
                     self.misleading_click = _maximise_concave(lambda a: _bernoulli_log_likelihood(c2, e2, theta * a),
                                                               self.noise_click, 1.0)
@@ -253,7 +250,17 @@ class ClickRelevanceModel:
                 break
         return self
 
-    def _fit_dwell(self, relevant: np.ndarray, not_relevant: np.ndarray, quick: np.ndarray, posterior: np.ndarray) -> None:
+    def _start_dwell(self, dwell_seen: bool) -> None:
+        """Starting values of the dwell parameters: ``q₁``, ``q₀`` = P(back within
+        satisfied_dwell_seconds | click) of a relevant and of a not relevant result, and the
+        misleading class (not relevant, yet clicked like a relevant result), which only dwell can
+        tell from the relevant one: it starts with a small share where dwell is seen, else it is off."""
+        self.quick_return = (0.3, 0.7)
+        self.misleading_share = 0.05 if dwell_seen else 0.0
+        self.misleading_click = self.relevant_click
+
+    def _fit_dwell(self, relevant: np.ndarray, not_relevant: np.ndarray, known: np.ndarray, quick: np.ndarray,
+                   posterior: np.ndarray) -> None:
         """P(quick return | click) per class from the clicks with observed dwell (weighted by each
         exposure's class posterior; smoothed by one quick and one long visit each), and the share of
         misleading results among the not relevant. A relevant result is left quickly less often than
@@ -261,7 +268,7 @@ class ClickRelevanceModel:
         pooled rate and the misleading class is switched off."""
         rates = [float((np.sum(w * quick) + 1.0) / (np.sum(w) + 2.0)) for w in (relevant, not_relevant)]
         if rates[1] <= rates[0]:
-            pooled = float((np.sum((relevant + not_relevant) * quick) + 1.0) / (np.sum(relevant + not_relevant) + 2.0))
+            pooled = float((np.sum(known * quick) + 1.0) / (np.sum(known) + 2.0))
             self.quick_return, self.misleading_share = (pooled, pooled), 0.0
             return
         self.quick_return = (rates[0], rates[1])
