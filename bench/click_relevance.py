@@ -2,7 +2,7 @@
 
     python bench/click_relevance.py --datasets ../shared/data/scifact ../shared/data/nfcorpus [--seeds 0 1 2]
         [--click-models pbm dbn trust-bias misleading] [--popularity uniform zipf] [--max-train-queries 120]
-        [--rank-rate-strength 20] [--compare per_rank|dwell]
+        [--rank-rate-strength 20] [--compare per_rank|dwell|reported_dwell] [--dwell-medians 60 12]
 
 For each data set × simulated user × popularity × seed: BM25 ranks the corpus for the train
 queries (the suite's subsample rule: ``random.Random(seed).sample`` of the train queries), the top
@@ -12,7 +12,8 @@ the baseline (one click rate per class, the PBM, dwell ignored) and the candidat
 rates (``--compare per_rank``, ``--rank-rate-strength``), or, with ``--compare dwell``, the
 engine's default model reading dwell times from sessions simulated with a
 :class:`~finetuning.simulation.dwell.DwellTimeModel` (the baseline sees the same sessions; with
-``--compare reported_dwell`` every click's dwell is in its event, else only the timestamps tell). Per fit:
+``--compare reported_dwell`` every click's dwell is in its event, else only the timestamps tell;
+``--dwell-medians`` sets how long users stay on relevant and irrelevant results). Per fit:
 
 - ``noise_share``: the share of the clicked results' total positive weight, P(relevant), that sits
   on irrelevant results (what the loss learns from noise);
@@ -88,8 +89,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-train-queries", type=int, default=120)
     parser.add_argument("--rank-rate-strength", type=float, default=20.0, help="the candidate's ClickRelevanceModel(rank_rate_strength=…)")
     parser.add_argument("--compare", default="per_rank", choices=["per_rank", "dwell", "reported_dwell"], help="the candidate fit (module docstring)")
+    parser.add_argument("--dwell-medians", nargs=2, type=float, default=[60.0, 12.0], metavar=("RELEVANT", "IRRELEVANT"),
+                        help="median seconds on a relevant and on an irrelevant result of the simulated dwell (--compare dwell|reported_dwell)")
     args = parser.parse_args(argv)
-    dwell = DwellTimeModel(reported=args.compare == "reported_dwell") if "dwell" in args.compare else None
+    relevant_median, irrelevant_median = args.dwell_medians
+    dwell = (DwellTimeModel(relevant_median=relevant_median, irrelevant_median=irrelevant_median, reported=args.compare == "reported_dwell")
+             if "dwell" in args.compare else None)
     candidate = (lambda: ClickRelevanceModel(rank_rate_strength=args.rank_rate_strength)) if dwell is None else ClickRelevanceModel
 
     cells = []
@@ -115,6 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
                     print(json.dumps(cell), flush=True)
                     cells.append(cell)
     summary = {"stage": "summary", "cells": len(cells), "compare": args.compare, "rank_rate_strength": args.rank_rate_strength,
+               **({"dwell": dwell.params()} if dwell else {}),
                **{f"{fit}_{metric}": statistics.fmean(c[fit][metric] for c in cells) for fit in ("baseline", args.compare) for metric in METRICS}}
     print(json.dumps(summary), flush=True)
     return summary

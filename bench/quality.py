@@ -125,13 +125,15 @@ def simulate_click_inputs(
     click_model: str = "pbm",
     popularity: str = "uniform",
     dwell: str = "none",
+    dwell_medians: tuple[float, float] = (60.0, 12.0),
 ) -> list:
     """Simulated search sessions (as ``FineTuningInput``) of the train queries ``query_ids``: the
     base model ranks the corpus (its embeddings from the cache when ``base_docs`` is not given),
     the top ``top_k`` are shown and the simulated user ``click_model`` clicks (``finetuning.simulation``
     registry; position-based by default), ``sessions_per_query`` sessions a query or, with
     ``popularity="zipf"``, a Zipf-law count per query; ``dwell`` is what the log tells of how long
-    users stayed on clicked results (``finetuning.simulation.DWELL_OBSERVATIONS``)."""
+    users stayed on clicked results (``finetuning.simulation.DWELL_OBSERVATIONS``), with median
+    dwell ``dwell_medians`` (relevant, irrelevant) seconds."""
     doc_ids = dataset.doc_ids
     if base is None:
         base = load_base(model_name, max_seq_length)
@@ -142,7 +144,7 @@ def simulate_click_inputs(
     zipf = make_popularity("zipf") if popularity == "zipf" else None
     sessions = simulate_sessions(dataset, split="train", ranker=engine, top_k=top_k, sessions_per_query=1 if zipf else sessions_per_query,
                                  seed=seed, query_ids=query_ids, click_model=make_click_model(click_model, seed=seed), popularity=zipf,
-                                 dwell=make_dwell(dwell))
+                                 dwell=make_dwell(dwell, relevant_median=dwell_medians[0], irrelevant_median=dwell_medians[1]))
     return sessions_to_inputs(sessions)
 
 
@@ -272,6 +274,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="sessions per train query: uniform (--sessions-per-query each) or zipf (ZipfPopularity's defaults)")
     parser.add_argument("--dwell", default="none", choices=DWELL_OBSERVATIONS,
                         help="what the simulated log tells of dwell time: none, timestamps (events spaced by it) or reported (also in each click)")
+    parser.add_argument("--dwell-medians", nargs=2, type=float, default=[60.0, 12.0], metavar=("RELEVANT", "IRRELEVANT"),
+                        help="median seconds the simulated users stay on a relevant and on an irrelevant result (how well dwell separates them)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-5, help="learning rate of the gold-pairs baseline")
@@ -322,10 +326,12 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     inputs = simulate_click_inputs(dataset, args.model, args.max_seq_length, train_ids, top_k=args.top_k,
                                    sessions_per_query=args.sessions_per_query, seed=args.seed, base=base, base_docs=base_docs,
-                                   click_model=args.click_model, popularity=args.popularity, dwell=args.dwell)
+                                   click_model=args.click_model, popularity=args.popularity, dwell=args.dwell,
+                                   dwell_medians=tuple(args.dwell_medians))
     train_inputs, val_inputs = TrainTestSplitter(test_size=args.validation_share, random_state=args.seed)(inputs)
     clicks = sum(len(i.clicked_ids) for i in inputs)
-    emit({"stage": "simulation", **rss_mb(), "sessions": len(inputs), "clicks": clicks, "train_sessions": len(train_inputs), "val_sessions": len(val_inputs), "seconds": time.perf_counter() - started})
+    emit({"stage": "simulation", **rss_mb(), "click_model": args.click_model, "popularity": args.popularity, "dwell": args.dwell,
+          "dwell_medians": args.dwell_medians if args.dwell != "none" else None, "sessions": len(inputs), "clicks": clicks, "train_sessions": len(train_inputs), "val_sessions": len(val_inputs), "seconds": time.perf_counter() - started})
 
     # 3. ours (its model is freed on return: nothing of it is needed for the gold baseline)
     summary = {"stage": "summary", **info, "base_ndcg@10": base_metrics["ndcg@10"]}
