@@ -38,8 +38,11 @@ relevant result and ``q₀ ≥ q₁`` for one that is not, and a third class joi
 *misleading*, not relevant yet clicked at its own rate ``θ_r a₂`` (a share ``μ`` of the results that
 are not relevant). ``L_k`` then also multiplies ``q_k`` or ``1 − q_k`` over the clicks with observed
 dwell, and P(relevant) is the relevant class's posterior. EM fits ``q₀``, ``q₁``, ``a₂`` and ``μ``
-with the rest; when no dwell is observed, or the fitted dwell does not separate the classes
-(``q₀ ≤ q₁``), the misleading class is off and the model is the two-class one above.
+with the rest. The misleading class is kept only where it earns its two parameters by BIC against
+the two-class model with the same dwell rates: dwell that separates the classes weakly leaves
+them unidentified, and the third class would take weight from relevant results. When no dwell is
+observed, or the fitted dwell does not separate the classes (``q₀ ≤ q₁``), the model is the
+two-class one above.
 
     model = ClickRelevanceModel().fit(train_sessions)
     model.relevance(sessions_of_one_query)     # {object_id: P(relevant)}
@@ -127,7 +130,7 @@ class ClickRelevanceModel:
         self.quick_return: tuple[float, float]
         self.misleading_share: float
         self.misleading_click: float
-        self._start_dwell(dwell_seen=False)
+        self._start_dwell(misleading=False)
         # per-rank click probabilities (relevant, irrelevant) when fitted with rank_rate_strength
         self.rank_click_rates: tuple[list[float], list[float]] | None = None
         self.examination: list[float] = [1.0 / r for r in range(1, max_rank + 1)]
@@ -189,15 +192,25 @@ class ClickRelevanceModel:
             relevant, irrelevant = theta * self.relevant_click, theta * self.noise_click
         return irrelevant, relevant, theta * self.misleading_click
 
-    def _posterior(self, log_l: np.ndarray, best_rank: np.ndarray) -> np.ndarray:
-        """P(class | evidence) of every pair (rows as in :meth:`_log_likelihoods`)."""
+    def _log_joint(self, log_l: np.ndarray, best_rank: np.ndarray) -> np.ndarray:
+        """log P(class, evidence) of every pair (rows as in :meth:`_log_likelihoods`)."""
         prior = np.clip(np.asarray(self.priors)[best_rank], 1e-6, 1 - 1e-6)
         with np.errstate(divide="ignore"):
             log_prior = np.stack([np.log1p(-prior) + math.log1p(-self.misleading_share), np.log(prior),
                                   np.log1p(-prior) + np.log(self.misleading_share)])
-        z = log_prior + log_l
+        return log_prior + log_l
+
+    def _posterior(self, log_l: np.ndarray, best_rank: np.ndarray) -> np.ndarray:
+        """P(class | evidence) of every pair (rows as in :meth:`_log_likelihoods`)."""
+        z = self._log_joint(log_l, best_rank)
         z = np.exp(z - z.max(axis=0))
         return z / z.sum(axis=0)
+
+    def _log_evidence(self, pair: np.ndarray, rank: np.ndarray, click: np.ndarray, quick: np.ndarray, best: np.ndarray) -> float:
+        """log P(all clicks, skips and dwell) under the current parameters (summed over the pairs)."""
+        z = self._log_joint(self._log_likelihoods(pair, rank, click, quick, len(best)), best)
+        top = z.max(axis=0)
+        return float(np.sum(top + np.log(np.exp(z - top).sum(axis=0))))
 
     @staticmethod
     def _best_ranks(pair: np.ndarray, rank: np.ndarray, n_pairs: int) -> np.ndarray:
@@ -216,15 +229,30 @@ class ClickRelevanceModel:
         exposures = list(evidence.values())
         pair, rank, click, quick = self._flatten(exposures)
         known = (quick >= 0).astype(np.float64)
-        R = self.max_rank
         best = self._best_ranks(pair, rank, len(exposures))
-        pairs_at = np.bincount(best, minlength=R).astype(float)
+        pairs_at = np.bincount(best, minlength=self.max_rank).astype(float)
         theta = np.asarray(self.examination)  # fixed during EM
-        dwell_seen = bool(known.any())
-        self._start_dwell(dwell_seen)
+        data = (pair, rank, click, quick, known, best, pairs_at, theta)
+        start = dict(vars(self))
+        self._em(*data, misleading=False)
+        if known.any():
+            # The misleading class must earn its two parameters (μ, a₂) in the evidence: BIC
+            # (Schwarz 1978) over the pairs. Dwell that barely separates the classes leaves the
+            # classes unidentified, and the third one would take weight from relevant results.
+            two_class, log_evidence = dict(vars(self)), self._log_evidence(pair, rank, click, quick, best)
+            vars(self).update(start)
+            self._em(*data, misleading=True)
+            if self._log_evidence(pair, rank, click, quick, best) - log_evidence <= math.log(len(exposures)):
+                vars(self).update(two_class)
+        return self
+
+    def _em(self, pair, rank, click, quick, known, best, pairs_at, theta, misleading: bool) -> None:
+        """EM from the current parameters, with or without the misleading class."""
+        R, dwell_seen = self.max_rank, bool(known.any())
+        self._start_dwell(misleading and dwell_seen)
         for _ in range(self.iterations):
             before = self._state()
-            posterior = self._posterior(self._log_likelihoods(pair, rank, click, quick, len(exposures)), best)
+            posterior = self._posterior(self._log_likelihoods(pair, rank, click, quick, len(best)), best)
             g0, g1, g2 = posterior[:, pair]
             # per rank and class: expected exposures and clicks
             (e0, c0), (e1, c1), (e2, c2) = ((np.bincount(rank, weights=g, minlength=R), np.bincount(rank, weights=g * click, minlength=R))
@@ -248,15 +276,14 @@ class ClickRelevanceModel:
                 self.rank_click_rates = (p1.tolist(), p0.tolist())
             if max(abs(x - y) for x, y in zip(before, self._state())) < self.tolerance:
                 break
-        return self
 
-    def _start_dwell(self, dwell_seen: bool) -> None:
+    def _start_dwell(self, misleading: bool) -> None:
         """Starting values of the dwell parameters: ``q₁``, ``q₀`` = P(back within
         satisfied_dwell_seconds | click) of a relevant and of a not relevant result, and the
         misleading class (not relevant, yet clicked like a relevant result), which only dwell can
-        tell from the relevant one: it starts with a small share where dwell is seen, else it is off."""
+        tell from the relevant one: it starts with a small share when asked for, else it is off."""
         self.quick_return = (0.3, 0.7)
-        self.misleading_share = 0.05 if dwell_seen else 0.0
+        self.misleading_share = 0.05 if misleading else 0.0
         self.misleading_click = self.relevant_click
 
     def _fit_dwell(self, relevant: np.ndarray, not_relevant: np.ndarray, known: np.ndarray, quick: np.ndarray,

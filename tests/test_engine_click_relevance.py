@@ -179,18 +179,20 @@ def test_query_augmentation_does_not_split_a_query_s_evidence(tiny_model_dir):
     assert weights == pytest.approx([posterior["d2"]] * 3)  # but all three sessions' evidence
 
 
-def _sessions_with_misleading_snippets(n_queries=300, sessions_per_query=10, seed=0, dwell=True):
-    """PBM clicks (examination 1/rank; 0.9 relevant, 0.05 noise), where 10 % of the irrelevant results
-    have misleading snippets clicked like relevant ones; every click's dwell is reported (log-normal,
-    medians 60 s relevant and 12 s not: finetuning.simulation.dwell), or left unknown."""
+def _sessions_with_misleading_snippets(n_queries=300, sessions_per_query=10, seed=0, dwell=True, misleading_share=0.1,
+                                       dwell_medians=(60.0, 12.0)):
+    """PBM clicks (examination 1/rank; 0.9 relevant, 0.05 noise), where ``misleading_share`` of the
+    irrelevant results have misleading snippets clicked like relevant ones; every click's dwell is
+    reported (log-normal, medians ``dwell_medians`` s relevant and not: finetuning.simulation.dwell),
+    or left unknown."""
     from finetuning.simulation import DwellTimeModel
 
-    rng, stay = np.random.default_rng(seed), DwellTimeModel()
+    rng, stay = np.random.default_rng(seed), DwellTimeModel(*dwell_medians)
     sessions, truth = [], {}
     for q in range(n_queries):
         results = [f"q{q}d{r}" for r in range(10)]
         relevant = [bool(rng.random() < 0.5 / (r + 1)) for r in range(10)]
-        misleading = [not rel and bool(rng.random() < 0.1) for rel in relevant]
+        misleading = [not rel and bool(rng.random() < misleading_share) for rel in relevant]
         truth.update({(f"q{q}", o): rel for o, rel in zip(results, relevant)})
         for _ in range(sessions_per_query):
             events = [ClickEvent(object_id=o, dwell_seconds=stay.dwell(rel, rng) if dwell else None)
@@ -238,3 +240,14 @@ def test_refitting_on_a_log_without_dwell_forgets_the_misleading_class():
     assert model.misleading_share == 0.0
     group = [s for s in without if s.query == "q5"]
     assert model.relevance(group) == pytest.approx(ClickRelevanceModel().fit(without).relevance(group), abs=1e-4)
+
+
+def test_weakly_separating_dwell_on_a_log_without_misleading_snippets_adds_no_misleading_class():
+    # medians 30 s and 24 s: half the relevant and 59 % of the irrelevant clicks are quick returns
+    sessions, truth = _sessions_with_misleading_snippets(misleading_share=0.0, dwell_medians=(30.0, 24.0))
+    clicks_only = _noise_share_and_relevant_weight(ClickRelevanceModel(satisfied_dwell_seconds=None).fit(sessions), sessions, truth)
+    model = ClickRelevanceModel().fit(sessions)
+    assert model.misleading_share == 0.0  # the third class does not earn its parameters (BIC)
+    assert model.quick_return[1] > model.quick_return[0]  # dwell still weighs the two classes
+    noise, relevant_weight = _noise_share_and_relevant_weight(model, sessions, truth)
+    assert relevant_weight > clicks_only[1] - 0.01 and noise < clicks_only[0] + 0.01
