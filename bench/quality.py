@@ -215,19 +215,30 @@ def deploy_decision(outcome) -> dict:
 
 
 class LastWeightsScorer(pl.Callback):
-    """Diagnostic: scores the weights as training left them (before the best-weights keeper restores)."""
+    """Diagnostic: scores the weights as training left them (before the best-weights keeper
+    restores) and, with ``each_check``, after every validation too (``curve``: (step, scores)).
+    Test queries are only scored here, never used to choose anything."""
 
-    def __init__(self, score) -> None:
+    def __init__(self, score, each_check: bool = False) -> None:
         self.score = score
+        self.each_check = each_check
         self.scores: dict[str, float] = {}
+        self.curve: list[tuple[int, dict[str, float]]] = []
 
-    def on_train_end(self, trainer, pl_module) -> None:
+    def _score(self, pl_module) -> dict[str, float]:
         was_training = pl_module.training
         pl_module.eval()
         try:
-            self.scores = self.score()
+            return self.score()
         finally:
             pl_module.train(was_training)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self.each_check and not trainer.sanity_checking:
+            self.curve.append((getattr(pl_module, "optimizer_steps", trainer.global_step), self._score(pl_module)))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.scores = self._score(pl_module)
 
 
 def train_ours(args: argparse.Namespace, dataset: BeirDataset, test_ids: list[str], doc_ids: list[str], texts: list[str],
@@ -246,14 +257,17 @@ def train_ours(args: argparse.Namespace, dataset: BeirDataset, test_ids: list[st
                                   **({"precision": args.precision} if args.precision else {}),
                                   **({"attention_dropout": args.attention_dropout == "on"} if args.attention_dropout else {}))
     tracker = InMemoryTracker()
-    callbacks = [LastWeightsScorer(lambda: evaluate(ours, dataset, test_ids, doc_ids, encode_corpus(ours, texts)))] if args.score_last else []
+    callbacks = ([LastWeightsScorer(lambda: evaluate(ours, dataset, test_ids, doc_ids, encode_corpus(ours, texts)), each_check=args.score_each_check)]
+                 if args.score_last or args.score_each_check else [])
     outcome = fine_tune(ours, train_inputs, val_inputs, ItemsSet(dict(zip(doc_ids, texts))), params, settings, tracker,
                         callbacks=callbacks, accelerator="auto", save_model=False)
     train_seconds = time.perf_counter() - started
     ours_metrics = evaluate(ours, dataset, test_ids, doc_ids, encode_corpus(ours, texts))
     emit({"stage": "ours", **rss_mb(), **ours_metrics, **deploy_decision(outcome), "lr": lr, "confidence": settings.confidence_calculator, "precision": settings.precision, "attention_dropout": settings.attention_dropout, "train_seconds": train_seconds, "steps": outcome.steps, "best_step": outcome.best_step, "selection": outcome.selection,
           "val_ndcg@10_before": outcome.metrics_before.get("val_ndcg@10"), "val_ndcg@10_after": outcome.metrics_after.get("val_ndcg@10"),
-          "val_ndcg@10_curve": tracker.values("val_ndcg@10"), **({"last_weights": callbacks[0].scores} if callbacks else {}),
+          "val_ndcg@10_curve": tracker.values("val_ndcg@10"), "val_own_ndcg@10_curve": tracker.values("val_own_ndcg@10"),
+          **({"last_weights": callbacks[0].scores} if callbacks else {}),
+          **({"test_ndcg@10_curve": [(step, scores["ndcg@10"]) for step, scores in callbacks[0].curve]} if args.score_each_check else {}),
           "seconds": time.perf_counter() - started})
     return ours_metrics
 
@@ -296,6 +310,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lr-decay", default="linear", choices=["linear", "none"])
     parser.add_argument("--score-last", action="store_true",
                         help="also score the last weights on the test queries (a diagnostic: costs one more corpus encoding)")
+    parser.add_argument("--score-each-check", action="store_true",
+                        help="also score the weights on the test queries after every validation (test_ndcg@10_curve; a diagnostic of "
+                        "the held-out judges: one corpus encoding a validation, never used to choose)")
     parser.add_argument("--precision", default=None, help="our training's Lightning precision, e.g. bf16-mixed (default: the engine's)")
     parser.add_argument("--attention-dropout", default=None, choices=["on", "off"], help="our training's attention dropout (default: the engine's)")
     parser.add_argument("--skip-gold", action="store_true")
