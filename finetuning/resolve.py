@@ -3,7 +3,7 @@
 | setting | names |
 |---|---|
 | ``loss_func`` | ``click_infonce``, ``prob_margin``, ``cosine_prob_margin`` |
-| ``metric_calculators`` | ``distance_shift``, ``retrieval``, ``retrieval_own_results`` |
+| ``metric_calculators`` | ``distance_shift``, ``retrieval``, ``retrieval_own_results``, ``retrieval_all_shown`` |
 | ``ranker`` | ``cosine``, ``dot``, ``euclidean`` |
 | ``confidence_calculator`` | ``dummy``, ``position_bias``, ``click_relevance``, ``click_relevance_by_rank`` |
 
@@ -34,6 +34,7 @@ METRICS: dict[str, Callable[[], MetricCalculator]] = {
     # each held-out query ranked against its own shown results only (no bias for the start model):
     # own_ndcg@10, own_mrr@10, ...
     "retrieval_own_results": lambda: HeldOutRetrievalMetrics(own_results_only=True, name_prefix="own_"),
+    "retrieval_all_shown": lambda: HeldOutRetrievalMetrics(own_results_only=True, name_prefix="shown_", grade_all_shown=True),
 }
 CONFIDENCES: dict[str, Callable[[], object]] = {
     "dummy": lambda: dummy_confidences,

@@ -11,7 +11,7 @@ from finetuning.features_extractor import FeaturesExtractor
 from finetuning.inputs import FineTuningInput, ItemsSet, TextQueryRetriever
 from finetuning.inputs.input import ClickEvent
 from finetuning.metrics.base import MetricContext
-from finetuning.metrics.held_out import evaluate_sessions_per_query
+from finetuning.metrics.held_out import evaluate_sessions_per_query, held_out_grades
 from finetuning.models.registry import load_model
 from finetuning.rankers import cosine
 from finetuning.resolve import confidence_calculator
@@ -155,6 +155,21 @@ def test_held_out_grades_clicks_by_the_posterior_and_drops_noise_only_queries(ti
     context = MetricContext(load_model(tiny_model_dir), ITEMS, TextQueryRetriever(), cosine, model)
     per_query = evaluate_sessions_per_query(sessions, context, ks=(10,))
     assert len(per_query["ndcg@10"]) == 1  # "dogs" has only a doubtful click: not a judge of ranking
+
+
+def test_all_shown_grading_credits_relevant_results_the_users_did_not_reach(tiny_model_dir):
+    model = ClickRelevanceModel()
+    model.examination = [1.0 / r for r in range(1, 101)]
+    model.priors = [0.5] * 100
+    model.relevant_click, model.noise_click = 0.9, 0.05
+    results = [f"d{k}" for k in range(10)]
+    sessions = [_session("cats", results, ["d0"]) for _ in range(5)]
+    context = MetricContext(load_model(tiny_model_dir), ITEMS, TextQueryRetriever(), cosine, model)
+    assert held_out_grades(sessions, context) == {"cats": pytest.approx({"d0": model.relevance(sessions)["d0"]})}
+    grades = held_out_grades(sessions, context, grade_all_shown=True)["cats"]
+    assert grades["d0"] > 0.99 and set(grades) == set(results)
+    # rank 10, rarely examined: as likely relevant as not after five skips; rank 2, skipped five times: doubted
+    assert grades["d9"] > 0.3 and grades["d1"] < 0.1 and grades["d1"] < grades["d5"] < grades["d9"]
 
 
 def test_click_relevance_is_a_settings_name():

@@ -19,7 +19,10 @@ lifts another query's result (unjudged for this query, perhaps relevant) only lo
 ``own_results_only`` each query is ranked against the results its own sessions showed — the
 comparison clicks can judge without that bias (a reordering of what was shown), at the same cost;
 the calculator then names its figures with ``name_prefix`` (``own_ndcg@10``, ``val_own_ndcg@10``
-once validated) so that both pools can be computed in one validation.
+once validated) so that both pools can be computed in one validation. With ``grade_all_shown``
+(and a relevance model) every result a query's sessions showed is graded by its posterior, not
+only the clicked ones: a relevant result the users did not reach (below a satisfying click, or
+rarely examined) is not scored as irrelevant, so a model that lifts it is not penalised.
 Item parts (long-text chunks) are ranked and then mapped back to their object, keeping each
 object's best position. Uses :mod:`finetuning.metrics.retrieval`.
 """
@@ -38,12 +41,13 @@ from finetuning.rankers import ranker_name
 
 class HeldOutRetrievalMetrics(MetricCalculator):
     def __init__(self, ks: Sequence[int] = (10, 100), extra_pool_ids: Iterable[str] = (), batch_size: int = 64,
-                 own_results_only: bool = False, name_prefix: str = "") -> None:
+                 own_results_only: bool = False, name_prefix: str = "", grade_all_shown: bool = False) -> None:
         self.ks = tuple(ks)
         self.extra_pool_ids = list(extra_pool_ids)
         self.batch_size = batch_size
         self.own_results_only = own_results_only
         self.name_prefix = name_prefix
+        self.grade_all_shown = grade_all_shown
         self.last_per_query: dict[str, list[float]] = {}
         self.reset()
 
@@ -57,7 +61,7 @@ class HeldOutRetrievalMetrics(MetricCalculator):
         """Means over the held-out queries; the per-query values stay in ``last_per_query`` (for a
         paired comparison of two validations, see :class:`finetuning.callbacks.KeepBestWeights`)."""
         per_query = evaluate_sessions_per_query(self._inputs, context, self.ks, self.extra_pool_ids, self.batch_size,
-                                                own_results_only=self.own_results_only)
+                                                own_results_only=self.own_results_only, grade_all_shown=self.grade_all_shown)
         self.last_per_query = {f"{self.name_prefix}{name}": values for name, values in per_query.items()}
         return _means(self.last_per_query)
 
@@ -85,39 +89,22 @@ def evaluate_sessions_per_query(
     batch_size: int = 64,
     *,
     own_results_only: bool = False,
+    grade_all_shown: bool = False,
 ) -> dict[str, list[float]]:
     """:func:`evaluate_sessions` before averaging: each metric's value per held-out query, queries
     in a fixed order (first appearance in ``inputs``), so two models' lists pair up."""
-    gains: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    sessions: dict[str, int] = defaultdict(int)
     pool: dict[str, str] = {}  # item id (or part id) -> object id
     shown: dict[str, dict[str, None]] = defaultdict(dict)  # query text -> item (or part) ids its sessions showed
-    confidences = context.confidence_calculator(list(inputs)) if context.confidence_calculator else None
-    for index, item in enumerate(inputs):
+    for item in inputs:
         text = context.query_retriever(item.query)
         for object_id in item.results:
             parts = [p for p, o in item.part_to_object_id.items() if o == object_id] or [object_id]
             for part in parts:
                 pool[part] = object_id
                 shown[text][part] = None
-        sessions[text] += 1
-        if item.is_irrelevant:
-            continue
-        for object_id in item.clicked_ids:
-            gains[text][object_id] += confidences[index].get(object_id, 1.0) if confidences else 1.0
     for object_id in extra_pool_ids:
         pool.setdefault(object_id, object_id)
-    relevant = {text: {o: min(1.0, g / sessions[text]) for o, g in clicked.items()} for text, clicked in gains.items()}
-    model_relevance = getattr(context.confidence_calculator, "relevance", None)
-    if model_relevance is not None:  # a relevance model grades each clicked result by its posterior
-        by_query: dict[str, list[FineTuningInput]] = defaultdict(list)
-        for item in inputs:
-            by_query[context.query_retriever(item.query)].append(item)
-        for text, clicked in relevant.items():
-            posterior = model_relevance(by_query[text])
-            graded = {o: posterior.get(o, 0.0) for o in clicked}
-            # a query whose clicks are all more likely noise than not says nothing about ranking
-            relevant[text] = graded if max(graded.values(), default=0.0) >= 0.5 else {}
+    relevant = held_out_grades(inputs, context, grade_all_shown=grade_all_shown)
     queries = [q for q, rel in relevant.items() if rel]
     pool_ids = [i for i in pool if i in context.items_set]
     if not queries or not pool_ids:
@@ -141,3 +128,35 @@ def evaluate_sessions_per_query(
             seen.setdefault(pool[part], None)
         ranked.append(list(seen))
     return retrieval_scores(ranked, [relevant[q] for q in queries], ks=ks)
+
+
+def held_out_grades(inputs: Sequence[FineTuningInput], context: MetricContext, *, grade_all_shown: bool = False) -> dict[str, dict[str, float]]:
+    """{query text: {object id: graded relevance}} of the held-out sessions (module docstring);
+    a query that judges nothing maps to ``{}``."""
+    gains: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    sessions: dict[str, int] = defaultdict(int)
+    by_query: dict[str, list[FineTuningInput]] = defaultdict(list)
+    confidences = context.confidence_calculator(list(inputs)) if context.confidence_calculator else None
+    for index, item in enumerate(inputs):
+        text = context.query_retriever(item.query)
+        sessions[text] += 1
+        by_query[text].append(item)
+        if item.is_irrelevant:
+            continue
+        for object_id in item.clicked_ids:
+            gains[text][object_id] += confidences[index].get(object_id, 1.0) if confidences else 1.0
+    relevant = {text: {o: min(1.0, g / sessions[text]) for o, g in clicked.items()} for text, clicked in gains.items()}
+    model_relevance = getattr(context.confidence_calculator, "relevance", None)
+    if model_relevance is None:
+        return relevant
+    for text, clicked in relevant.items():  # a relevance model grades by its posterior
+        posterior = model_relevance(by_query[text])
+        graded = {o: posterior.get(o, 0.0) for o in clicked}
+        # a query whose clicks are all more likely noise than not says nothing about ranking
+        if max(graded.values(), default=0.0) < 0.5:
+            relevant[text] = {}
+        elif grade_all_shown:
+            relevant[text] = {o: p for o, p in posterior.items() if p > 0}
+        else:
+            relevant[text] = graded
+    return relevant
