@@ -252,7 +252,7 @@ def train_ours(args: argparse.Namespace, dataset: BeirDataset, test_ids: list[st
     settings = FineTuningSettings(loss_func=args.loss, **({"confidence_calculator": args.confidence} if args.confidence else {}),
                                   **({"metric_calculators": ["distance_shift", "retrieval_own_results"], "main_metric": "val_own_ndcg@10"}
                                      if args.validation_pool == "own" else {}),
-                                  **({"metric_calculators": [*FineTuningSettings().metric_calculators, "retrieval_all_shown"]}
+                                  **({"metric_calculators": [*FineTuningSettings().metric_calculators, "retrieval_all_shown", "retrieval_all_shown_flat_prior"]}
                                      if args.all_shown_judge else {}),
                                   batch_size=args.batch_size, num_epochs=args.epochs,
                                   seed=args.seed, test_each_n_sessions=args.test_each, lr_decay=args.lr_decay,
@@ -268,7 +268,7 @@ def train_ours(args: argparse.Namespace, dataset: BeirDataset, test_ids: list[st
     emit({"stage": "ours", **rss_mb(), **ours_metrics, **deploy_decision(outcome), "lr": lr, "confidence": settings.confidence_calculator, "precision": settings.precision, "attention_dropout": settings.attention_dropout, "train_seconds": train_seconds, "steps": outcome.steps, "best_step": outcome.best_step, "selection": outcome.selection,
           "val_ndcg@10_before": outcome.metrics_before.get("val_ndcg@10"), "val_ndcg@10_after": outcome.metrics_after.get("val_ndcg@10"),
           "val_ndcg@10_curve": tracker.values("val_ndcg@10"), "val_own_ndcg@10_curve": tracker.values("val_own_ndcg@10"),
-          **({"val_shown_ndcg@10_curve": tracker.values("val_shown_ndcg@10")} if args.all_shown_judge else {}),
+          **({f"val_{name}_ndcg@10_curve": tracker.values(f"val_{name}_ndcg@10") for name in ("shown", "flat")} if args.all_shown_judge else {}),
           **({"last_weights": callbacks[0].scores} if callbacks else {}),
           **({"test_ndcg@10_curve": [(step, scores["ndcg@10"]) for step, scores in callbacks[0].curve]} if args.score_each_check else {}),
           "seconds": time.perf_counter() - started})
@@ -314,7 +314,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--score-last", action="store_true",
                         help="also score the last weights on the test queries (a diagnostic: costs one more corpus encoding)")
     parser.add_argument("--all-shown-judge", action="store_true",
-                        help="also validate with every shown result graded by its posterior (retrieval_all_shown: val_shown_ndcg@10_curve)")
+                        help="also validate with every shown result graded by its posterior, with the prior by rank (retrieval_all_shown: "
+                        "val_shown_ndcg@10_curve) and the overall prior (retrieval_all_shown_flat_prior: val_flat_ndcg@10_curve)")
     parser.add_argument("--score-each-check", action="store_true",
                         help="also score the weights on the test queries after every validation (test_ndcg@10_curve; a diagnostic of "
                         "the held-out judges: one corpus encoding a validation, never used to choose)")

@@ -192,15 +192,16 @@ class ClickRelevanceModel:
             relevant, irrelevant = theta * self.relevant_click, theta * self.noise_click
         return irrelevant, relevant, theta * self.misleading_click
 
-    def _log_joint(self, log_l: np.ndarray, best_rank: np.ndarray) -> np.ndarray:
-        """log P(class, evidence) of every pair (rows as in :meth:`_log_likelihoods`)."""
-        prior = np.clip(np.asarray(self.priors)[best_rank], 1e-6, 1 - 1e-6)
+    def _log_joint(self, log_l: np.ndarray, best_rank: np.ndarray | None) -> np.ndarray:
+        """log P(class, evidence) of every pair (rows as in :meth:`_log_likelihoods`); prior by best
+        rank, or the overall prior where ``best_rank`` is None."""
+        prior = np.clip(np.asarray(self.priors)[best_rank] if best_rank is not None else np.full(log_l.shape[1], self.prior), 1e-6, 1 - 1e-6)
         with np.errstate(divide="ignore"):
             log_prior = np.stack([np.log1p(-prior) + math.log1p(-self.misleading_share), np.log(prior),
                                   np.log1p(-prior) + np.log(self.misleading_share)])
         return log_prior + log_l
 
-    def _posterior(self, log_l: np.ndarray, best_rank: np.ndarray) -> np.ndarray:
+    def _posterior(self, log_l: np.ndarray, best_rank: np.ndarray | None) -> np.ndarray:
         """P(class | evidence) of every pair (rows as in :meth:`_log_likelihoods`)."""
         z = self._log_joint(log_l, best_rank)
         z = np.exp(z - z.max(axis=0))
@@ -315,15 +316,16 @@ class ClickRelevanceModel:
                 **({"rank_click_rates": [rates[:10] for rates in self.rank_click_rates]} if self.rank_click_rates else {})}
 
     # --- applying -----------------------------------------------------------------------------
-    def relevance(self, sessions: Sequence[FineTuningInput]) -> dict[str, float]:
-        """P(relevant) of every result shown in ``sessions``, which are all sessions of one query."""
+    def relevance(self, sessions: Sequence[FineTuningInput], prior_by_rank: bool = True) -> dict[str, float]:
+        """P(relevant) of every result shown in ``sessions``, which are all sessions of one query;
+        ``prior_by_rank=False`` starts every result from the overall prior ``π``, not from its rank's."""
         evidence = self._evidence(sessions, key=lambda item: None)
         if not evidence:
             return {}
         exposures = list(evidence.values())
         pair, rank, click, quick = self._flatten(exposures)
-        posterior = self._posterior(self._log_likelihoods(pair, rank, click, quick, len(exposures)),
-                                    self._best_ranks(pair, rank, len(exposures)))[1]
+        best = self._best_ranks(pair, rank, len(exposures)) if prior_by_rank else None
+        posterior = self._posterior(self._log_likelihoods(pair, rank, click, quick, len(exposures)), best)[1]
         return {object_id: float(p) for (_, object_id), p in zip(evidence, posterior)}
 
     def __call__(self, inputs: Sequence[FineTuningInput]) -> list[dict[str, float]]:

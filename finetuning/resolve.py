@@ -3,7 +3,7 @@
 | setting | names |
 |---|---|
 | ``loss_func`` | ``click_infonce``, ``prob_margin``, ``cosine_prob_margin`` |
-| ``metric_calculators`` | ``distance_shift``, ``retrieval``, ``retrieval_own_results``, ``retrieval_all_shown`` |
+| ``metric_calculators`` | ``distance_shift``, ``retrieval``, ``retrieval_own_results``, ``retrieval_all_shown``, ``retrieval_all_shown_flat_prior`` |
 | ``ranker`` | ``cosine``, ``dot``, ``euclidean`` |
 | ``confidence_calculator`` | ``dummy``, ``position_bias``, ``click_relevance``, ``click_relevance_by_rank`` |
 
@@ -35,6 +35,8 @@ METRICS: dict[str, Callable[[], MetricCalculator]] = {
     # own_ndcg@10, own_mrr@10, ...
     "retrieval_own_results": lambda: HeldOutRetrievalMetrics(own_results_only=True, name_prefix="own_"),
     "retrieval_all_shown": lambda: HeldOutRetrievalMetrics(own_results_only=True, name_prefix="shown_", grade_all_shown=True),
+    "retrieval_all_shown_flat_prior": lambda: HeldOutRetrievalMetrics(own_results_only=True, name_prefix="flat_", grade_all_shown=True,
+                                                                      prior_by_rank=False),
 }
 CONFIDENCES: dict[str, Callable[[], object]] = {
     "dummy": lambda: dummy_confidences,

@@ -170,6 +170,12 @@ def test_all_shown_grading_credits_relevant_results_the_users_did_not_reach(tiny
     assert grades["d0"] > 0.99 and set(grades) == set(results)
     # rank 10, rarely examined: as likely relevant as not after five skips; rank 2, skipped five times: doubted
     assert grades["d9"] > 0.3 and grades["d1"] < 0.1 and grades["d1"] < grades["d5"] < grades["d9"]
+    # the start model's order in the prior: a falling prior by rank marks its deep results down,
+    # the overall prior does not
+    model.priors, model.prior = [0.5, 0.4, 0.3, 0.2, 0.1] + [0.05] * 95, 0.3
+    by_rank = held_out_grades(sessions, context, grade_all_shown=True)["cats"]
+    flat = held_out_grades(sessions, context, grade_all_shown=True, prior_by_rank=False)["cats"]
+    assert flat["d9"] > 2 * by_rank["d9"] and flat["d1"] < by_rank["d1"]
 
 
 def test_click_relevance_is_a_settings_name():

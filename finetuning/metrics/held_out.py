@@ -41,13 +41,15 @@ from finetuning.rankers import ranker_name
 
 class HeldOutRetrievalMetrics(MetricCalculator):
     def __init__(self, ks: Sequence[int] = (10, 100), extra_pool_ids: Iterable[str] = (), batch_size: int = 64,
-                 own_results_only: bool = False, name_prefix: str = "", grade_all_shown: bool = False) -> None:
+                 own_results_only: bool = False, name_prefix: str = "", grade_all_shown: bool = False,
+                 prior_by_rank: bool = True) -> None:
         self.ks = tuple(ks)
         self.extra_pool_ids = list(extra_pool_ids)
         self.batch_size = batch_size
         self.own_results_only = own_results_only
         self.name_prefix = name_prefix
         self.grade_all_shown = grade_all_shown
+        self.prior_by_rank = prior_by_rank
         self.last_per_query: dict[str, list[float]] = {}
         self.reset()
 
@@ -61,7 +63,8 @@ class HeldOutRetrievalMetrics(MetricCalculator):
         """Means over the held-out queries; the per-query values stay in ``last_per_query`` (for a
         paired comparison of two validations, see :class:`finetuning.callbacks.KeepBestWeights`)."""
         per_query = evaluate_sessions_per_query(self._inputs, context, self.ks, self.extra_pool_ids, self.batch_size,
-                                                own_results_only=self.own_results_only, grade_all_shown=self.grade_all_shown)
+                                                own_results_only=self.own_results_only, grade_all_shown=self.grade_all_shown,
+                                                prior_by_rank=self.prior_by_rank)
         self.last_per_query = {f"{self.name_prefix}{name}": values for name, values in per_query.items()}
         return _means(self.last_per_query)
 
@@ -90,6 +93,7 @@ def evaluate_sessions_per_query(
     *,
     own_results_only: bool = False,
     grade_all_shown: bool = False,
+    prior_by_rank: bool = True,
 ) -> dict[str, list[float]]:
     """:func:`evaluate_sessions` before averaging: each metric's value per held-out query, queries
     in a fixed order (first appearance in ``inputs``), so two models' lists pair up."""
@@ -104,7 +108,7 @@ def evaluate_sessions_per_query(
                 shown[text][part] = None
     for object_id in extra_pool_ids:
         pool.setdefault(object_id, object_id)
-    relevant = held_out_grades(inputs, context, grade_all_shown=grade_all_shown)
+    relevant = held_out_grades(inputs, context, grade_all_shown=grade_all_shown, prior_by_rank=prior_by_rank)
     queries = [q for q, rel in relevant.items() if rel]
     pool_ids = [i for i in pool if i in context.items_set]
     if not queries or not pool_ids:
@@ -130,9 +134,11 @@ def evaluate_sessions_per_query(
     return retrieval_scores(ranked, [relevant[q] for q in queries], ks=ks)
 
 
-def held_out_grades(inputs: Sequence[FineTuningInput], context: MetricContext, *, grade_all_shown: bool = False) -> dict[str, dict[str, float]]:
+def held_out_grades(inputs: Sequence[FineTuningInput], context: MetricContext, *, grade_all_shown: bool = False,
+                    prior_by_rank: bool = True) -> dict[str, dict[str, float]]:
     """{query text: {object id: graded relevance}} of the held-out sessions (module docstring);
-    a query that judges nothing maps to ``{}``."""
+    a query that judges nothing maps to ``{}``. ``prior_by_rank=False`` grades all shown results
+    from the relevance model's overall prior, so that the start model's order is not in the labels."""
     gains: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     sessions: dict[str, int] = defaultdict(int)
     by_query: dict[str, list[FineTuningInput]] = defaultdict(list)
@@ -150,7 +156,7 @@ def held_out_grades(inputs: Sequence[FineTuningInput], context: MetricContext, *
     if model_relevance is None:
         return relevant
     for text, clicked in relevant.items():  # a relevance model grades by its posterior
-        posterior = model_relevance(by_query[text])
+        posterior = model_relevance(by_query[text]) if prior_by_rank else model_relevance(by_query[text], prior_by_rank=False)
         graded = {o: posterior.get(o, 0.0) for o in clicked}
         # a query whose clicks are all more likely noise than not says nothing about ranking
         if max(graded.values(), default=0.0) < 0.5:
