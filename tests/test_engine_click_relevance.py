@@ -109,11 +109,17 @@ def test_per_rank_click_rates_doubt_trusted_top_clicks_and_change_little_under_p
     assert by_rank[0] < pooled[0] + 0.03 and by_rank[1] > pooled[1] - 0.03
 
 
-def test_a_stray_deep_click_is_doubted_and_a_repeated_top_click_trusted():
+def _fixed_model(priors):
+    """A click model with set parameters (no fit): examination 1/rank, 0.9 relevant / 0.05 noise clicks."""
     model = ClickRelevanceModel()
     model.examination = [1.0 / r for r in range(1, 101)]
-    model.priors = [0.5, 0.2, 0.1, 0.08, 0.06, 0.05, 0.04, 0.03, 0.03, 0.03] + [0.03] * 90
+    model.priors = priors
     model.relevant_click, model.noise_click = 0.9, 0.05
+    return model
+
+
+def test_a_stray_deep_click_is_doubted_and_a_repeated_top_click_trusted():
+    model = _fixed_model([0.5, 0.2, 0.1, 0.08, 0.06, 0.05, 0.04, 0.03, 0.03, 0.03] + [0.03] * 90)
     results = [f"d{k}" for k in range(10)]
     sessions = [_session("cats", results, ["d0"] if i < 9 else ["d0", "d9"]) for i in range(10)]
     posterior = model.relevance(sessions)
@@ -126,10 +132,7 @@ def test_a_stray_deep_click_is_doubted_and_a_repeated_top_click_trusted():
 
 
 def test_the_extractor_weighs_positives_and_negatives_by_the_posterior(tiny_model_dir):
-    model = ClickRelevanceModel()
-    model.examination = [1.0 / r for r in range(1, 101)]
-    model.priors = [0.3] * 100
-    model.relevant_click, model.noise_click = 0.9, 0.05
+    model = _fixed_model([0.3] * 100)
     results = [f"d{k}" for k in range(5)]
     # d2 clicked in 3 of 4 sessions; d4 once (noise-like); d0, d1 skipped above the clicks
     sessions = [_session("cats", results, ["d2"]), _session("cats", results, ["d2"]),
@@ -145,10 +148,7 @@ def test_the_extractor_weighs_positives_and_negatives_by_the_posterior(tiny_mode
 
 
 def test_held_out_grades_clicks_by_the_posterior_and_drops_noise_only_queries(tiny_model_dir):
-    model = ClickRelevanceModel()
-    model.examination = [1.0 / r for r in range(1, 101)]
-    model.priors = [0.5] + [0.03] * 99
-    model.relevant_click, model.noise_click = 0.9, 0.05
+    model = _fixed_model([0.5] + [0.03] * 99)
     results = [f"d{k}" for k in range(10)]
     sessions = [_session("cats", results, ["d0"]) for _ in range(5)]
     sessions += [_session("dogs", results[::-1], ["d0"] if i == 0 else []) for i in range(10)]  # d0 at rank 10, once
@@ -158,10 +158,7 @@ def test_held_out_grades_clicks_by_the_posterior_and_drops_noise_only_queries(ti
 
 
 def test_all_shown_grading_credits_relevant_results_the_users_did_not_reach(tiny_model_dir):
-    model = ClickRelevanceModel()
-    model.examination = [1.0 / r for r in range(1, 101)]
-    model.priors = [0.5] * 100
-    model.relevant_click, model.noise_click = 0.9, 0.05
+    model = _fixed_model([0.5] * 100)
     results = [f"d{k}" for k in range(10)]
     sessions = [_session("cats", results, ["d0"]) for _ in range(5)]
     context = MetricContext(load_model(tiny_model_dir), ITEMS, TextQueryRetriever(), cosine, model)
