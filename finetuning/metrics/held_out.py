@@ -142,7 +142,9 @@ def held_out_grades(inputs: Sequence[FineTuningInput], context: MetricContext, *
     gains: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     sessions: dict[str, int] = defaultdict(int)
     by_query: dict[str, list[FineTuningInput]] = defaultdict(list)
-    confidences = context.confidence_calculator(list(inputs)) if context.confidence_calculator else None
+    model_relevance = getattr(context.confidence_calculator, "relevance", None)
+    # a relevance model grades by its posterior per query below: its per-session weights are not needed
+    confidences = context.confidence_calculator(list(inputs)) if context.confidence_calculator and model_relevance is None else None
     for index, item in enumerate(inputs):
         text = context.query_retriever(item.query)
         sessions[text] += 1
@@ -152,11 +154,10 @@ def held_out_grades(inputs: Sequence[FineTuningInput], context: MetricContext, *
         for object_id in item.clicked_ids:
             gains[text][object_id] += confidences[index].get(object_id, 1.0) if confidences else 1.0
     relevant = {text: {o: min(1.0, g / sessions[text]) for o, g in clicked.items()} for text, clicked in gains.items()}
-    model_relevance = getattr(context.confidence_calculator, "relevance", None)
     if model_relevance is None:
         return relevant
     for text, clicked in relevant.items():  # a relevance model grades by its posterior
-        posterior = model_relevance(by_query[text]) if prior_by_rank else model_relevance(by_query[text], prior_by_rank=False)
+        posterior = model_relevance(by_query[text], prior_by_rank=prior_by_rank)
         graded = {o: posterior.get(o, 0.0) for o in clicked}
         # a query whose clicks are all more likely noise than not says nothing about ranking
         if max(graded.values(), default=0.0) < 0.5:
