@@ -126,6 +126,7 @@ def simulate_click_inputs(
     popularity: str = "uniform",
     dwell: str = "none",
     dwell_medians: tuple[float, float] = (60.0, 12.0),
+    randomize_share: float = 0.0,
 ) -> list:
     """Simulated search sessions (as ``FineTuningInput``) of the train queries ``query_ids``: the
     base model ranks the corpus (its embeddings from the cache when ``base_docs`` is not given),
@@ -133,7 +134,8 @@ def simulate_click_inputs(
     registry; position-based by default), ``sessions_per_query`` sessions a query or, with
     ``popularity="zipf"``, a Zipf-law count per query; ``dwell`` is what the log tells of how long
     users stayed on clicked results (``finetuning.simulation.DWELL_OBSERVATIONS``), with median
-    dwell ``dwell_medians`` (relevant, irrelevant) seconds."""
+    dwell ``dwell_medians`` (relevant, irrelevant) seconds; ``randomize_share`` of the sessions show
+    the top k in a random order (exploration, ``search_meta.randomized``)."""
     doc_ids = dataset.doc_ids
     if base is None:
         base = load_base(model_name, max_seq_length)
@@ -144,7 +146,8 @@ def simulate_click_inputs(
     zipf = make_popularity("zipf") if popularity == "zipf" else None
     sessions = simulate_sessions(dataset, split="train", ranker=engine, top_k=top_k, sessions_per_query=1 if zipf else sessions_per_query,
                                  seed=seed, query_ids=query_ids, click_model=make_click_model(click_model, seed=seed), popularity=zipf,
-                                 dwell=make_dwell(dwell, relevant_median=dwell_medians[0], irrelevant_median=dwell_medians[1]))
+                                 dwell=make_dwell(dwell, relevant_median=dwell_medians[0], irrelevant_median=dwell_medians[1]),
+                                 randomize_share=randomize_share)
     return sessions_to_inputs(sessions)
 
 
@@ -247,13 +250,14 @@ def train_ours(args: argparse.Namespace, dataset: BeirDataset, test_ids: list[st
     started = time.perf_counter()
     ours = load_base(args.model, args.max_seq_length)
     lr = args.ours_lr if args.ours_lr is not None else FineTuningParams().query_lr
+    extra_judges = ([*FineTuningSettings().metric_calculators, *(["retrieval_all_shown", "retrieval_all_shown_flat_prior"] if args.all_shown_judge else []),
+                     *(["retrieval_randomized"] if args.randomize_share else [])] if args.all_shown_judge or args.randomize_share else [])
     params = FineTuningParams(query_lr=lr, items_lr=lr, temperature=args.temperature, negative_downsampling=args.negative_downsampling,
                               **({"false_negative_margin": args.false_negative_margin} if args.false_negative_margin is not None else {}))
     settings = FineTuningSettings(loss_func=args.loss, **({"confidence_calculator": args.confidence} if args.confidence else {}),
                                   **({"metric_calculators": ["distance_shift", "retrieval_own_results"], "main_metric": "val_own_ndcg@10"}
                                      if args.validation_pool == "own" else {}),
-                                  **({"metric_calculators": [*FineTuningSettings().metric_calculators, "retrieval_all_shown", "retrieval_all_shown_flat_prior"]}
-                                     if args.all_shown_judge else {}),
+                                  **({"metric_calculators": extra_judges} if extra_judges else {}),
                                   batch_size=args.batch_size, num_epochs=args.epochs,
                                   seed=args.seed, test_each_n_sessions=args.test_each, lr_decay=args.lr_decay,
                                   **({"precision": args.precision} if args.precision else {}),
@@ -269,6 +273,7 @@ def train_ours(args: argparse.Namespace, dataset: BeirDataset, test_ids: list[st
           "val_ndcg@10_before": outcome.metrics_before.get("val_ndcg@10"), "val_ndcg@10_after": outcome.metrics_after.get("val_ndcg@10"),
           "val_ndcg@10_curve": tracker.values("val_ndcg@10"), "val_own_ndcg@10_curve": tracker.values("val_own_ndcg@10"),
           **({f"val_{name}_ndcg@10_curve": tracker.values(f"val_{name}_ndcg@10") for name in ("shown", "flat")} if args.all_shown_judge else {}),
+          **({"val_rand_ndcg@10_curve": tracker.values("val_rand_ndcg@10")} if args.randomize_share else {}),
           **({"last_weights": callbacks[0].scores} if callbacks else {}),
           **({"test_ndcg@10_curve": [(step, scores["ndcg@10"]) for step, scores in callbacks[0].curve]} if args.score_each_check else {}),
           "seconds": time.perf_counter() - started})
@@ -293,6 +298,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="what the simulated log tells of dwell time: none, timestamps (events spaced by it) or reported (also in each click)")
     parser.add_argument("--dwell-medians", nargs=2, type=float, default=[60.0, 12.0], metavar=("RELEVANT", "IRRELEVANT"),
                         help="median seconds the simulated users stay on a relevant and on an irrelevant result (how well dwell separates them)")
+    parser.add_argument("--randomize-share", type=float, default=0.0,
+                        help="share of simulated sessions that show the top k in a random order (exploration); adds the retrieval_randomized "
+                        "judge (val_rand_ndcg@10_curve)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-5, help="learning rate of the gold-pairs baseline")
@@ -325,8 +333,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip-ours", action="store_true", help="only the gold baseline (e.g. to see how its gain grows with train queries)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if args.all_shown_judge and args.validation_pool == "own":
-        parser.error("--all-shown-judge adds to the default judges; it does not combine with --validation-pool own")
+    if (args.all_shown_judge or args.randomize_share) and args.validation_pool == "own":
+        parser.error("--all-shown-judge and --randomize-share add to the default judges; they do not combine with --validation-pool own")
 
     torch.manual_seed(args.seed)
     dataset = BeirDataset.load(args.dataset, max_docs=args.max_docs, seed=args.seed)
@@ -352,11 +360,12 @@ def main(argv: list[str] | None = None) -> dict:
     inputs = simulate_click_inputs(dataset, args.model, args.max_seq_length, train_ids, top_k=args.top_k,
                                    sessions_per_query=args.sessions_per_query, seed=args.seed, base=base, base_docs=base_docs,
                                    click_model=args.click_model, popularity=args.popularity, dwell=args.dwell,
-                                   dwell_medians=tuple(args.dwell_medians))
+                                   dwell_medians=tuple(args.dwell_medians), randomize_share=args.randomize_share)
     train_inputs, val_inputs = TrainTestSplitter(test_size=args.validation_share, random_state=args.seed)(inputs)
     clicks = sum(len(i.clicked_ids) for i in inputs)
     emit({"stage": "simulation", **rss_mb(), "click_model": args.click_model, "popularity": args.popularity, "dwell": args.dwell,
-          "dwell_medians": args.dwell_medians if args.dwell != "none" else None, "sessions": len(inputs), "clicks": clicks, "train_sessions": len(train_inputs), "val_sessions": len(val_inputs), "seconds": time.perf_counter() - started})
+          "dwell_medians": args.dwell_medians if args.dwell != "none" else None, "randomize_share": args.randomize_share,
+          "randomized_sessions": sum(i.randomized for i in inputs), "sessions": len(inputs), "clicks": clicks, "train_sessions": len(train_inputs), "val_sessions": len(val_inputs), "seconds": time.perf_counter() - started})
 
     # 3. ours (its model is freed on return: nothing of it is needed for the gold baseline)
     summary = {"stage": "summary", **info, "base_ndcg@10": base_metrics["ndcg@10"]}

@@ -3,7 +3,7 @@
 | setting | names |
 |---|---|
 | ``loss_func`` | ``click_infonce``, ``prob_margin``, ``cosine_prob_margin`` |
-| ``metric_calculators`` | ``distance_shift``, ``retrieval``, ``retrieval_own_results``, ``retrieval_all_shown``, ``retrieval_all_shown_flat_prior`` |
+| ``metric_calculators`` | ``distance_shift``, ``retrieval``, ``retrieval_own_results``, ``retrieval_all_shown``, ``retrieval_all_shown_flat_prior``, ``retrieval_randomized`` |
 | ``ranker`` | ``cosine``, ``dot``, ``euclidean`` |
 | ``confidence_calculator`` | ``dummy``, ``position_bias``, ``click_relevance``, ``click_relevance_by_rank`` |
 
@@ -37,6 +37,10 @@ METRICS: dict[str, Callable[[], MetricCalculator]] = {
     "retrieval_all_shown": lambda: HeldOutRetrievalMetrics(own_results_only=True, name_prefix="shown_", grade_all_shown=True),
     "retrieval_all_shown_flat_prior": lambda: HeldOutRetrievalMetrics(own_results_only=True, name_prefix="flat_", grade_all_shown=True,
                                                                       prior_by_rank=False),
+    # exploration sessions only (results shown in a random order), every shown result graded from the
+    # overall prior: rand_ndcg@10, ...; a query with no exploration session is not judged
+    "retrieval_randomized": lambda: HeldOutRetrievalMetrics(own_results_only=True, name_prefix="rand_", grade_all_shown=True,
+                                                            prior_by_rank=False, randomized_only=True),
 }
 CONFIDENCES: dict[str, Callable[[], object]] = {
     "dummy": lambda: dummy_confidences,

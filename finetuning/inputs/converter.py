@@ -5,7 +5,8 @@ A session dict has ``session_id``, ``search_query``, ``search_results[{object_id
 also be passed separately (``events_by_session``), as the DAO pages them. Results are ordered by
 their ``rank`` when every result has one (those ranks are kept); otherwise the list order is the
 display order and ``ranks`` is left empty for ``preprocess_inputs`` to compute.
-Only events whose type is in ``event_types`` count as positive feedback.
+Only events whose type is in ``event_types`` count as positive feedback. A session whose
+``search_meta.randomized`` is ``true`` showed its results in a random order (exploration).
 
 A click's dwell time (how long the user stayed on the result) is its ``meta["dwell_seconds"]``
 when the service reports it, else the time from the click to the session's next event of any
@@ -55,6 +56,10 @@ def _with_dwell(raw_events: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping[s
     return out
 
 
+def _randomized(search_meta: Any) -> bool:
+    return isinstance(search_meta, Mapping) and search_meta.get("randomized") is True
+
+
 def session_to_input(
     session: Mapping[str, Any],
     events: Sequence[Mapping[str, Any]] | None = None,
@@ -88,6 +93,7 @@ def session_to_input(
         ranks=ranks,
         timestamp=_timestamp(session.get("created_at")),
         is_irrelevant=bool(session.get("is_irrelevant", False)),
+        randomized=_randomized(session.get("search_meta")),
     )
 
 

@@ -6,6 +6,10 @@ the whole result list irrelevant. ``part_to_object_id`` maps chunk ids of long i
 :mod:`finetuning.inputs.text_splitter`) back to their object, so a click on an object counts for
 every part of it.
 
+``randomized`` marks an exploration session: the service showed its results in a random order
+(``search_meta.randomized`` in the clickstream), so where a result sat says nothing of how the
+service ranked it, and clicks there judge results without the service's own order in them.
+
 ``ranks`` may be missing (``None`` or empty) when the search backend did not report them;
 ``EmbeddingsFineTuner.preprocess_inputs`` then computes them with the current model.
 """
@@ -41,6 +45,7 @@ class FineTuningInput(BaseModel):
     ranks: dict[str, int] | None = Field(None, description="object id → 1-based display rank, every shown result")
     timestamp: float = 0.0
     is_irrelevant: bool = False
+    randomized: bool = Field(False, description="the results were shown in a random order (exploration)")
     part_to_object_id: dict[str, str] = Field(default_factory=dict)
 
     @property

@@ -23,6 +23,11 @@ once validated) so that both pools can be computed in one validation. With ``gra
 (and a relevance model) every result a query's sessions showed is graded by its posterior, not
 only the clicked ones: a relevant result the users did not reach (below a satisfying click, or
 rarely examined) is not scored as irrelevant, so a model that lifts it is not penalised.
+With ``randomized_only`` only exploration sessions (:attr:`FineTuningInput.randomized`: the
+results shown in a random order) judge; with ``grade_all_shown`` and ``prior_by_rank=False``
+beside it no label carries the start model's order, neither through where a result was shown nor
+through which results the users reached first — the judge that can see a model reorder what the
+start model showed (``retrieval_randomized``).
 Item parts (long-text chunks) are ranked and then mapped back to their object, keeping each
 object's best position. Uses :mod:`finetuning.metrics.retrieval`.
 """
@@ -42,7 +47,7 @@ from finetuning.rankers import ranker_name
 class HeldOutRetrievalMetrics(MetricCalculator):
     def __init__(self, ks: Sequence[int] = (10, 100), extra_pool_ids: Iterable[str] = (), batch_size: int = 64,
                  own_results_only: bool = False, name_prefix: str = "", grade_all_shown: bool = False,
-                 prior_by_rank: bool = True) -> None:
+                 prior_by_rank: bool = True, randomized_only: bool = False) -> None:
         self.ks = tuple(ks)
         self.extra_pool_ids = list(extra_pool_ids)
         self.batch_size = batch_size
@@ -50,6 +55,7 @@ class HeldOutRetrievalMetrics(MetricCalculator):
         self.name_prefix = name_prefix
         self.grade_all_shown = grade_all_shown
         self.prior_by_rank = prior_by_rank
+        self.randomized_only = randomized_only
         self.last_per_query: dict[str, list[float]] = {}
         self.reset()
 
@@ -62,7 +68,8 @@ class HeldOutRetrievalMetrics(MetricCalculator):
     def compute(self, context: MetricContext) -> dict[str, float]:
         """Means over the held-out queries; the per-query values stay in ``last_per_query`` (for a
         paired comparison of two validations, see :class:`finetuning.callbacks.KeepBestWeights`)."""
-        per_query = evaluate_sessions_per_query(self._inputs, context, self.ks, self.extra_pool_ids, self.batch_size,
+        inputs = [item for item in self._inputs if item.randomized] if self.randomized_only else self._inputs
+        per_query = evaluate_sessions_per_query(inputs, context, self.ks, self.extra_pool_ids, self.batch_size,
                                                 own_results_only=self.own_results_only, grade_all_shown=self.grade_all_shown,
                                                 prior_by_rank=self.prior_by_rank)
         self.last_per_query = {f"{self.name_prefix}{name}": values for name, values in per_query.items()}

@@ -9,7 +9,8 @@ session is one JSON-ready dict::
 
     {"session_id", "search_query", "created_at", "user_id", "is_irrelevant",
      "search_results": [{"object_id", "rank", "meta"}],             # rank is 1-based
-     "search_meta": {"source": "click_simulator", "dataset", "split", "query_id", ...},
+     "search_meta": {"source": "click_simulator", "dataset", "split", "query_id", ...,
+                     "randomized": true},                            # only in exploration sessions
      "events": [{"event_id", "object_id", "event_type": "click", "created_at"}]}
 
 Decisions:
@@ -24,6 +25,12 @@ Decisions:
   (clicks, times, user) does not change when other queries are added or removed; ids are
   UUID5s of the simulation parameters, so re-running the same simulation yields the same ids
   (a re-import is idempotent) and different simulations never collide.
+- Exploration (``randomize_share``): in that share of sessions the service shows its top k in a
+  uniformly random order and says so (``search_meta.randomized``), as a search service does on a
+  small slice of traffic to learn what its own ranking hides (RandTop-k; Wang et al. 2016,
+  "Learning to Rank with Selection Bias in Personal Search"; Joachims et al. 2017, "Unbiased
+  Learning-to-Rank with Biased Feedback"). Which sessions explore and their order come from a
+  generator of their own, so ``randomize_share=0`` leaves every session as it was.
 - ``meta`` of a result is ``meta_template`` with every ``{object_id}`` in its strings (at any
   depth) replaced by the document id, so the same simulation can point at local files
   (``{"path": "{object_id}.json"}``), S3 keys or PostgreSQL rows.
@@ -86,6 +93,17 @@ def _query_rng(seed: int, query_id: str, session_index: int) -> np.random.Genera
     return np.random.default_rng([seed, zlib.crc32(query_id.encode("utf-8")), session_index])
 
 
+def _display_order(shown: list[str], randomize_share: float, seed: int, query_id: str,
+                   session_index: int) -> tuple[list[str], bool]:
+    """The order a session shows ``shown`` in, and whether it was randomized (exploration)."""
+    if not randomize_share:
+        return shown, False
+    rng = np.random.default_rng([seed, zlib.crc32(query_id.encode("utf-8")), session_index, 1])
+    if rng.random() >= randomize_share:
+        return shown, False
+    return [shown[i] for i in rng.permutation(len(shown))], True
+
+
 def simulate_sessions(
     dataset: BeirDataset,
     split: str = TRAIN_SPLIT,
@@ -102,6 +120,7 @@ def simulate_sessions(
     on_query: Callable[[int], None] | None = None,
     popularity: QueryPopularity | None = None,
     dwell: DwellTimeModel | None = None,
+    randomize_share: float = 0.0,
 ) -> list[dict]:
     """Simulate ``sessions_per_query`` sessions for each judged query of ``split``.
 
@@ -128,12 +147,16 @@ def simulate_sessions(
             are then spaced by the time to read the list and the dwell on the result clicked
             before, so dwell shows in the timestamps. Default ``None``: clicks 2–30 s apart,
             whatever the result (timestamps carry no relevance). Recorded in ``search_meta``.
+        randomize_share: share of sessions (drawn per session) that show the top k in a random
+            order, marked ``search_meta["randomized"] = True`` (module docstring). Default 0.
 
     Returns the sessions in query order, each query's sessions consecutive.
     """
     check_split(split, allow_test)
     if top_k < 1 or sessions_per_query < 1:
         raise ValueError("top_k and sessions_per_query must be >= 1")
+    if not 0.0 <= randomize_share <= 1.0:
+        raise ValueError("randomize_share must be within [0, 1]")
     if popularity is not None and sessions_per_query != 1:
         raise ValueError("give sessions_per_query or popularity, not both")
     qrels = dataset.qrels(split)
@@ -165,6 +188,8 @@ def simulate_sessions(
         simulation["popularity"] = popularity.params()
     if dwell is not None:
         simulation["dwell"] = dwell.params()
+    if randomize_share:
+        simulation["randomize_share"] = randomize_share
     simulation_key = json.dumps(simulation, sort_keys=True)
     sessions: list[dict] = []
     for query_number, (query_id, ranking) in enumerate(zip(judged, rankings)):
@@ -173,13 +198,14 @@ def simulate_sessions(
         n_sessions = sessions_per_query if popularity is None else popularity.sessions(query_id, seed)
         for session_index in range(n_sessions):
             rng = _query_rng(seed, query_id, session_index)
-            clicked = click_model.clicks([doc in relevant for doc in shown], rng=rng, query_id=query_id, doc_ids=shown)
+            order, randomized = _display_order(shown, randomize_share, seed, query_id, session_index)
+            clicked = click_model.clicks([doc in relevant for doc in order], rng=rng, query_id=query_id, doc_ids=order)
             session_id = str(uuid.uuid5(_NAMESPACE, f"{simulation_key}|{query_id}|{session_index}"))
             created = start_time + timedelta(seconds=int(rng.integers(0, SPREAD_SECONDS)))
             events = []
             moment = created
             stayed = 0.0  # on the previous click's result
-            for rank, (doc_id, was_clicked) in enumerate(zip(shown, clicked), start=1):
+            for doc_id, was_clicked in zip(order, clicked):
                 if was_clicked:
                     event = {"event_id": f"{session_id}:{len(events)}", "object_id": doc_id, "event_type": "click"}
                     if dwell is None:
@@ -196,9 +222,10 @@ def simulate_sessions(
                     "search_query": dataset.queries[query_id],
                     "search_results": [
                         {"object_id": doc_id, "rank": rank, "meta": render_meta(template, doc_id)}
-                        for rank, doc_id in enumerate(shown, start=1)
+                        for rank, doc_id in enumerate(order, start=1)
                     ],
-                    "search_meta": {**simulation, "query_id": query_id, "session_index": session_index},
+                    "search_meta": {**simulation, "query_id": query_id, "session_index": session_index,
+                                    **({"randomized": True} if randomized else {})},
                     "user_id": f"sim-user-{int(rng.integers(n_users))}",
                     "created_at": _iso(created),
                     "is_irrelevant": not events,
