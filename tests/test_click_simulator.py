@@ -216,3 +216,34 @@ def test_embedding_ranker_with_the_real_text_model(scifact):
     ranked = ranker.rank_many([small.queries[q] for q in query_ids], top_k=10)
     ndcg = ndcg_at_k([[d for d, _ in row] for row in ranked], [small.qrels("train")[q] for q in query_ids], k=10)
     assert ndcg > 0.5, ndcg
+
+
+def test_exploration_sessions_show_the_same_results_in_a_random_order_and_say_so(scifact, bm25, train_sessions):
+    from finetuning.inputs import sessions_to_inputs
+
+    sessions = simulate_sessions(scifact, split="train", ranker=bm25, top_k=10, sessions_per_query=2, seed=7, randomize_share=0.3)
+    explored = [s for s in sessions if s["search_meta"].get("randomized")]
+    assert 0.2 < len(explored) / len(sessions) < 0.4
+    assert all(s["search_meta"]["randomize_share"] == 0.3 for s in sessions)
+    by_query_start_order = {s["search_meta"]["query_id"]: [r["object_id"] for r in s["search_results"]] for s in train_sessions}
+    moved_top = 0
+    for session in sessions:
+        shown = [r["object_id"] for r in session["search_results"]]
+        start_order = by_query_start_order[session["search_meta"]["query_id"]]
+        assert [r["rank"] for r in session["search_results"]] == list(range(1, 11))
+        if session["search_meta"].get("randomized"):
+            assert sorted(shown) == sorted(start_order)
+            moved_top += shown[0] != start_order[0]
+        else:  # the other sessions are the ones a log without exploration has: same order, same clicks
+            assert shown == start_order
+    assert moved_top > 0.8 * len(explored)  # the start model's top result sits anywhere
+    same_draws = [s for s, t in zip(sessions, train_sessions) if not s["search_meta"].get("randomized")]
+    originals = {(t["search_meta"]["query_id"], t["search_meta"]["session_index"]): t for t in train_sessions}
+    assert all([e["object_id"] for e in s["events"]] == [e["object_id"] for e in originals[(s["search_meta"]["query_id"], s["search_meta"]["session_index"])]["events"]]
+               for s in same_draws)
+    inputs = sessions_to_inputs(sessions, drop_empty=False)
+    assert [item.randomized for item in inputs] == [bool(s["search_meta"].get("randomized")) for s in sessions]
+    # a share of 0 is the log without exploration, byte for byte
+    assert simulate_sessions(scifact, split="train", ranker=bm25, top_k=10, sessions_per_query=2, seed=7, randomize_share=0.0) == train_sessions
+    with pytest.raises(ValueError):
+        simulate_sessions(scifact, split="train", ranker=bm25, randomize_share=1.5)

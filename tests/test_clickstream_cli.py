@@ -31,13 +31,15 @@ def test_simulate_import_release_list_export(cli_env, scifact_dir, tmp_path):
     result = invoke(
         "simulate-clicks", "--dataset", str(scifact_dir), "--split", "train", "--top-k", "5",
         "--sessions-per-query", "2", "--seed", "3", "--ranker", "bm25", "--max-queries", "25",
-        "--meta-template", '{"bucket": "docs", "key": "scifact/{object_id}.json"}', "--out", str(sessions_file),
+        "--randomize-share", "0.4", "--meta-template", '{"bucket": "docs", "key": "scifact/{object_id}.json"}', "--out", str(sessions_file),
     )
     assert result.exit_code == 0, result.output
     assert "wrote 50 sessions" in result.output
     records = [json.loads(line) for line in sessions_file.read_text().splitlines()]
     assert len(records) == 50 and all(len(r["search_results"]) == 5 for r in records)
     assert records[0]["search_results"][0]["meta"]["key"] == f"scifact/{records[0]['search_results'][0]['object_id']}.json"
+    explored = {r["session_id"] for r in records if r["search_meta"].get("randomized") is True}
+    assert 0 < len(explored) < 50
 
     refused = CliRunner().invoke(app, ["simulate-clicks", "--dataset", str(scifact_dir), "--split", "test", "--out", str(tmp_path / "t.jsonl")])
     assert refused.exit_code == 2 and not (tmp_path / "t.jsonl").exists()
@@ -53,6 +55,9 @@ def test_simulate_import_release_list_export(cli_env, scifact_dir, tmp_path):
     assert "invalid JSON" in result.output and "unknown session nope" in result.output
     assert " 51 " in result.output and " 52 " in result.output  # the 1-based line numbers of the rejects
     assert cli_env.clickstream_sessions.count_documents({}) == 50
+    # the exploration mark is stored with the session, for the held-out judge to find
+    stored = {d["session_id"] for d in cli_env.clickstream_sessions.find({}) if (d.get("search_meta") or {}).get("randomized") is True}
+    assert stored == explored
 
     again = invoke("clickstream", "import", str(sessions_file))
     assert "0 accepted" in again.output and "50 already stored" in again.output

@@ -49,3 +49,23 @@ def test_the_own_results_calculator_is_a_setting_name():
     assert not resolve.metric_calculators(["retrieval"])[0].own_results_only
     with pytest.raises(KeyError):
         resolve.metric_calculators(["retrieval_own"])
+
+
+def test_the_randomized_judge_reads_exploration_sessions_only():
+    """Users click the top result whatever it is in the start model's order (a1 over a2), but in the
+    sessions that showed the results in a random order they click a2: only those sessions judge."""
+    def shown(order, clicked, randomized, query="a"):
+        return FineTuningInput(query=query, results=order, events=[ClickEvent(object_id=clicked)],
+                               ranks={o: r + 1 for r, o in enumerate(order)}, randomized=randomized)
+
+    sessions = [shown(["a1", "a2"], "a1", False) for _ in range(8)]
+    sessions += [shown(["a2", "a1"], "a2", True), shown(["a1", "a2"], "a2", True), shown(["b1", "b2"], "b1", False, "b")]
+    context = MetricContext(FixedModel(), ItemsSet({i: i for i in ("a1", "a2", "b1", "b2")}), TextQueryRetriever(), cosine)
+    randomized, own = resolve.metric_calculators(["retrieval_randomized", "retrieval_own_results"])
+    for calculator in (randomized, own):
+        calculator.update(None, sessions)
+    # FixedModel ranks a1 first for "a": the own-results judge (every session) agrees with it, the
+    # randomized judge does not; query "b" has no exploration session, so it is not judged
+    assert own.compute(context)["own_ndcg@10"] == 1.0 and len(own.last_per_query["own_ndcg@10"]) == 2
+    figures = randomized.compute(context)
+    assert figures["rand_ndcg@10"] < 0.7 and randomized.last_per_query["rand_ndcg@10"] == [figures["rand_ndcg@10"]]

@@ -115,3 +115,10 @@ def test_a_malformed_dwell_report_is_ignored_not_trusted():
     item = session_to_input(session)
     assert [e.dwell_seconds for e in item.events] == [30.0, 10.0, 20.0, None]  # gaps, never the bad reports
     assert item.click_dwell == {"a": 30.0, "b": 20.0}  # an object's longest observed visit
+
+
+def test_an_exploration_session_is_one_whose_search_meta_says_randomized_true():
+    shown = {"session_id": "s", "search_query": "q", "search_results": [{"object_id": "a", "rank": 1}, {"object_id": "b", "rank": 2}]}
+    assert session_to_input({**shown, "search_meta": {"randomized": True}}).randomized
+    for meta in (None, {}, {"randomized": "true"}, {"randomized": 1}, "randomized", ["randomized"]):
+        assert not session_to_input({**shown, "search_meta": meta}).randomized

@@ -165,6 +165,8 @@ def simulate_clicks(
     popularity_param: list[str] = typer.Option([], help="NAME=VALUE parameter of the popularity (repeatable), e.g. exponent=1.5."),
     dwell: str = typer.Option("none", help="How long users stay on clicked results, as the log shows it: none, timestamps "
                                            "(events spaced by it) or reported (also each click's meta.dwell_seconds)."),
+    randomize_share: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of sessions that show the top k in a random order "
+                                                                      "(exploration, search_meta.randomized)."),
 ) -> None:
     """Simulate search sessions with clicks from a BEIR data set (position-based users by default)."""
     from finetuning.datasets import BeirDataset
@@ -212,7 +214,7 @@ def simulate_clicks(
             sessions = simulate_sessions(
                 data, split=split, ranker=engine, top_k=top_k, sessions_per_query=sessions_per_query, seed=seed,
                 query_ids=query_ids, meta_template=template, allow_test=allow_test, click_model=user,
-                popularity=query_popularity, dwell=dwell_model, on_query=lambda done: progress.update(task, completed=done),
+                popularity=query_popularity, dwell=dwell_model, randomize_share=randomize_share, on_query=lambda done: progress.update(task, completed=done),
             )
     except HeldOutSplitError as error:
         _fail(str(error), 2)
