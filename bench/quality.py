@@ -201,7 +201,8 @@ def deploy_decision(outcome) -> dict:
     """What the service would do with this run: the fine-tuning job's quality gate (paired per held-out
     query, worker/jobs/fine_tuning/quality_gate.py, its default options and judge) on the run's
     held-out figures. ``gate_passed`` False means the service keeps serving the start model. The
-    ``shared_pool_*`` fields: the same gate judged by the main metric (the shared validation pool)."""
+    ``shared_pool_*`` / ``own_pool_*`` fields: the same gate judged by the shared validation pool /
+    each query's own shown results (the judges when the log has no exploration sessions)."""
     from worker.jobs.fine_tuning.quality_gate import gate_metric, quality_gate
 
     def judged(metric: str) -> dict:
@@ -212,9 +213,12 @@ def deploy_decision(outcome) -> dict:
                 "gate_queries": decision.n_queries, "gate_mean_difference": decision.mean_difference,
                 "gate_before": decision.before, "gate_after": decision.after, "gate_reason": decision.reason}
 
-    shared = {f"shared_pool_{k.removeprefix('gate_')}": v for k, v in judged(outcome.main_metric).items()
-              if k in ("gate_passed", "gate_z", "gate_before", "gate_after")}
-    return {**judged(gate_metric(None, outcome.main_metric, outcome.metrics_after)), **shared}
+    def other(prefix: str, metric: str) -> dict:
+        return {f"{prefix}_{k.removeprefix('gate_')}": v for k, v in judged(metric).items()
+                if k in ("gate_passed", "gate_z", "gate_before", "gate_after")}
+
+    return {**judged(gate_metric(None, outcome.main_metric, outcome.metrics_after)), **other("shared_pool", "val_ndcg@10"),
+            **other("own_pool", "val_own_ndcg@10")}
 
 
 class LastWeightsScorer(pl.Callback):

@@ -91,8 +91,11 @@ class FineTuningSettings(_MlflowRoundTrip):
 
     loss_func: str = "click_infonce"
     # retrieval: held-out queries ranked against the shared pool (the keeper's main metric);
-    # retrieval_own_results: each against its own shown results (val_own_*, the quality gate's judge)
-    metric_calculators: list[str] = Field(default_factory=lambda: ["distance_shift", "retrieval", "retrieval_own_results"])
+    # retrieval_own_results: each against its own shown results (val_own_*, the quality gate's judge);
+    # retrieval_randomized: exploration sessions only (val_rand_*; when the log has enough of them it is
+    # the figure that chooses the weights and judges the gate, finetuning.metrics.held_out.judge_metric)
+    metric_calculators: list[str] = Field(
+        default_factory=lambda: ["distance_shift", "retrieval", "retrieval_own_results", "retrieval_randomized"])
     ranker: str = "cosine"
     is_similarity: bool = True
     # click_relevance: P(relevant) from a two-class click model fitted by EM (finetuning/click_relevance.py).

@@ -38,9 +38,10 @@ METRICS: dict[str, Callable[[], MetricCalculator]] = {
     "retrieval_all_shown_flat_prior": lambda: HeldOutRetrievalMetrics(own_results_only=True, name_prefix="flat_", grade_all_shown=True,
                                                                       prior_by_rank=False),
     # exploration sessions only (results shown in a random order), every shown result graded from the
-    # overall prior: rand_ndcg@10, ...; a query with no exploration session is not judged
+    # overall prior: rand_ndcg@10, ...; a query with no exploration session is not judged, and fewer
+    # than 10 judged queries (the quality gate's minimum) record nothing
     "retrieval_randomized": lambda: HeldOutRetrievalMetrics(own_results_only=True, name_prefix="rand_", grade_all_shown=True,
-                                                            prior_by_rank=False, randomized_only=True),
+                                                            prior_by_rank=False, randomized_only=True, min_queries=10),
 }
 CONFIDENCES: dict[str, Callable[[], object]] = {
     "dummy": lambda: dummy_confidences,

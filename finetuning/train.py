@@ -5,7 +5,8 @@
 
 Steps: seed everything → build the :class:`EmbeddingsFineTuner` from ``settings`` → fit the
 click model on the training sessions → fill missing ranks → score the untouched model on the
-held-out sessions (``metrics_before``) → train with Lightning (learning rate decaying linearly
+held-out sessions (``metrics_before``; the figure that chooses is :func:`~finetuning.metrics.held_out.judge_metric`:
+the exploration sessions' twin of ``settings.main_metric`` when the log has enough of them) → train with Lightning (learning rate decaying linearly
 to zero over the run when ``settings.lr_decay`` is ``"linear"``, validation every
 ``settings.test_each_n_sessions``; attention probabilities recomputed in the backward pass on a
 CPU, or attention dropout off when ``settings.attention_dropout`` is False,
@@ -31,6 +32,7 @@ from finetuning.callbacks import KeepBestWeights, StopOnRequest
 from finetuning.fine_tuner import EmbeddingsFineTuner
 from finetuning.inputs.input import FineTuningInput
 from finetuning.inputs.query_retriever import QueryRetriever, TextQueryRetriever
+from finetuning.metrics.held_out import judge_metric
 from finetuning.models.attention import training_attention
 from finetuning.models.base import EmbeddingsModelInterface
 from finetuning.params import ExamplesType, FineTuningParams, FineTuningSettings
@@ -191,8 +193,9 @@ def fine_tune(
     device = _device_for(accelerator)
     tuner.to(device)
     tuner.preprocess_inputs({"train": list(train_inputs), "test": list(test_inputs)})
-    main, mode = settings.main_metric, ("max" if settings.higher_is_better else "min")
+    mode = "max" if settings.higher_is_better else "min"
     metrics_before = tuner.evaluate(test_inputs, batch_size=settings.batch_size)
+    main = judge_metric(settings.main_metric, metrics_before)
     for name, value in metrics_before.items():
         if not math.isnan(value):
             tracker.save_metric(MetricValue(name, value, step=0))

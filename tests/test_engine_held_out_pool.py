@@ -9,7 +9,7 @@ from finetuning import resolve
 from finetuning.inputs import FineTuningInput, ItemsSet, TextQueryRetriever
 from finetuning.inputs.input import ClickEvent
 from finetuning.metrics.base import MetricContext
-from finetuning.metrics.held_out import HeldOutRetrievalMetrics, evaluate_sessions_per_query
+from finetuning.metrics.held_out import HeldOutRetrievalMetrics, evaluate_sessions_per_query, judge_metric
 from finetuning.rankers import cosine
 
 # query "a" is close to its clicked a1 but closer still to b1, which only query "b" was shown
@@ -61,11 +61,21 @@ def test_the_randomized_judge_reads_exploration_sessions_only():
     sessions = [shown(["a1", "a2"], "a1", False) for _ in range(8)]
     sessions += [shown(["a2", "a1"], "a2", True), shown(["a1", "a2"], "a2", True), shown(["b1", "b2"], "b1", False, "b")]
     context = MetricContext(FixedModel(), ItemsSet({i: i for i in ("a1", "a2", "b1", "b2")}), TextQueryRetriever(), cosine)
-    randomized, own = resolve.metric_calculators(["retrieval_randomized", "retrieval_own_results"])
-    for calculator in (randomized, own):
+    registered, own = resolve.metric_calculators(["retrieval_randomized", "retrieval_own_results"])
+    randomized = HeldOutRetrievalMetrics(own_results_only=True, name_prefix="rand_", grade_all_shown=True, prior_by_rank=False,
+                                         randomized_only=True)
+    for calculator in (randomized, own, registered):
         calculator.update(None, sessions)
     # FixedModel ranks a1 first for "a": the own-results judge (every session) agrees with it, the
     # randomized judge does not; query "b" has no exploration session, so it is not judged
     assert own.compute(context)["own_ndcg@10"] == 1.0 and len(own.last_per_query["own_ndcg@10"]) == 2
     figures = randomized.compute(context)
     assert figures["rand_ndcg@10"] < 0.7 and randomized.last_per_query["rand_ndcg@10"] == [figures["rand_ndcg@10"]]
+    # the registered judge needs 10 judged queries (the quality gate's minimum): one records nothing
+    assert registered.compute(context) == {} and registered.last_per_query == {}
+
+
+def test_the_exploration_judge_chooses_when_recorded():
+    assert judge_metric("val_ndcg@10", {"val_ndcg@10": 0.7, "val_rand_ndcg@10": 0.6}) == "val_rand_ndcg@10"
+    assert judge_metric("val_ndcg@10", {"val_ndcg@10": 0.7, "val_own_ndcg@10": 0.6}) == "val_ndcg@10"
+    assert judge_metric("val_loss", {"val_loss": 0.7, "val_rand_ndcg@10": 0.6}) == "val_loss"

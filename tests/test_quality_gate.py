@@ -161,3 +161,8 @@ def test_the_gate_judges_by_the_own_results_twin_of_the_main_metric_when_it_was_
     assert gate_metric(None, "val_ndcg@10", {"val_ndcg@10": 0.8}) == "val_ndcg@10"
     assert gate_metric("val_ndcg@10", "val_ndcg@10", recorded) == "val_ndcg@10"    # the task's choice
     assert FineTuningOptions().gate_metric is None
+    # exploration sessions judged enough queries: their figure judges, as it chose the weights
+    explored = {**recorded, "val_rand_ndcg@10": 0.75}
+    assert gate_metric(None, "val_ndcg@10", explored) == "val_rand_ndcg@10"
+    assert gate_metric(None, "val_rand_ndcg@10", explored) == "val_rand_ndcg@10"  # the keeper's judge as the main metric
+    assert gate_metric("val_own_ndcg@10", "val_ndcg@10", explored) == "val_own_ndcg@10"

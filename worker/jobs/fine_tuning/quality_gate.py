@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from dao.task_documents import FineTuningOptions
+from finetuning.metrics.held_out import judge_metric
 
 #: The defaults of the task options of the same names.
 MIN_GATE_QUERIES: int = FineTuningOptions.model_fields["min_gate_queries"].default
@@ -82,10 +83,15 @@ OWN_RESULTS_PREFIX = "val_own_"
 
 def gate_metric(chosen: str | None, main_metric: str, recorded: Mapping[str, float]) -> str:
     """The held-out metric the gate judges by: ``chosen`` (the task's ``gate_metric``) when given;
-    else the own-results twin of the main metric (``val_ndcg@10`` → ``val_own_ndcg@10``) when the
-    run ``recorded`` it, else the main metric."""
+    else the exploration sessions' figure that chose the weights (``val_rand_ndcg@10``,
+    :func:`~finetuning.metrics.held_out.judge_metric`) when the run ``recorded`` it; else the
+    own-results twin of the main metric (``val_ndcg@10`` → ``val_own_ndcg@10``) when recorded, else
+    the main metric."""
     if chosen:
         return chosen
+    judge = judge_metric(main_metric, recorded)
+    if judge != main_metric:
+        return judge
     twin = OWN_RESULTS_PREFIX + main_metric.removeprefix("val_")
     return twin if main_metric.startswith("val_") and twin in recorded else main_metric
 
