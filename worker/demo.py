@@ -58,6 +58,9 @@ class DemoConfig:
     test_queries: int = 300
     extra_docs: int = 600
     sessions_per_query: int = 5
+    # the search service shows this share of sessions in a random order, as a service should for
+    # clicktune to judge a model without the old model's order in the labels (docs/engine.md)
+    randomize_share: float = 0.2
     top_k: int = 10
     max_evals: int = 1  # the first trial is the engine's measured defaults; more trials add ~5 minutes each
     max_steps: int = 40
@@ -217,7 +220,7 @@ class Demo:
             sessions = simulate_sessions(
                 dataset, split="train", ranker=ranker, top_k=self.config.top_k,
                 sessions_per_query=self.config.sessions_per_query, seed=self.config.seed,
-                meta_template={"path": "{object_id}.json"},
+                randomize_share=self.config.randomize_share, meta_template={"path": "{object_id}.json"},
             )
         stats = click_statistics(sessions, dataset)
         dao = ClickstreamDAO(db)

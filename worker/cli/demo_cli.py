@@ -21,6 +21,8 @@ def demo(
     test_queries: int = typer.Option(DEFAULTS.test_queries, help="Test queries to evaluate retrieval on (never trained on)."),
     extra_docs: int = typer.Option(DEFAULTS.extra_docs, help="Unjudged documents added to the corpus as distractors."),
     sessions_per_query: int = typer.Option(DEFAULTS.sessions_per_query, help="Simulated sessions per train query."),
+    randomize_share: float = typer.Option(DEFAULTS.randomize_share, min=0.0, max=1.0,
+                                          help="Share of sessions the simulated service shows in a random order (exploration)."),
     max_evals: int = typer.Option(DEFAULTS.max_evals, help="Hyperopt trials."),
     max_steps: int = typer.Option(DEFAULTS.max_steps, help="Optimizer steps per trial."),
     broker: str = typer.Option(DEFAULTS.broker, help="auto (Redis when it answers), redis, or stub (in-process)."),
@@ -33,7 +35,7 @@ def demo(
 
     summary = Demo(DemoConfig(dataset=dataset, workdir=workdir, train_queries=train_queries,
                               test_queries=test_queries, extra_docs=extra_docs, sessions_per_query=sessions_per_query,
-                              max_evals=max_evals, max_steps=max_steps, broker=broker, seed=seed)).run()
+                              randomize_share=randomize_share, max_evals=max_evals, max_steps=max_steps, broker=broker, seed=seed)).run()
     if summary_json is not None:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
         summary_json.write_text(json.dumps(summary, indent=2, default=str))
