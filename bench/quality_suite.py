@@ -2,7 +2,7 @@
 
     python bench/quality_suite.py --datasets ../shared/data/scifact ../shared/data/nfcorpus [--seeds 0 1 2]
         [--click-models pbm dbn trust-bias misleading] [--popularity uniform zipf] [--sessions-per-query 10]
-        [--max-train-queries 120] [--max-docs N] [--max-test-queries N] [--out bench/out/quality_suite.md]
+        [--max-train-queries 120] [--randomize-share 0.2] [--max-docs N] [--max-test-queries N] [--out bench/out/quality_suite.md]
         [--plan] [--resume] [-- any other bench/quality.py option for our fine-tuning, e.g. --ours-lr 3e-5]
 
 Every cell is one run of ``bench/quality.py`` (its own process: bounded memory, a crash fails one
@@ -31,6 +31,11 @@ Output: one JSON line per cell on stdout (``"stage": "cell"``), then
 a markdown table at ``--out`` and the cell lines beside it (``.jsonl``, read back by ``--resume``
 to skip cells already run with the same options); each cell's own output in ``<out>-logs/``.
 ``--plan`` prints the grid and its estimated cost without running anything.
+
+The simulated search service explores: ``--randomize-share`` (default 0.2) of its sessions show
+the top k in a random order (``search_meta.randomized``), as clicktune asks of a service so that
+held-out exploration sessions can judge a model without the start model's order in their labels
+(docs/clickstream.md); ``--randomize-share 0`` is a service that never explores.
 """
 
 from __future__ import annotations
@@ -158,7 +163,7 @@ def cell_key(cell: Cell, args: argparse.Namespace, extra: list[str]) -> str:
     """Identifies a cell's configuration (for --resume); the engine's code is not part of it."""
     key = [str(cell.dataset.resolve()), cell.click_model, cell.popularity, cell.seed, args.sessions_per_query, args.model,
            args.max_seq_length, args.max_docs, args.max_train_queries, args.max_test_queries, args.epochs, args.batch_size,
-           args.lr, extra]
+           args.lr, args.randomize_share, extra]
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
 
 
@@ -166,7 +171,8 @@ def quality_command(cell: Cell, args: argparse.Namespace, extra: list[str], skip
     command = [sys.executable, str(QUALITY), "--dataset", str(cell.dataset), "--seed", str(cell.seed),
                "--click-model", cell.click_model, "--popularity", cell.popularity,
                "--sessions-per-query", str(args.sessions_per_query), "--model", args.model,
-               "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr)]
+               "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
+               "--randomize-share", str(args.randomize_share)]
     for option, value in (("--max-seq-length", args.max_seq_length), ("--max-docs", args.max_docs),
                           ("--max-train-queries", args.max_train_queries), ("--max-test-queries", args.max_test_queries)):
         if value is not None:
@@ -320,7 +326,7 @@ def markdown(records: list[dict], total: dict | None, args: argparse.Namespace, 
         f"`bench/quality_suite.py` — data sets: {', '.join(str(d) for d in args.datasets)}; seeds {args.seeds}; "
         f"uniform = {args.sessions_per_query} sessions per train query, zipf = ZipfPopularity() (41 % of queries seen once); "
         f"max train queries {args.max_train_queries or 'all'}; max docs {args.max_docs or 'all'}; epochs {args.epochs}; "
-        f"batch {args.batch_size}; gold lr {args.lr}" + (f"; ours: `{' '.join(extra)}`" if extra else "") + ".",
+        f"batch {args.batch_size}; gold lr {args.lr}; sessions in a random order (exploration) {args.randomize_share:.0%}" + (f"; ours: `{' '.join(extra)}`" if extra else "") + ".",
         "",
         "| data set | users | popularity | seed | train q | sessions | clicks | base nDCG@10 | ours | gold | ours gain | gold gain | gain_ratio | below base | selection | gate (z) | deployed gain | min |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -363,6 +369,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--sessions-per-query", type=int, default=10, help="sessions per train query of the uniform cells")
     parser.add_argument("--max-train-queries", type=int, default=DEFAULT_MAX_TRAIN_QUERIES,
                         help="subsample train queries (same rule for ours and gold; 0: all)")
+    parser.add_argument("--randomize-share", type=float, default=0.2,
+                        help="share of simulated sessions shown in a random order (the service's exploration; 0: none)")
     parser.add_argument("--max-docs", type=int, default=None, help="corpus cap (judged documents are always kept)")
     parser.add_argument("--max-test-queries", type=int, default=None)
     parser.add_argument("--model", default="all-MiniLM-L6-v2")

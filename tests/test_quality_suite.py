@@ -19,13 +19,13 @@ FAKE_QUALITY = r'''
 import argparse, json
 parser = argparse.ArgumentParser()
 for name in ("--dataset", "--seed", "--click-model", "--popularity", "--sessions-per-query", "--model", "--epochs",
-             "--batch-size", "--lr", "--max-train-queries", "--max-test-queries", "--max-docs", "--ours-lr"):
+             "--batch-size", "--lr", "--max-train-queries", "--max-test-queries", "--max-docs", "--ours-lr", "--randomize-share"):
     parser.add_argument(name)
 parser.add_argument("--skip-gold", action="store_true")
 args = parser.parse_args()
 with open(CALLS, "a") as handle:
     handle.write(json.dumps({"click_model": args.click_model, "popularity": args.popularity, "seed": args.seed,
-                             "skip_gold": args.skip_gold, "ours_lr": args.ours_lr}) + "\n")
+                             "skip_gold": args.skip_gold, "ours_lr": args.ours_lr, "randomize_share": args.randomize_share}) + "\n")
 if args.click_model == "ubm":
     raise SystemExit(3)
 gain = {"pbm": 0.02, "dbn": 0.01, "trust-bias": -0.005, "misleading": 0.03}[args.click_model]
@@ -72,6 +72,7 @@ def test_grid_runs_every_cell_and_gold_once_per_dataset_and_seed(suite, beir, tm
     total = suite.main(args)
     calls = read_calls(suite)
     assert len(calls) == 16 and all(c["ours_lr"] == "3e-5" for c in calls)
+    assert all(c["randomize_share"] == "0.2" for c in calls)  # the simulated service explores by default
     gold_runs = [(c["seed"], c["click_model"], c["popularity"]) for c in calls if not c["skip_gold"]]
     assert gold_runs == [("0", "pbm", "uniform"), ("1", "pbm", "uniform")]  # the first cell of each seed
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
