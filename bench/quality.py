@@ -278,6 +278,7 @@ def train_ours(args: argparse.Namespace, dataset: BeirDataset, test_ids: list[st
           "val_ndcg@10_curve": tracker.values("val_ndcg@10"), "val_own_ndcg@10_curve": tracker.values("val_own_ndcg@10"),
           **({f"val_{name}_ndcg@10_curve": tracker.values(f"val_{name}_ndcg@10") for name in ("shown", "flat")} if args.all_shown_judge else {}),
           **({"val_rand_ndcg@10_curve": tracker.values("val_rand_ndcg@10")} if args.randomize_share else {}),
+          "judged_queries": {metric: len(values[0] or []) for metric, values in outcome.held_out_per_query.items() if metric.endswith("ndcg@10")},
           **({"last_weights": callbacks[0].scores} if callbacks else {}),
           **({"test_ndcg@10_curve": [(step, scores["ndcg@10"]) for step, scores in callbacks[0].curve]} if args.score_each_check else {}),
           "seconds": time.perf_counter() - started})
