@@ -23,7 +23,10 @@ gate passes when all of these hold:
   "strictly better on average";
 - ``m >= min_improvement``: an absolute margin on top.
 
-The judge is :func:`gate_metric`: by default the main metric's own-results twin
+The judge is :func:`gate_metric`. When the held-out sessions include exploration sessions (results
+shown in a random order) for at least 10 queries, it is their figure, ``val_rand_ndcg@10``: the
+one that also chose the kept weights, and the only one whose labels do not carry the start
+model's order (docs/engine.md, "Exploration sessions"). Otherwise it is the main metric's own-results twin
 (``val_own_ndcg@10``, :class:`~finetuning.metrics.held_out.HeldOutRetrievalMetrics` with
 ``own_results_only``), each held-out query ranked against the results its own sessions showed.
 The main metric ranks every held-out query against the pool of all of them — the start model's
