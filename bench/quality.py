@@ -254,8 +254,9 @@ def train_ours(args: argparse.Namespace, dataset: BeirDataset, test_ids: list[st
     started = time.perf_counter()
     ours = load_base(args.model, args.max_seq_length)
     lr = args.ours_lr if args.ours_lr is not None else FineTuningParams().query_lr
-    extra_judges = ([*FineTuningSettings().metric_calculators, *(["retrieval_all_shown", "retrieval_all_shown_flat_prior"] if args.all_shown_judge else []),
-                     *(["retrieval_randomized"] if args.randomize_share else [])] if args.all_shown_judge or args.randomize_share else [])
+    # the default calculators already validate the exploration judge (retrieval_randomized)
+    extra_judges = ([*FineTuningSettings().metric_calculators, "retrieval_all_shown", "retrieval_all_shown_flat_prior"]
+                    if args.all_shown_judge else [])
     params = FineTuningParams(query_lr=lr, items_lr=lr, temperature=args.temperature, negative_downsampling=args.negative_downsampling,
                               **({"false_negative_margin": args.false_negative_margin} if args.false_negative_margin is not None else {}))
     settings = FineTuningSettings(loss_func=args.loss, **({"confidence_calculator": args.confidence} if args.confidence else {}),
