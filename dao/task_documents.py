@@ -263,6 +263,7 @@ class FineTuningResult(BaseModel):
     reindex_task_id: str | None = None
     # what the fine-tuning job reports: see docs/fine_tuning_job.md
     main_metric: str | None = None
+    quality_metric: str | None = None  # the held-out figure that chose the weights (main metric or its twin)
     deployed: bool | None = None
     deploy_reason: str | None = None
     sessions_used: int | None = None

@@ -6,7 +6,8 @@
 Steps: seed everything → build the :class:`EmbeddingsFineTuner` from ``settings`` → fit the
 click model on the training sessions → fill missing ranks → score the untouched model on the
 held-out sessions (``metrics_before``; the figure that chooses is :func:`~finetuning.metrics.held_out.judge_metric`:
-the exploration sessions' twin of ``settings.main_metric`` when the log has enough of them) → train with Lightning (learning rate decaying linearly
+the exploration sessions' twin of ``settings.main_metric`` when the log has enough of them; the
+tracker is told which, ``tracker.save_quality_metric``) → train with Lightning (learning rate decaying linearly
 to zero over the run when ``settings.lr_decay`` is ``"linear"``, validation every
 ``settings.test_each_n_sessions``; attention probabilities recomputed in the backward pass on a
 CPU, or attention dropout off when ``settings.attention_dropout`` is False,
@@ -196,6 +197,7 @@ def fine_tune(
     mode = "max" if settings.higher_is_better else "min"
     metrics_before = tuner.evaluate(test_inputs, batch_size=settings.batch_size)
     main = judge_metric(settings.main_metric, metrics_before)
+    tracker.save_quality_metric(main)
     for name, value in metrics_before.items():
         if not math.isnan(value):
             tracker.save_metric(MetricValue(name, value, step=0))

@@ -319,14 +319,16 @@ def test_exploration_sessions_of_enough_held_out_queries_choose_the_weights(tiny
     train, test = TrainTestSplitter(0.3)(sessions_to_inputs(sessions))
     explored = [item.model_copy(update={"query": f"{item.query} {n % 4}", "randomized": True}) for n, item in enumerate(test)]
     settings = FineTuningSettings(batch_size=2, num_epochs=1, test_each_n_sessions=8)
+    tracker = InMemoryTracker()
     outcome = fine_tune(load_model(tiny_model_dir), train, explored, ItemsSet(items), FineTuningParams(query_lr=1e-3), settings,
-                        InMemoryTracker(), accelerator="cpu", save_model=False)
-    assert outcome.main_metric == "val_rand_ndcg@10"
+                        tracker, accelerator="cpu", save_model=False)
+    assert outcome.main_metric == tracker.quality_metric == "val_rand_ndcg@10"
     before, after = outcome.held_out_per_query["val_rand_ndcg@10"]
     assert len(before) == len(after) == len({item.query for item in explored}) >= 10
     assert outcome.best_quality == pytest.approx(outcome.metrics_after["val_rand_ndcg@10"])
     # the same held-out sessions without the mark: nothing to judge by exploration
+    plain_tracker = InMemoryTracker()
     plain = fine_tune(load_model(tiny_model_dir), train, [item.model_copy(update={"randomized": False}) for item in explored],
-                      ItemsSet(items), FineTuningParams(query_lr=1e-3), settings.model_copy(update={"max_steps": 2}), InMemoryTracker(),
+                      ItemsSet(items), FineTuningParams(query_lr=1e-3), settings.model_copy(update={"max_steps": 2}), plain_tracker,
                       accelerator="cpu", save_model=False)
-    assert plain.main_metric == "val_ndcg@10" and "val_rand_ndcg@10" not in plain.metrics_before
+    assert plain.main_metric == plain_tracker.quality_metric == "val_ndcg@10" and "val_rand_ndcg@10" not in plain.metrics_before

@@ -60,9 +60,12 @@ class TinyTrainer:
     """``train_fn`` of the tests: start model (base dir or the start run's MLflow model), two
     AdamW steps of in-batch InfoNCE, validation metrics, ``save_model``; remembers what it did."""
 
-    def __init__(self, base_dir: Path, fail_on_trial: int | None = None) -> None:
+    def __init__(self, base_dir: Path, fail_on_trial: int | None = None, quality_metric: str | None = None) -> None:
         self.base_dir = base_dir
         self.fail_on_trial = fail_on_trial
+        # a twin figure that chooses instead of the main metric, as fine_tune's exploration judge does:
+        # here the negated margin, so that its best run is not the main metric's best
+        self.quality_metric = quality_metric
         self.calls = 0
         self.runs: dict[str, dict] = {}
 
@@ -93,14 +96,19 @@ class TinyTrainer:
         ndcg = ndcg_at_k(ranked, [{str(i): 1.0} for i in range(len(VALID))], k=10)
         tracker.save_metric(MetricValue("val_ndcg@10", ndcg, SETTINGS.max_steps))
         tracker.save_metric(MetricValue("val_margin", margin, SETTINGS.max_steps))
-        saved = tracker.save_model(model)
+        quality = margin
+        if self.quality_metric:
+            tracker.save_quality_metric(self.quality_metric)
+            quality = -margin
+            tracker.save_metric(MetricValue(self.quality_metric, quality, SETTINGS.max_steps))
+        saved = tracker.save_model(model, quality=quality)
         self.runs[tracker.run_id] = {
             "start": str(start),
             "saved": saved,
             "probe": model.encode_queries(PROBE).numpy(),
             "probe_items": model.encode_items(PROBE).numpy(),
         }
-        return margin
+        return quality
 
 
 def _manager(mlflow_server, line: str) -> ExperimentsManager:
@@ -124,6 +132,28 @@ def _runs(client: MlflowClient, experiment_id: str):
     return client.search_runs([experiment_id], max_results=100)
 
 
+def test_runs_are_ranked_by_the_figure_that_chose_their_weights(mlflow_server, tiny_base):
+    """When training names another held-out figure as its quality (the exploration judge), that figure
+    ranks the trials and is recorded under its own name; the main metric's own best does not decide."""
+    line = f"test-line-{uuid.uuid4().hex[:8]}"
+    twin = "val_rand_margin"
+    result = run_iteration(_manager(mlflow_server, line), TinyTrainer(tiny_base, quality_metric=twin), start_ref="base:tiny",
+                           batch_id="batch-1", settings=SETTINGS, space=SPACE, max_evals=3, seed=7)
+    client = MlflowClient(mlflow_server.url)
+    runs = _runs(client, result.experiment_id)
+    assert len(runs) == 3
+    for run in runs:
+        assert run.data.tags["clicktune.quality_metric"] == twin
+        assert run.data.metrics["quality"] == run.data.metrics["best." + twin] == pytest.approx(-run.data.metrics["val_margin"])
+        assert "best.val_margin" not in run.data.metrics
+    chosen = max(runs, key=lambda r: r.data.metrics["quality"])
+    assert chosen.info.run_id != max(runs, key=lambda r: r.data.metrics["val_margin"]).info.run_id
+    assert result.best_run_id == chosen.info.run_id and result.quality_metric == twin
+    assert result.best_quality == pytest.approx(chosen.data.metrics["quality"])
+    version = client.get_model_version(result.registered_name, result.version)
+    assert version.run_id == chosen.info.run_id and version.tags["clicktune.quality_metric"] == twin
+
+
 def test_first_iteration_searches_logs_and_registers(first_iteration, mlflow_server):
     line, result, trainer = first_iteration["line"], first_iteration["result"], first_iteration["trainer"]
     client = MlflowClient(mlflow_server.url)
@@ -139,7 +169,9 @@ def test_first_iteration_searches_logs_and_registers(first_iteration, mlflow_ser
         params = FineTuningParams.from_mlflow_params(run.data.params)
         assert run.info.run_name == params.id()
         assert run.data.params["settings.main_metric"] == json.dumps("val_margin")
-        assert {"train_loss", "val_margin", "best.val_margin", mlflow_metric_name("val_ndcg@10")} <= set(run.data.metrics)
+        assert {"train_loss", "val_margin", "best.val_margin", "quality", mlflow_metric_name("val_ndcg@10")} <= set(run.data.metrics)
+        # the trainer named no other figure: the main metric (on the chosen run, recorded with the choice)
+        assert run.data.tags.get("clicktune.quality_metric", "val_margin") == "val_margin"
         assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [0, 1]
     assert len({r.info.run_name for r in runs}) == 3
 
@@ -148,7 +180,7 @@ def test_first_iteration_searches_logs_and_registers(first_iteration, mlflow_ser
     assert math.isclose(result.best_quality, best_run.data.metrics["best.val_margin"])
 
     name = registered_model_name(line)
-    assert result.registered_name == name
+    assert result.registered_name == name and result.quality_metric == "val_margin"
     versions = client.search_model_versions(f"name = '{name}'")
     assert len(versions) == 1
     assert client.get_model_version_by_alias(name, "candidate").version == result.version

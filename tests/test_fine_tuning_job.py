@@ -128,6 +128,7 @@ def test_trains_registers_counts_missing_items_and_reports(mongo_db, settings, w
     assert result.trials_trained == 1 and result.trials_skipped == 0 and result.iteration_mode == "continue"
     main = result.main_metric
     assert main == "val_ndcg@10" and set(result.metrics_before) >= {main, "val_loss"}
+    assert result.quality_metric == main  # no exploration sessions in this log: the main metric chose
     # the kept weights beat the start, or sit within the held-out noise of it (then the gate refuses a deploy)
     after, before = result.metrics_after[main], result.metrics_before[main]
     assert after >= before or (result.quality_gate_passed is False and before - after < 0.05), (before, after)

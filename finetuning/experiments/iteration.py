@@ -70,6 +70,8 @@ class IterationResult:
     trials: list[TrialRecord] = field(default_factory=list)
     metrics_before: dict[str, float] = field(default_factory=dict)
     metrics_after: dict[str, float] = field(default_factory=dict)
+    #: the held-out figure ``best_quality`` is: the one that chose the weights (main metric or a twin)
+    quality_metric: str | None = None
 
     @property
     def trained(self) -> int:
@@ -186,4 +188,5 @@ def run_iteration(
         trials=records,
         metrics_before=choice.metrics_before,
         metrics_after=choice.metrics_after,
+        quality_metric=choice.quality_metric or manager.main_metric,
     )

@@ -7,8 +7,9 @@ Layout in MLflow (decided by the experiments layer, one concern per module):
   ``clicktune.start_ref``, ``clicktune.batch_id`` (:mod:`.iterations`);
 - one **run per parameter set**, run name = ``FineTuningParams.id()`` (a stable hash), params =
   ``params.to_mlflow_params()`` plus ``settings.*`` (never secrets); metrics with steps; the run's
-  best main metric is logged at the end as ``best.<main metric>``, which ranks runs; the held-out
-  metrics before/after training as tags (:mod:`.runs`);
+  quality is logged at the end as ``quality``, which ranks runs, and as ``best.<figure>`` under the
+  name of the held-out figure it is (tag ``clicktune.quality_metric``: the main metric, or the twin
+  that chose the weights); the held-out metrics before/after training as tags (:mod:`.runs`);
 - a **model** (portable pyfunc LoggedModel, see :mod:`.model_logging`) only for runs that were the
   best of their iteration when they saved (``save_model(best_only=True)``);
 - ``finish_iteration`` chooses the best run, records the choice on the run and the model version,
@@ -38,6 +39,7 @@ from finetuning.experiments.records import (
     FinishedRun,
     IterationNotStarted,
     IterationOutcome,
+    QUALITY_METRIC,
     ModelChoice,
     NoModelLogged,
     RunNotStarted,
@@ -95,6 +97,7 @@ class ExperimentsManager(IterationsMixin, RunsMixin, RegistryMixin, ExperimentTr
         self._run_params: FineTuningParams | None = None
         self._run_best: float | None = None
         self._run_saved: tuple[float, str] | None = None  # (quality, model_id) saved by this run
+        self._run_quality_metric: str | None = None  # the figure the run's quality is (None: main metric)
 
     def __repr__(self) -> str:  # never show the tracking URI (it may carry credentials)
         return f"ExperimentsManager(model_line={self.model_line!r}, experiment_id={self.experiment_id!r}, run_id={self.run_id!r})"
@@ -110,8 +113,10 @@ class ExperimentsManager(IterationsMixin, RunsMixin, RegistryMixin, ExperimentTr
     def _worst(self) -> float:
         return -math.inf if self.higher_is_better else math.inf
 
-    def _order(self) -> str:
-        return f"metrics.`{self.best_metric_name}` {'DESC' if self.higher_is_better else 'ASC'}"
+    def _order(self) -> list[str]:
+        direction = "DESC" if self.higher_is_better else "ASC"
+        # runs logged before ``quality`` existed rank by ``best.<main metric>``, which held the same value
+        return [f"metrics.`{QUALITY_METRIC}` {direction}", f"metrics.`{self.best_metric_name}` {direction}"]
 
     def _require_iteration(self) -> str:
         if self.experiment_id is None:
@@ -124,7 +129,7 @@ class ExperimentsManager(IterationsMixin, RunsMixin, RegistryMixin, ExperimentTr
         return self.run_id
 
     def _run_quality(self, run: Run) -> float | None:
-        value = run.data.metrics.get(self.best_metric_name)
+        value = run.data.metrics.get(QUALITY_METRIC, run.data.metrics.get(self.best_metric_name))
         return None if value is None or math.isnan(value) else float(value)
 
 

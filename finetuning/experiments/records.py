@@ -29,6 +29,12 @@ TAG_METRICS_AFTER = "clicktune.metrics_after"
 TAG_CHOSEN = "clicktune.chosen"
 TAG_CHOSEN_QUALITY = "clicktune.chosen_quality"
 TAG_MAIN_METRIC = "clicktune.main_metric"
+#: Tag of a trained run (and of the chosen version): the held-out figure its quality is, the one that
+#: chose its weights (``finetuning.metrics.held_out.judge_metric``; the main metric or a twin of it).
+TAG_QUALITY_METRIC = "clicktune.quality_metric"
+#: Metric of a finished run that ranks the runs of an iteration: the run's quality, whatever figure
+#: it is (the tag above names it; ``best.<that figure>`` holds the same value under its own name).
+QUALITY_METRIC = "quality"
 #: Artifact of a trained run: each held-out metric per query, of the start and of the kept weights.
 PER_QUERY_ARTIFACT = "evaluation/held_out_per_query.json"
 
@@ -82,12 +88,15 @@ class ModelChoice:
     quality: float | None
     metrics_before: dict[str, float] = field(default_factory=dict)
     metrics_after: dict[str, float] = field(default_factory=dict)
+    #: the held-out figure ``quality`` is (None: the main metric, as recorded before runs named it)
+    quality_metric: str | None = None
 
     def tags(self, main_metric: str) -> dict[str, str]:
         """The tags that record this choice (on the run and on the model version)."""
         return {
             TAG_CHOSEN: "true",
             TAG_MAIN_METRIC: main_metric,
+            TAG_QUALITY_METRIC: self.quality_metric or main_metric,
             TAG_CHOSEN_QUALITY: "" if self.quality is None else repr(self.quality),
             TAG_METRICS_BEFORE: metrics_json(self.metrics_before),
             TAG_METRICS_AFTER: metrics_json(self.metrics_after),
@@ -98,7 +107,8 @@ class ModelChoice:
         """Read a choice (or a trained run's evaluation) back from its tags."""
         raw = tags.get(TAG_CHOSEN_QUALITY)
         return cls(run_id, float(raw) if raw else quality, metrics_from_json(tags.get(TAG_METRICS_BEFORE)),
-                   metrics_from_json(tags.get(TAG_METRICS_AFTER)))
+                   metrics_from_json(tags.get(TAG_METRICS_AFTER)),
+                   tags.get(TAG_QUALITY_METRIC) or tags.get(TAG_MAIN_METRIC) or None)
 
 
 class IterationOutcome(NamedTuple):

@@ -16,6 +16,7 @@ from finetuning.experiments import naming
 from finetuning.experiments.records import (
     TAG_METRICS_AFTER,
     TAG_METRICS_BEFORE,
+    TAG_QUALITY_METRIC,
     IterationOutcome,
     ModelChoice,
     NoModelLogged,
@@ -52,7 +53,8 @@ class RegistryMixin:
             raise NoModelLogged(f"iteration {self.experiment_id} has no finished run with a model")
         run_id, model_id = best.info.run_id, best.data.tags[naming.TAG_MODEL_ID]
         choice = ModelChoice(run_id, self._run_quality(best), metrics_from_json(best.data.tags.get(TAG_METRICS_BEFORE)),
-                             metrics_from_json(best.data.tags.get(TAG_METRICS_AFTER)))
+                             metrics_from_json(best.data.tags.get(TAG_METRICS_AFTER)),
+                             best.data.tags.get(TAG_QUALITY_METRIC) or self.main_metric)
         choice_tags = choice.tags(self.main_metric)
         for key, value in choice_tags.items():
             self.client.set_tag(run_id, key, value)

@@ -28,9 +28,11 @@ from finetuning.experiments.model_logging import (
 )
 from finetuning.experiments.records import (
     PER_QUERY_ARTIFACT,
+    QUALITY_METRIC,
     SETTINGS_PREFIX,
     TAG_METRICS_AFTER,
     TAG_METRICS_BEFORE,
+    TAG_QUALITY_METRIC,
     FinishedRun,
     filter_literal,
     metrics_json,
@@ -61,7 +63,7 @@ class RunsMixin:
         runs = self.client.search_runs(
             [self._require_iteration()],
             f"tags.`{naming.TAG_PARAMS_ID}` = {filter_literal(params.id())} and attributes.status = 'FINISHED'",
-            order_by=[self._order()],
+            order_by=self._order(),
             max_results=1,
         )
         if not runs:
@@ -74,7 +76,7 @@ class RunsMixin:
 
     def _finished_runs(self: "ExperimentsManager", experiment_id: str, max_results: int = 1000) -> list[Run]:
         return self.client.search_runs([experiment_id], "attributes.status = 'FINISHED'",
-                                       order_by=[self._order()], max_results=max_results)
+                                       order_by=self._order(), max_results=max_results)
 
     def _best_finished_run_with_model(self: "ExperimentsManager") -> Run | None:
         for run in self._finished_runs(self._require_iteration()):
@@ -122,6 +124,7 @@ class RunsMixin:
         run = self.client.create_run(experiment_id, run_name=provenance.run_name(context, trial, params.id()), tags=tags)
         self.run_id = run.info.run_id
         self._run_params, self._run_best, self._run_saved, self._run_settings = params, None, None, settings
+        self._run_quality_metric = None
         logged = dict(params.to_mlflow_params())
         if settings is not None:
             logged.update({SETTINGS_PREFIX + k: v for k, v in settings.to_mlflow_params().items()})
@@ -194,6 +197,12 @@ class RunsMixin:
                 return None
         return per_query_from_payload(payload, metric or self.main_metric)
 
+    def save_quality_metric(self: "ExperimentsManager", name: str) -> None:
+        """Name the held-out figure this run's quality is (tag ``clicktune.quality_metric``); :meth:`finish_run`
+        logs the quality as ``best.<name>`` beside ``quality``."""
+        self.client.set_tag(self._require_run(), TAG_QUALITY_METRIC, name)
+        self._run_quality_metric = name
+
     def get_quality(self: "ExperimentsManager") -> float:
         """The current run's best main metric so far (the worst possible value if none yet)."""
         self._require_run()
@@ -249,9 +258,10 @@ class RunsMixin:
     def finish_run(self: "ExperimentsManager", status: str = "FINISHED", quality: float | None = None) -> None:
         """Close the current run with ``status`` (FINISHED/FAILED/KILLED).
 
-        ``best.<main metric>`` is logged from ``quality`` (e.g. what the trial returned) or the
-        best ``save_metric`` value; a FINISHED run without either gets the worst value, so it
-        ranks last instead of vanishing from the ranking.
+        The run's quality — ``quality`` (e.g. what the trial returned) or the best ``save_metric`` value
+        of the main metric — is logged as ``quality``, which ranks runs, and as ``best.<figure>``
+        (:meth:`save_quality_metric`, default the main metric); a FINISHED run without either gets the
+        worst value, so it ranks last instead of vanishing from the ranking.
         """
         run_id = self._require_run()
         RunStatus.from_string(status)  # raises for an unknown status
@@ -259,15 +269,17 @@ class RunsMixin:
         if value is None and status == "FINISHED":
             value = self._worst()
         if value is not None:
-            finite = value if math.isfinite(value) else (-1e30 if value < 0 else 1e30)
-            self.client.log_metric(run_id, self.best_metric_name, float(finite))
+            finite = float(value if math.isfinite(value) else (-1e30 if value < 0 else 1e30))
+            named = "best." + mlflow_metric_name(self._run_quality_metric or self.main_metric)
+            now = int(time.time() * 1000)
+            self.client.log_batch(run_id, metrics=[Metric(QUALITY_METRIC, finite, now, 0), Metric(named, finite, now, 0)])
         self.client.set_terminated(run_id, status)
         self.abandon_run()
 
     def abandon_run(self: "ExperimentsManager") -> None:
         """Forget the current run locally without contacting MLflow (when closing it failed)."""
         self.run_id, self._run_params, self._run_best, self._run_saved = None, None, None, None
-        self._run_settings = None
+        self._run_settings, self._run_quality_metric = None, None
 
     # --- reading runs and models --------------------------------------------------------
     def get_run_params(self: "ExperimentsManager", run_id: str) -> FineTuningParams:

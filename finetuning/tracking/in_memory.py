@@ -20,6 +20,10 @@ class InMemoryTracker(ExperimentTracker):
         self.params: dict[str, object] = {}
         self.saved_models: list[dict] = []
         self._saved_quality: float | None = None
+        self.quality_metric: str | None = None
+
+    def save_quality_metric(self, name: str) -> None:
+        self.quality_metric = name
 
     def save_metric(self, metric: MetricValue) -> None:
         self.metrics.append(metric)

@@ -61,6 +61,11 @@ class ExperimentTracker(ABC):
         queries, same order; where the quality gate reads them). Trackers that do not choose models
         may ignore it."""
 
+    def save_quality_metric(self, name: str) -> None:
+        """Name the held-out figure the run's quality is: the one that chose its weights
+        (:func:`finetuning.metrics.held_out.judge_metric`), ``main_metric`` or a twin of it. Trackers
+        that rank runs record it beside the quality; others may ignore it."""
+
     @abstractmethod
     def get_quality(self) -> float:
         """The current run's main metric (its best value over the run)."""

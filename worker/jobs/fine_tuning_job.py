@@ -173,6 +173,7 @@ def run(ctx: TaskContext) -> dict:
                 metrics_after=after,
                 reindex_task_id=reindex_task_id,
                 main_metric=main,
+                quality_metric=iteration.quality_metric,
                 deployed=deployed,
                 deploy_reason=reason,
                 sessions_used=len(inputs),
