@@ -233,7 +233,8 @@ def cell_record(cell: Cell, stages: dict[str, dict], gold: dict | None, minutes:
         # what the service would serve: the trained model only when its quality gate passes
         deployed = ours if ours_stage["gate_passed"] else base
         record.update({"gate_passed": ours_stage["gate_passed"], "gate_z": ours_stage.get("gate_z"),
-                       "gate_queries": ours_stage.get("gate_queries"), "deployed_ndcg@10": deployed,
+                       "gate_queries": ours_stage.get("gate_queries"), "judge": ours_stage.get("gate_metric"),
+                       "deployed_ndcg@10": deployed,
                        "deployed_gain": deployed - base, "deployed_below_base": deployed < base})
     if gold is not None:
         add_gold(record, gold)
@@ -296,6 +297,7 @@ def _deployed_summary(done: list[dict]) -> dict:
         return {}
     ratios = [r["deployed_gain_ratio"] for r in gated if r.get("deployed_gain_ratio") is not None]
     return {"deployed_cells": len(gated), "deployed_passed": sum(bool(r["gate_passed"]) for r in gated),
+            "judged_by_exploration": sum(_judge(r) == "rand" for r in gated),
             "deployed_below_base": sum(bool(r["deployed_below_base"]) for r in gated),
             "deployed_median_gain_ratio": statistics.median(ratios) if ratios else None,
             "deployed_mean_gain": statistics.fmean(r["deployed_gain"] for r in gated)}
@@ -312,11 +314,20 @@ def _ratio(record: dict) -> str:
     return _fmt(record.get("gain_ratio"), ".2f")
 
 
+def _judge(record: dict) -> str:
+    """The held-out figure that chose and judged, in short: ``rand`` (exploration sessions), ``own``
+    (each query's own shown results), ``shared`` (the shared pool); empty when not recorded."""
+    metric = record.get("judge") or ""
+    return next((short for prefix, short in (("val_rand_", "rand"), ("val_own_", "own"), ("val_", "shared"))
+                 if metric.startswith(prefix)), metric)
+
+
 def _gate(record: dict) -> str:
     if "gate_passed" not in record:
         return "–"
     z = record.get("gate_z")
-    return f"{'deploy' if record['gate_passed'] else 'keep start'} ({'∞' if z is None else format(z, '.1f')})"
+    judge = f"; {_judge(record)}, {record.get('gate_queries')} q" if record.get("judge") else ""
+    return f"{'deploy' if record['gate_passed'] else 'keep start'} ({'∞' if z is None else format(z, '.1f')}{judge})"
 
 
 def markdown(records: list[dict], total: dict | None, args: argparse.Namespace, extra: list[str]) -> str:
@@ -328,7 +339,7 @@ def markdown(records: list[dict], total: dict | None, args: argparse.Namespace, 
         f"max train queries {args.max_train_queries or 'all'}; max docs {args.max_docs or 'all'}; epochs {args.epochs}; "
         f"batch {args.batch_size}; gold lr {args.lr}; sessions in a random order (exploration) {args.randomize_share:.0%}" + (f"; ours: `{' '.join(extra)}`" if extra else "") + ".",
         "",
-        "| data set | users | popularity | seed | train q | sessions | clicks | base nDCG@10 | ours | gold | ours gain | gold gain | gain_ratio | below base | selection | gate (z) | deployed gain | min |",
+        "| data set | users | popularity | seed | train q | sessions | clicks | base nDCG@10 | ours | gold | ours gain | gold gain | gain_ratio | below base | selection | gate (z; judge, queries) | deployed gain | min |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
@@ -350,7 +361,8 @@ def markdown(records: list[dict], total: dict | None, args: argparse.Namespace, 
                   f"ours ≥ gold in {total.get('ours_above_gold', 0)}."]
         if total.get("deployed_cells"):
             lines.append(f"Deployed (the quality gate applied): gate passed in {total['deployed_passed']} of "
-                         f"{total['deployed_cells']} cells, below base {total['deployed_below_base']}, mean gain "
+                         f"{total['deployed_cells']} cells (judged by exploration sessions in {total.get('judged_by_exploration', 0)}), "
+                         f"below base {total['deployed_below_base']}, mean gain "
                          f"{total['deployed_mean_gain']:+.4f}, median gain_ratio {_fmt(total['deployed_median_gain_ratio'], '.2f')}.")
     return "\n".join(lines) + "\n"
 
