@@ -34,6 +34,10 @@ def print_summary(console: Console, db, result: dict[str, Any], before: dict[str
                 table.add_row(f"test queries · {name} of the candidate the gate kept out", f"{before[name]:.4f}",
                               f"{candidate[name]:.4f}", f"{candidate[name] - before[name]:+.4f}")
     console.print(table)
+    if result.get("quality_metric"):
+        judge = result["quality_metric"]
+        console.print(f"weights chosen by held-out [bold]{judge}[/]"
+                      + (" (exploration sessions: results shown in a random order)" if judge.startswith("val_rand_") else ""))
     pointer = BluePointers(db).get()
     if pointer is not None:
         console.print(f"blue: collection [bold]{pointer.collection}[/] · model {pointer.model_ref}"
