@@ -159,11 +159,12 @@ def run(ctx: TaskContext) -> dict:
             # 9. report: the version's description and model card, the PNG
             ctx.stage("reporting", 1.0)
             _record_decision(manager, iteration, gate)
-            report = _report(manager, iteration, main, before, after, task.id, gate)
+            chose = iteration.quality_metric or main  # the held-out figure that chose the weights
+            report = _report(manager, iteration, chose, before, after, task.id, gate)
 
             # 10. deploy as blue through a reindex task
             deployed, reason, reindex_task_id = _deploy(ctx, gate, start_ref, iteration.best_run_id)
-            ctx.progress("finished", 1.0, best_metric=after.get(main))
+            ctx.progress("finished", 1.0, best_metric=after.get(chose))
             result = FineTuningResult(
                 best_run_id=iteration.best_run_id,
                 best_model_uri=iteration.model_uri,
