@@ -75,3 +75,22 @@ def test_probe_can_ask_for_postgresql_and_mlflow_work(cli_env, clicktune_client)
     assert (task.pg_table, task.mlflow_experiment) == ("public.items", "probes")
     plain = clicktune_client.status(invoke("probe", "--seconds", "0").output.strip())
     assert (plain.pg_table, plain.mlflow_experiment) == (None, None)
+
+
+def test_a_fine_tuning_result_shows_the_figure_that_chose_the_weights_first():
+    """A pure formatting test (no service): the exploration figure that chose leads, the main metric follows."""
+    from datetime import datetime, timezone
+
+    from dao.task_documents import TaskDocument
+    from worker.cli.tasks_cli import _result_lines
+
+    now = datetime.now(timezone.utc)
+    names = ["val_loss", "val_mrr@10", "val_ndcg@10", "val_own_mrr@10", "val_own_ndcg@10", "val_own_recall@10",
+             "val_rand_mrr@10", "val_rand_recall@10", "val_rand_ndcg@10", "val_recall@10"]
+    task = TaskDocument(_id="t1", kind="fine_tuning", created_at=now, updated_at=now, result={
+        "main_metric": "val_ndcg@10", "quality_metric": "val_rand_ndcg@10",
+        "metrics_before": {name: 0.5 for name in names}, "metrics_after": {name: 0.6 for name in names}})
+    lines = _result_lines(task)
+    assert lines[0].strip() == "val_rand_ndcg@10 (chose the weights): 0.5000 → 0.6000 (+0.1000)"
+    assert lines[1].strip().startswith("val_ndcg@10 (main): ")
+    assert len(lines) == 8 and not any("quality_metric" in line for line in lines)

@@ -86,13 +86,15 @@ def _result_lines(task: TaskDocument) -> list[str]:
         lines.append(f"  reindex task: {result['reindex_task_id']}")
     before, after = result.get("metrics_before") or {}, result.get("metrics_after") or {}
     main = result.get("main_metric")
-    names = sorted(set(before) | set(after), key=lambda name: (name != main, name))
+    chose = result.get("quality_metric") or main  # the figure that chose the weights: main or its exploration twin
+    names = sorted(set(before) | set(after), key=lambda name: (name != chose, name != main, name))
     for name in names[:8]:
         old, new = before.get(name), after.get(name)
         change = f" ({new - old:+.4f})" if isinstance(old, (int, float)) and isinstance(new, (int, float)) else ""
-        lines.append(f"  {name}{' (main)' if name == main else ''}: {_number(old)} → {_number(new)}{change}")
+        label = " (main)" if name == main else " (chose the weights)" if name == chose else ""
+        lines.append(f"  {name}{label}: {_number(old)} → {_number(new)}{change}")
     shown = {"registered_model_name", "registered_model_version", "best_run_id", "deployed", "deploy_reason",
-             "reindex_task_id", "metrics_before", "metrics_after", "main_metric"}
+             "reindex_task_id", "metrics_before", "metrics_after", "main_metric", "quality_metric"}
     if not lines:  # another kind: its result fields as they are
         lines = [f"  {key}: {escape(str(value))[:120]}" for key, value in result.items() if key not in shown][:12]
     return lines
