@@ -221,16 +221,29 @@ def deploy_decision(outcome) -> dict:
             **other("own_pool", "val_own_ndcg@10")}
 
 
+def per_query_curve(outcome, checks: list[tuple[int, dict[str, list[float]]]]) -> dict[str, list]:
+    """Each held-out nDCG@10 judge per held-out query at the start (step 0) and at every check:
+    metric → [[step, values], …], the same queries in the same order at every step."""
+    curves: dict[str, list] = {}
+    for metric, (before, _) in outcome.held_out_per_query.items():
+        if metric.endswith("ndcg@10") and before:
+            steps = [[step, values[metric]] for step, values in checks if len(values.get(metric, ())) == len(before)]
+            curves[metric] = [[0, list(before)], *steps]
+    return curves
+
+
 class LastWeightsScorer(pl.Callback):
     """Diagnostic: scores the weights as training left them (before the best-weights keeper
-    restores) and, with ``each_check``, after every validation too (``curve``: (step, scores)).
-    Test queries are only scored here, never used to choose anything."""
+    restores) and, with ``each_check``, after every validation too (``curve``: (step, scores)), beside
+    each held-out nDCG@10 judge per held-out query at that check (``per_query``: (step, metric →
+    values), for ``bench/judge_floor.py``). Test queries are only scored here, never used to choose anything."""
 
     def __init__(self, score, each_check: bool = False) -> None:
         self.score = score
         self.each_check = each_check
         self.scores: dict[str, float] = {}
         self.curve: list[tuple[int, dict[str, float]]] = []
+        self.per_query: list[tuple[int, dict[str, list[float]]]] = []
 
     def _score(self, pl_module) -> dict[str, float]:
         was_training = pl_module.training
@@ -242,7 +255,10 @@ class LastWeightsScorer(pl.Callback):
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if self.each_check and not trainer.sanity_checking:
-            self.curve.append((getattr(pl_module, "optimizer_steps", trainer.global_step), self._score(pl_module)))
+            step = getattr(pl_module, "optimizer_steps", trainer.global_step)
+            self.curve.append((step, self._score(pl_module)))
+            self.per_query.append((step, {metric: list(values) for metric, values in
+                                          getattr(pl_module, "last_validation_per_query", {}).items() if metric.endswith("ndcg@10")}))
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.scores = self._score(pl_module)
@@ -281,7 +297,8 @@ def train_ours(args: argparse.Namespace, dataset: BeirDataset, test_ids: list[st
           **({"val_rand_ndcg@10_curve": tracker.values("val_rand_ndcg@10")} if args.randomize_share else {}),
           "judged_queries": {metric: len(values[0] or []) for metric, values in outcome.held_out_per_query.items() if metric.endswith("ndcg@10")},
           **({"last_weights": callbacks[0].scores} if callbacks else {}),
-          **({"test_ndcg@10_curve": [(step, scores["ndcg@10"]) for step, scores in callbacks[0].curve]} if args.score_each_check else {}),
+          **({"test_ndcg@10_curve": [(step, scores["ndcg@10"]) for step, scores in callbacks[0].curve],
+              "per_query_curve": per_query_curve(outcome, callbacks[0].per_query)} if args.score_each_check else {}),
           "seconds": time.perf_counter() - started})
     return ours_metrics
 
@@ -331,7 +348,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="also validate with every shown result graded by its posterior, with the prior by rank (retrieval_all_shown: "
                         "val_shown_ndcg@10_curve) and the overall prior (retrieval_all_shown_flat_prior: val_flat_ndcg@10_curve)")
     parser.add_argument("--score-each-check", action="store_true",
-                        help="also score the weights on the test queries after every validation (test_ndcg@10_curve; a diagnostic of "
+                        help="also score the weights on the test queries after every validation (test_ndcg@10_curve, and each judge per held-out "
+                        "query at every check, per_query_curve, which bench/judge_floor.py reads; a diagnostic of "
                         "the held-out judges: one corpus encoding a validation, never used to choose)")
     parser.add_argument("--precision", default=None, help="our training's Lightning precision, e.g. bf16-mixed (default: the engine's)")
     parser.add_argument("--attention-dropout", default=None, choices=["on", "off"], help="our training's attention dropout (default: the engine's)")

@@ -1,0 +1,120 @@
+"""How many judged held-out queries a judge needs before its choice of weights can be trusted.
+
+    python bench/quality.py --dataset DIR --score-each-check --randomize-share 0.2 … > run.jsonl
+    python bench/judge_floor.py run.jsonl [more.jsonl …] [--sizes 10 15 20 30] [--draws 2000]
+
+Reads ``bench/quality.py --score-each-check`` logs: the test nDCG@10 of the weights at every
+validation (``test_ndcg@10_curve``, a diagnostic) and each held-out judge per held-out query at
+the start and at every validation (``per_query_curve``). For each judge and each size ``n`` it
+draws ``n`` of the judge's held-out queries (without replacement, ``--draws`` times; the judge's
+own count once) and replays on them what the service does with its figures:
+
+- **the keeper** (:class:`finetuning.callbacks.KeepBestWeights`, the engine's default
+  ``keep_start_beyond_se``): the first best-scoring validated checkpoint, unless it scores below the
+  start by more than that many paired standard errors; then the start;
+- **the gate** (``worker/jobs/fine_tuning/quality_gate.py``'s defaults): deploy the kept weights
+  when there are at least 10 queries and the paired gain is above 1.645 standard errors.
+
+The test curve then says what each choice was worth: ``kept_gain`` (mean test nDCG@10 gain of the
+kept weights over the base model), ``kept_below_base`` (share of draws that kept weights below
+it), ``deployed_gain`` (the gate applied: 0 when it keeps the start) and ``deploy_rate``. Beside them
+``last_gain`` (the last checkpoint) and ``best_gain`` (the best checkpoint on test, which no judge
+may know). One JSON line per log × judge × size. Subsampling queries isolates the judge's noise:
+the weights are those trained on the whole log. Test queries never choose anything here either:
+they only score choices made from held-out figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+KEEP_START_BEYOND_SE = 1.0  # FineTuningSettings.keep_start_beyond_se
+GATE_Z, MIN_GATE_QUERIES = 1.645, 10  # FineTuningOptions' gate defaults
+
+
+def read_run(path: Path) -> dict:
+    """The ``base`` and ``ours`` stages of a ``bench/quality.py`` log."""
+    stages = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("stage") in ("base", "ours", "simulation"):
+            stages[record["stage"]] = record
+    if "per_query_curve" not in stages.get("ours", {}):
+        raise SystemExit(f"{path}: no per_query_curve (run bench/quality.py with --score-each-check)")
+    return stages
+
+
+def _paired(after: np.ndarray, before: np.ndarray) -> tuple[float, float]:
+    diffs = after - before
+    if len(diffs) < 2:
+        return float(diffs.mean()), math.inf
+    return float(diffs.mean()), float(diffs.std(ddof=1) / math.sqrt(len(diffs)))
+
+
+def replay(values: np.ndarray, test: np.ndarray, base: float) -> tuple[float, float]:
+    """(kept weights' test figure, deployed test figure) for one draw. ``values``: queries × checks
+    (column 0 the start); ``test``: the test figure at each check (``test[0]`` = ``base``)."""
+    means = values.mean(axis=0)
+    candidate = 1 + int(np.argmax(means[1:]))  # the first best trained checkpoint, as the keeper takes it
+    kept = candidate
+    if means[candidate] <= means[0]:
+        mean, se = _paired(values[:, candidate], values[:, 0])
+        if not mean >= -KEEP_START_BEYOND_SE * se:
+            kept = 0
+    if kept == 0:
+        return base, base
+    mean, se = _paired(values[:, kept], values[:, 0])
+    passed = len(values) >= MIN_GATE_QUERIES and se > 0 and mean / se > GATE_Z
+    return float(test[kept]), float(test[kept]) if passed else base
+
+
+def judge_rows(stages: dict, sizes: list[int], draws: int, seed: int) -> list[dict]:
+    ours, base = stages["ours"], float(stages["base"]["ndcg@10"])
+    test_by_step = {int(step): float(value) for step, value in ours["test_ndcg@10_curve"]}
+    test_by_step[0] = base
+    rows = []
+    for metric, curve in sorted(ours["per_query_curve"].items()):
+        steps = [int(step) for step, _ in curve if int(step) in test_by_step]
+        values = np.array([values for step, values in curve if int(step) in test_by_step], dtype=float).T
+        test = np.array([test_by_step[step] for step in steps])
+        queries = values.shape[0]
+        rng = np.random.default_rng(seed)
+        for size in [s for s in sizes if s < queries] + [queries]:
+            picks = [np.arange(queries)] if size == queries else [rng.choice(queries, size, replace=False) for _ in range(draws)]
+            outcomes = np.array([replay(values[pick], test, base) for pick in picks])
+            rows.append({
+                "stage": "judge_floor", "metric": metric, "queries": size, "of": queries, "draws": len(picks),
+                "kept_gain": float(outcomes[:, 0].mean() - base), "kept_below_base": float((outcomes[:, 0] < base).mean()),
+                "deployed_gain": float(outcomes[:, 1].mean() - base), "deploy_rate": float((outcomes[:, 1] != base).mean()),
+                "last_gain": float(test[-1] - base), "best_gain": float(test.max() - base), "checks": steps,
+            })
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("logs", nargs="+", type=Path, help="bench/quality.py --score-each-check outputs")
+    parser.add_argument("--sizes", nargs="+", type=int, default=[10, 15, 20, 30, 45])
+    parser.add_argument("--draws", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    rows = []
+    for path in args.logs:
+        for row in judge_rows(read_run(path), args.sizes, args.draws, args.seed):
+            row = {"log": path.name, **row}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
