@@ -91,12 +91,13 @@ def judge_rows(stages: dict, sizes: list[int], draws: int, seed: int) -> list[di
         for size in [s for s in sizes if s < queries] + [queries]:
             picks = [np.arange(queries)] if size == queries else [rng.choice(queries, size, replace=False) for _ in range(draws)]
             outcomes = np.array([replay(values[pick], test, base) for pick in picks])
-            rows.append({
-                "stage": "judge_floor", "metric": metric, "queries": size, "of": queries, "draws": len(picks),
-                "kept_gain": float(outcomes[:, 0].mean() - base), "kept_below_base": float((outcomes[:, 0] < base).mean()),
-                "deployed_gain": float(outcomes[:, 1].mean() - base), "deploy_rate": float((outcomes[:, 1] != base).mean()),
-                "last_gain": float(test[-1] - base), "best_gain": float(test.max() - base), "checks": steps,
-            })
+            figures = {
+                "kept_gain": outcomes[:, 0].mean() - base, "kept_below_base": (outcomes[:, 0] < base).mean(),
+                "deployed_gain": outcomes[:, 1].mean() - base, "deploy_rate": (outcomes[:, 1] != base).mean(),
+                "last_gain": test[-1] - base, "best_gain": test.max() - base,
+            }
+            rows.append({"stage": "judge_floor", "metric": metric, "queries": size, "of": queries, "draws": len(picks),
+                         **{name: round(float(value), 6) for name, value in figures.items()}, "checks": steps})
     return rows
 
 
