@@ -392,6 +392,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--lr", type=float, default=2e-5, help="learning rate of the gold-pairs baseline")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown table (cell JSON lines beside it, .jsonl)")
     parser.add_argument("--resume", action="store_true", help="skip cells already in the .jsonl with the same options")
+    parser.add_argument("--no-gold", action="store_true",
+                        help="train no gold-pairs baseline: a cached one is still used, other cells get no gain_ratio "
+                        "until a later run without --no-gold computes it (--resume then adds it to them)")
     parser.add_argument("--plan", action="store_true", help="print the grid and its estimated cost, run nothing")
     parser.add_argument("--cell-timeout-minutes", type=float, default=None)
     args, extra = parser.parse_known_args(argv)
@@ -454,7 +457,7 @@ def main(argv: list[str] | None = None) -> dict:
         key = cell_key(cell, args, extra)
         gold_file = gold_dir / f"{cell.dataset.name}-{gold_key(cell.dataset, cell.seed, args)}.json"
         gold = json.loads(gold_file.read_text()) if gold_file.exists() else None
-        if key in previous and gold is not None:
+        if key in previous and (gold is not None or args.no_gold):
             record = previous[key]
             logged = stages_from_log(logs / f"{cell.label}.log")
             if "ours" in logged:  # re-read, so that a resumed table has today's columns
@@ -462,10 +465,11 @@ def main(argv: list[str] | None = None) -> dict:
                           **({"gold_mismatch": True} if record.get("gold_mismatch") else {})}
             log(f"[{number}/{len(cells)}] {cell.label}: from {jsonl}")
         else:
-            log(f"[{number}/{len(cells)}] {cell.label}" + ("" if gold else " (with the gold baseline)"))
+            skip_gold = gold is not None or args.no_gold
+            log(f"[{number}/{len(cells)}] {cell.label}" + ("" if skip_gold else " (with the gold baseline)"))
             cell_started = time.perf_counter()
             timeout = args.cell_timeout_minutes * 60 if args.cell_timeout_minutes else None
-            stages = run_quality(quality_command(cell, args, extra, skip_gold=gold is not None), logs / f"{cell.label}.log", timeout)
+            stages = run_quality(quality_command(cell, args, extra, skip_gold=skip_gold), logs / f"{cell.label}.log", timeout)
             if gold is None and "gold" in stages and "base" in stages:
                 gold = {**stages["gold"], "base": {k: stages["base"].get(k) for k in GOLD_CHECKED}}
                 gold_file.write_text(json.dumps(gold, default=float), encoding="utf-8")

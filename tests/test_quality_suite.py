@@ -116,6 +116,21 @@ def test_grid_runs_every_cell_and_gold_once_per_dataset_and_seed(suite, beir, tm
     assert json.loads(capsys.readouterr().out.splitlines()[0])["gold_mismatch"] is True
 
 
+def test_no_gold_runs_no_gold_baseline_and_a_later_run_adds_it(suite, beir, tmp_path):
+    out = tmp_path / "s.md"
+    first = ["--datasets", str(beir), "--click-models", "pbm", "--popularity", "uniform", "zipf", "--out", str(out)]
+    total = suite.main([*first, "--no-gold"])
+    assert [c["skip_gold"] for c in read_calls(suite)] == [True, True] and total["median_gain_ratio"] is None
+    suite.calls.unlink()
+    suite.main([*first, "--no-gold", "--resume"])  # nothing to run again
+    assert not suite.calls.exists()
+    total = suite.main([*first[:-2], "--popularity", "uniform", "--out", str(tmp_path / "gold.md")])  # computes gold
+    assert [c["skip_gold"] for c in read_calls(suite)] == [False]
+    suite.calls.unlink()
+    total = suite.main([*first, "--resume"])
+    assert not suite.calls.exists() and total["median_gain_ratio"] == pytest.approx(1.0)  # (0.52 - 0.5) / 0.02
+
+
 def test_a_failing_cell_is_reported_not_fatal(suite, beir, tmp_path, capsys):
     total = suite.main(["--datasets", str(beir), "--click-models", "ubm", "pbm", "--popularity", "zipf", "--out", str(tmp_path / "s.md")])
     assert total["failed"] == 1 and total["cells"] == 2 and total["median_gain_ratio"] == pytest.approx(1.0)
