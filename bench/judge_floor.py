@@ -34,8 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-KEEP_START_BEYOND_SE = 1.0  # FineTuningSettings.keep_start_beyond_se
-GATE_Z, MIN_GATE_QUERIES = 1.645, 10  # FineTuningOptions' gate defaults
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from finetuning.params import FineTuningSettings  # noqa: E402
+from worker.jobs.fine_tuning.quality_gate import GATE_Z, MIN_GATE_QUERIES  # noqa: E402  (the gate's defaults)
+
+KEEP_START_BEYOND_SE = FineTuningSettings().keep_start_beyond_se
 
 
 def read_run(path: Path) -> dict:
