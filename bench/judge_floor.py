@@ -9,11 +9,13 @@ the start and at every validation (``per_query_curve``). For each judge and each
 draws ``n`` of the judge's held-out queries (without replacement, ``--draws`` times; the judge's
 own count once) and replays on them what the service does with its figures:
 
-- **the keeper** (:class:`finetuning.callbacks.KeepBestWeights`, the engine's default
-  ``keep_start_beyond_se``): the first best-scoring validated checkpoint, unless it scores below the
-  start by more than that many paired standard errors; then the start;
+- **the keeper** (:class:`finetuning.callbacks.KeepBestWeights`, the engine's defaults
+  ``keep_candidate_z`` and ``keep_min_queries``, or ``--keep-z``): the first best-scoring validated
+  checkpoint when it beats the start beyond the noise on at least that many queries (the paired
+  test of :mod:`finetuning.metrics.paired`); else the start. ``--keep-z -1`` replays the earlier
+  rule (the checkpoint unless worse beyond one standard error);
 - **the gate** (``worker/jobs/fine_tuning/quality_gate.py``'s defaults): deploy the kept weights
-  when there are at least 10 queries and the paired gain is above 1.645 standard errors.
+  when there are at least 10 queries and the same paired test passes at ``gate_z`` 1.645.
 
 The test curve then says what each choice was worth: ``kept_gain`` (mean test nDCG@10 gain of the
 kept weights over the base model), ``kept_below_base`` (share of draws that kept weights below
@@ -36,10 +38,12 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from finetuning.metrics.paired import paired_difference  # noqa: E402
 from finetuning.params import FineTuningSettings  # noqa: E402
 from worker.jobs.fine_tuning.quality_gate import GATE_Z, MIN_GATE_QUERIES  # noqa: E402  (the gate's defaults)
 
-KEEP_START_BEYOND_SE = FineTuningSettings().keep_start_beyond_se
+KEEP_Z = FineTuningSettings().keep_candidate_z
+KEEP_MIN_QUERIES = FineTuningSettings().keep_min_queries
 
 
 def read_run(path: Path) -> dict:
@@ -57,31 +61,23 @@ def read_run(path: Path) -> dict:
     return stages
 
 
-def _paired(after: np.ndarray, before: np.ndarray) -> tuple[float, float]:
-    diffs = after - before
-    if len(diffs) < 2:
-        return float(diffs.mean()), math.inf
-    return float(diffs.mean()), float(diffs.std(ddof=1) / math.sqrt(len(diffs)))
+def _proven(values: np.ndarray, checkpoint: int, z: float, min_queries: int) -> bool:
+    test = paired_difference(values[:, 0].tolist(), values[:, checkpoint].tolist())
+    return test.n >= min_queries and test.beyond(z)
 
 
-def replay(values: np.ndarray, test: np.ndarray, base: float) -> tuple[float, float]:
+def replay(values: np.ndarray, test: np.ndarray, base: float, keep_z: float = KEEP_Z) -> tuple[float, float]:
     """(kept weights' test figure, deployed test figure) for one draw. ``values``: queries × checks
     (column 0 the start); ``test``: the test figure at each check (``test[0]`` = ``base``)."""
     means = values.mean(axis=0)
     candidate = 1 + int(np.argmax(means[1:]))  # the first best trained checkpoint, as the keeper takes it
-    kept = candidate
-    if means[candidate] <= means[0]:
-        mean, se = _paired(values[:, candidate], values[:, 0])
-        if not mean >= -KEEP_START_BEYOND_SE * se:
-            kept = 0
+    kept = candidate if _proven(values, candidate, keep_z, KEEP_MIN_QUERIES) else 0
     if kept == 0:
         return base, base
-    mean, se = _paired(values[:, kept], values[:, 0])
-    passed = len(values) >= MIN_GATE_QUERIES and se > 0 and mean / se > GATE_Z
-    return float(test[kept]), float(test[kept]) if passed else base
+    return float(test[kept]), float(test[kept]) if _proven(values, kept, GATE_Z, MIN_GATE_QUERIES) else base
 
 
-def judge_rows(stages: dict, sizes: list[int], draws: int, seed: int) -> list[dict]:
+def judge_rows(stages: dict, sizes: list[int], draws: int, seed: int, keep_z: float = KEEP_Z) -> list[dict]:
     ours, base = stages["ours"], float(stages["base"]["ndcg@10"])
     test_by_step = {int(step): float(value) for step, value in ours["test_ndcg@10_curve"]}
     test_by_step[0] = base
@@ -94,13 +90,13 @@ def judge_rows(stages: dict, sizes: list[int], draws: int, seed: int) -> list[di
         rng = np.random.default_rng(seed)
         for size in [s for s in sizes if s < queries] + [queries]:
             picks = [np.arange(queries)] if size == queries else [rng.choice(queries, size, replace=False) for _ in range(draws)]
-            outcomes = np.array([replay(values[pick], test, base) for pick in picks])
+            outcomes = np.array([replay(values[pick], test, base, keep_z) for pick in picks])
             figures = {
                 "kept_gain": outcomes[:, 0].mean() - base, "kept_below_base": (outcomes[:, 0] < base).mean(),
                 "deployed_gain": outcomes[:, 1].mean() - base, "deploy_rate": (outcomes[:, 1] != base).mean(),
                 "last_gain": test[-1] - base, "best_gain": test.max() - base,
             }
-            rows.append({"stage": "judge_floor", "metric": metric, "queries": size, "of": queries, "draws": len(picks),
+            rows.append({"stage": "judge_floor", "metric": metric, "keep_z": keep_z, "queries": size, "of": queries, "draws": len(picks),
                          **{name: round(float(value), 6) for name, value in figures.items()}, "checks": steps})
     return rows
 
@@ -111,10 +107,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--sizes", nargs="+", type=int, default=[10, 15, 20, 30, 45])
     parser.add_argument("--draws", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep-z", type=float, default=KEEP_Z,
+                        help="the keeper's level (default: the engine's keep_candidate_z; -1: kept unless worse beyond 1 SE)")
     args = parser.parse_args(argv)
     rows = []
     for path in args.logs:
-        for row in judge_rows(read_run(path), args.sizes, args.draws, args.seed):
+        for row in judge_rows(read_run(path), args.sizes, args.draws, args.seed, args.keep_z):
             row = {"log": path.name, **row}
             print(json.dumps(row), flush=True)
             rows.append(row)

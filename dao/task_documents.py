@@ -158,8 +158,8 @@ class FineTuningOptions(BaseModel):
                                    "model's held-out main metric by more than this to be deployed.")
     min_gate_queries: int = Field(10, ge=2, description="Quality gate: distinct held-out queries needed to "
                                   "deploy (their spread is the noise estimate).")
-    gate_z: float = Field(1.645, ge=0, description="Quality gate: the mean paired per-query gain must exceed this "
-                          "many standard errors (one-sided; 1.645 = a 5 % test; 0 = strictly better).")
+    gate_z: float = Field(1.645, ge=0, description="Quality gate: the one-sided level of the paired per-query test as "
+                          "a normal quantile (1.645 = 5 %; the bar is Student's t at that level; 0 = strictly better).")
     gate_metric: str | None = Field(None, min_length=1, description="Quality gate: the held-out metric it judges "
                                     "by; default: the main metric's own-results twin (val_own_ndcg@10) where validated.")
     text_fields: list[str] | None = Field(None, description="Item fields joined into the item text "

@@ -7,8 +7,8 @@
   validation, with ``stage``, ``epoch``, ``step`` (training batches done), ``fraction`` (of
   ``total_steps``), ``train_loss`` and the latest validation metrics.
 - :class:`KeepBestWeights`: after each validation, copies the model weights when ``monitor``
-  beat every earlier trained checkpoint; at the end restores that copy, or the starting weights when
-  held-out sessions show the copy worse than the start beyond their noise (paired per query).
+  beat every earlier trained checkpoint; at the end restores that copy when held-out sessions show
+  it better than the start beyond their noise (a paired per-query test), else the starting weights.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Callable
 
 import lightning.pytorch as pl
 import torch
+
+from finetuning.metrics.paired import PairedDifference, paired_difference
 
 
 class StopOnRequest(pl.Callback):
@@ -70,28 +72,29 @@ class KeepBestWeights(pl.Callback):
     """Keeps the best validated weights of a run and decides, at the end, between them and the start.
 
     After each validation the weights are copied when ``monitor`` beats every earlier *trained*
-    checkpoint: that copy is the candidate. :meth:`restore` then loads the candidate, or the
-    starting weights (given by ``initial_score`` and copied at fit start) when the candidate is worse
-    than the start beyond the noise of the held-out queries:
+    checkpoint: that copy is the candidate. :meth:`restore` then loads the candidate only when it
+    is better than the start beyond the noise of the held-out queries, else the starting weights
+    (given by ``initial_score`` and copied at fit start). The burden of proof is on the trained
+    weights: a model that must never lower quality keeps the start unless the evidence says
+    otherwise, and on a few dozen click-labelled queries a candidate "within the noise" is as
+    likely worse as better (docs/engine.md, "The keeper's burden of proof").
 
-    - with per-query values of ``monitor`` for both (``initial_per_query`` and the ``per_query`` of
-      :meth:`consider`; :class:`~finetuning.metrics.held_out.HeldOutRetrievalMetrics` provides them),
-      the candidate is kept unless the mean paired difference (candidate − start, per held-out
-      query) is below ``-noise_se`` standard errors of that mean. A few dozen held-out queries
-      labelled by clicks move by ±0.01 nDCG from one validation to the next, and they only label
-      items the start model itself showed, which favours it; measured on SciFact, a strict rule
-      threw away weights that gained +0.021 test nDCG@10 because held-out sessions scored them
-      0.003 (0.4 standard errors) below the start (docs/engine.md).
-    - without per-query values (another monitor, or fewer than two queries), or with
-      ``noise_se=0``, the candidate must strictly beat the start.
+    - With per-query values of ``proof_metric`` (default ``monitor``) for both, recorded by the
+      validations (:class:`~finetuning.metrics.held_out.HeldOutRetrievalMetrics`), the candidate is
+      kept when at least ``min_queries`` held-out queries pair up and their mean difference is above
+      the bar of :mod:`finetuning.metrics.paired` at level ``prove_z`` (Student's t; ``prove_z`` ≤ 0
+      keeps a candidate that is not worse beyond that many standard errors).
+    - Without them (another monitor, or a validation that records no per-query values) the
+      candidate must strictly beat the start by ``monitor``.
 
     Parameters: ``monitor`` (``"val_ndcg@10"``), ``mode`` (``"max"``; ``"min"`` for a loss),
     ``initial_score`` (None: no start to fall back on, the candidate always wins),
-    ``restore_on_fit_end`` (True), ``noise_se`` (1.0), ``initial_per_query`` (None).
-    After :meth:`restore`: ``best_score``, ``best_step`` (0 = the start), ``best_metrics`` and
-    ``decision`` (``"candidate beats start"``, ``"candidate within noise of start"``, ``"start kept"``);
-    :meth:`held_out_per_query` gives every metric's per-query values of the start and of the kept
-    weights (the quality gate may judge by another metric than the one that chose).
+    ``restore_on_fit_end`` (True), ``prove_z`` (1.645), ``min_queries`` (10), ``proof_metric``
+    (None: ``monitor``), ``initial_per_query`` (None).
+    After :meth:`restore`: ``best_score``, ``best_step`` (0 = the start), ``best_metrics``,
+    ``decision`` (``"candidate beats start"`` or ``"start kept"``) and ``proof`` (the paired test,
+    None when the means decided); :meth:`held_out_per_query` gives every metric's per-query values
+    of the start and of the kept weights.
     """
 
     def __init__(
@@ -100,16 +103,20 @@ class KeepBestWeights(pl.Callback):
         mode: str = "max",
         initial_score: float | None = None,
         restore_on_fit_end: bool = True,
-        noise_se: float = 1.0,
+        prove_z: float = 1.645,
+        min_queries: int = 10,
+        proof_metric: str | None = None,
         initial_per_query: list[float] | None = None,
     ) -> None:
         if mode not in ("max", "min"):
             raise ValueError("mode must be 'max' or 'min'")
-        if noise_se < 0:
-            raise ValueError("noise_se must be >= 0")
+        if min_queries < 2:
+            raise ValueError("min_queries must be >= 2")
         self.monitor = monitor
         self.mode = mode
-        self.noise_se = noise_se
+        self.prove_z = prove_z
+        self.min_queries = min_queries
+        self.proof_metric = proof_metric or monitor
         self.restore_on_fit_end = restore_on_fit_end
         self.start_score = initial_score
         self.start_per_query_by_metric: dict[str, list[float]] = (
@@ -125,6 +132,7 @@ class KeepBestWeights(pl.Callback):
         self.best_step: int | None = 0 if initial_score is not None else None
         self.best_metrics: dict[str, float] = {}
         self.decision: str | None = None
+        self.proof: PairedDifference | None = None
         self.last_validated_step: int | None = None
         self.restored = False
 
@@ -188,17 +196,14 @@ class KeepBestWeights(pl.Callback):
         self._candidate_state = self._snapshot(model)
         return True
 
-    def paired_difference(self) -> tuple[float, float] | None:
-        """(mean, standard error) of candidate − start per held-out query, signed so that > 0 is
-        better; None when the two validations do not pair up."""
-        a, b = self.candidate_per_query, self.start_per_query
-        if not a or not b or len(a) != len(b) or len(a) < 2:
+    def paired_test(self) -> PairedDifference | None:
+        """Candidate − start per held-out query by ``proof_metric`` (> 0 is better); None when the
+        two validations do not pair up."""
+        after = self.candidate_per_query_by_metric.get(self.proof_metric)
+        before = self.start_per_query_by_metric.get(self.proof_metric)
+        if not after or not before or len(after) != len(before):
             return None
-        sign = 1.0 if self.mode == "max" else -1.0
-        diffs = [sign * (x - y) for x, y in zip(a, b)]
-        mean = sum(diffs) / len(diffs)
-        variance = sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)
-        return mean, math.sqrt(variance / len(diffs))
+        return paired_difference(before, after, higher_is_better=self.mode == "max")
 
     def held_out_per_query(self) -> dict[str, tuple[list[float], list[float]]]:
         """After :meth:`restore`: metric → (start, kept weights) per held-out query, for the metrics
@@ -208,18 +213,19 @@ class KeepBestWeights(pl.Callback):
                 if name in kept and len(kept[name]) == len(values)}
 
     def _choose_candidate(self) -> bool:
-        if self._candidate_state is None:
+        if self._candidate_state is None or math.isnan(self.candidate_score):
             return False
-        if self._start_state is None or self.start_score is None or self._better(self.candidate_score, self.start_score):
+        if self._start_state is None or self.start_score is None:
             self.decision = "candidate beats start"
             return True
-        paired = self.paired_difference()
-        if paired is not None and self.noise_se > 0:
-            mean, se = paired
-            if mean >= -self.noise_se * se and not math.isnan(self.candidate_score):
-                self.decision = "candidate within noise of start"
-                return True
-        return False
+        self.proof = self.paired_test()
+        if self.proof is None:
+            proven = self._better(self.candidate_score, self.start_score)
+        else:
+            proven = self.proof.n >= self.min_queries and self.proof.beyond(self.prove_z)
+        if proven:
+            self.decision = "candidate beats start"
+        return proven
 
     def restore(self, model: torch.nn.Module) -> bool:
         """Load the chosen weights (candidate or start) into ``model``; False when nothing was kept."""

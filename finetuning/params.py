@@ -127,9 +127,16 @@ class FineTuningSettings(_MlflowRoundTrip):
     )
     seed: int = 42
     gradient_clip_val: float | None = Field(1.0, description="gradient norm clipping (None: off)")
-    keep_start_beyond_se: float = Field(
-        1.0, ge=0, description="the best trained weights replace the start unless held-out queries score them "
-        "worse by more than this many standard errors of the paired per-query difference (0: must beat the start)"
+    # The burden of proof is on the trained weights: the quality gate's own test and defaults
+    # (worker/jobs/fine_tuning/quality_gate.py), so what the keeper keeps is what the gate deploys.
+    keep_candidate_z: float = Field(
+        1.645, description="the best trained weights replace the start only when held-out queries score them "
+        "better by more than this one-sided level (as a normal quantile; Student's t on the paired per-query "
+        "differences, finetuning/metrics/paired.py); <= 0: kept unless worse beyond that many standard errors"
+    )
+    keep_min_queries: int = Field(
+        10, ge=2, description="fewest paired held-out queries on which trained weights may prove themselves "
+        "better than the start; with fewer the start is kept"
     )
     # 32: sentence-transformers' CachedMNRL default; a gold-pair batch of 32 then runs in one forward
     # (no recomputation). With attention probabilities recomputed (finetuning.models.attention)

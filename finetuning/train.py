@@ -11,9 +11,10 @@ tracker is told which, ``tracker.save_quality_metric``) → train with Lightning
 to zero over the run when ``settings.lr_decay`` is ``"linear"``, validation every
 ``settings.test_each_n_sessions``; attention probabilities recomputed in the backward pass on a
 CPU, or attention dropout off when ``settings.attention_dropout`` is False,
-:mod:`finetuning.models.attention`) → score the final weights → restore the best trained weights,
-or the untouched model when held-out sessions show those worse than it beyond their noise
-(``settings.keep_start_beyond_se``, a paired per-query test; see :class:`KeepBestWeights`) →
+:mod:`finetuning.models.attention`) → score the final weights → restore the best trained weights
+when held-out sessions show them better than the untouched model beyond their noise, else the
+untouched model (``settings.keep_candidate_z`` and ``keep_min_queries``: a paired per-query test on
+:func:`~finetuning.metrics.held_out.proof_metric`, the quality gate's judge; see :class:`KeepBestWeights`) →
 ``tracker.save_model(model, best_only=True)``. Returns a :class:`TrainingOutcome`.
 """
 
@@ -33,7 +34,7 @@ from finetuning.callbacks import KeepBestWeights, StopOnRequest
 from finetuning.fine_tuner import EmbeddingsFineTuner
 from finetuning.inputs.input import FineTuningInput
 from finetuning.inputs.query_retriever import QueryRetriever, TextQueryRetriever
-from finetuning.metrics.held_out import judge_metric
+from finetuning.metrics.held_out import judge_metric, proof_metric
 from finetuning.models.attention import training_attention
 from finetuning.models.base import EmbeddingsModelInterface
 from finetuning.params import ExamplesType, FineTuningParams, FineTuningSettings
@@ -203,7 +204,8 @@ def fine_tune(
             tracker.save_metric(MetricValue(name, value, step=0))
     keeper = KeepBestWeights(
         main, mode, initial_score=metrics_before.get(main), restore_on_fit_end=False,
-        noise_se=settings.keep_start_beyond_se,
+        prove_z=settings.keep_candidate_z, min_queries=settings.keep_min_queries,
+        proof_metric=proof_metric(settings.main_metric, metrics_before),
     )
     keeper.start_metrics = dict(metrics_before)
     keeper.start_per_query_by_metric = dict(tuner.last_validation_per_query)

@@ -30,7 +30,9 @@ def test_minilm_learns_from_simulated_scifact_clicks(scifact_dir, tmp_path):
     model = TextEmbeddingsModel.from_pretrained(base_model_path("all-MiniLM-L6-v2"), max_seq_length=128)
     items = ItemsSet(dataset.doc_texts())
     params = FineTuningParams(query_lr=3e-5, items_lr=3e-5)
-    settings = FineTuningSettings(batch_size=16, num_epochs=1, test_each_n_sessions=0.5, seed=0)
+    # a test of learning, not of the keeper's burden of proof (tests/test_engine_fine_tuner.py): on 35
+    # held-out queries a few steps do not prove a gain, so trained weights that are not worse are kept
+    settings = FineTuningSettings(batch_size=16, num_epochs=1, test_each_n_sessions=0.5, seed=0, keep_candidate_z=-1.0)
     outcome = fine_tune(model, train, held_out, items, params, settings, InMemoryTracker(), accelerator="cpu")
 
     before, after = outcome.metrics_before["val_ndcg@10"], outcome.metrics_after["val_ndcg@10"]

@@ -48,6 +48,14 @@ def test_the_whole_judge_keeps_its_best_check_and_a_few_queries_choose_worse(tmp
     # fewer queries: noisier choices, fewer deploys
     assert by_size[10]["kept_gain"] < by_size[30]["kept_gain"] <= whole["kept_gain"]
     assert by_size[10]["deploy_rate"] < by_size[30]["deploy_rate"] <= 1.0
+    # the keeper's burden of proof is the gate's test: what it keeps is what the gate deploys
+    assert all(row["kept_gain"] == pytest.approx(row["deployed_gain"]) for row in rows)
+
+
+def test_the_earlier_keeper_kept_unproven_checkpoints_the_gate_refused(tmp_path, capsys):
+    rows = _bench().main([str(_log(tmp_path / "run.jsonl")), "--sizes", "10", "--draws", "400", "--keep-z", "-1"])
+    small = next(row for row in rows if row["queries"] == 10)
+    assert small["keep_z"] == -1.0 and small["kept_gain"] > small["deployed_gain"]
 
 
 def test_a_judge_that_falls_keeps_the_start_and_a_log_without_curves_is_refused(tmp_path):

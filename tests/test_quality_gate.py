@@ -11,7 +11,9 @@ import pytest
 
 from dao.task_documents import FineTuningOptions, QualityGateResult
 from finetuning.experiments.records import per_query_from_payload, per_query_payload
-from worker.jobs.fine_tuning.quality_gate import GATE_Z, MIN_GATE_QUERIES, gate_metric, paired_figures, quality_gate
+from finetuning.metrics.paired import critical_value, paired_difference
+from finetuning.params import FineTuningSettings
+from worker.jobs.fine_tuning.quality_gate import GATE_Z, MIN_GATE_QUERIES, gate_metric, quality_gate
 
 
 def per_query(n: int, mean: float, spread: float, seed: int = 0) -> list[float]:
@@ -24,9 +26,17 @@ def gate(before: list[float], after: list[float], **kwargs):
                         per_query_before=before, per_query_after=after, **kwargs)
 
 
-def test_defaults_are_the_task_options():
+def paired_figures(before, after, higher_is_better=True):
+    test = paired_difference(before, after, higher_is_better)
+    return test.n, test.mean, test.standard_error
+
+
+def test_defaults_are_the_task_options_and_the_keepers_burden_of_proof():
     options = FineTuningOptions()
     assert (MIN_GATE_QUERIES, GATE_Z) == (options.min_gate_queries, options.gate_z) == (10, 1.645)
+    # what the keeper keeps by default is what the gate would deploy by default
+    settings = FineTuningSettings()
+    assert (settings.keep_min_queries, settings.keep_candidate_z) == (MIN_GATE_QUERIES, GATE_Z)
     with pytest.raises(ValueError):
         FineTuningOptions(min_gate_queries=1)
     with pytest.raises(ValueError):
@@ -40,6 +50,21 @@ def test_paired_figures_are_mean_and_standard_error_of_the_differences():
     assert n == 4 and mean == pytest.approx(0.1) and se == pytest.approx(sd / 2)
     # lower is better: the sign turns, so > 0 still favours the candidate
     assert paired_figures([0.5, 0.6], [0.4, 0.4], higher_is_better=False)[1] == pytest.approx(0.15)
+    with pytest.raises(ValueError, match="do not pair up"):
+        paired_difference([0.5, 0.6], [0.5])
+
+
+def test_the_bar_is_students_t_at_the_level_gate_z_names():
+    assert critical_value(1.645, 10) == pytest.approx(1.833, abs=1e-3)    # 9 df
+    assert critical_value(1.645, 15) == pytest.approx(1.761, abs=1e-3)
+    assert critical_value(1.645, 1000) == pytest.approx(1.646, abs=1e-3)  # the normal quantile in the limit
+    assert critical_value(0.0, 12) == 0.0 and critical_value(-1.0, 12) < 0
+    # z 1.7 on 15 queries passed the normal bar and is refused by Student's t (14 df: 1.761)
+    before = [0.5] * 15
+    after = [b + d for b, d in zip(before, [0.1] * 10 + [-0.1] * 4 + [0.0])]  # z 1.70
+    decision = gate(before, after)
+    assert 1.645 < decision.z < 1.761 and not decision.passed
+    assert "≤ 1.76 (Student's t, 14 df, at gate_z 1.645) → within the noise" in decision.reason
 
 
 def test_clearly_better_passes_with_its_figures():
@@ -52,7 +77,7 @@ def test_clearly_better_passes_with_its_figures():
     assert decision.z == pytest.approx(mean / se) and decision.z >= GATE_Z
     assert decision.mean_difference == pytest.approx(decision.after - decision.before)
     assert f"{mean:+.4f} ± {se:.4f} (paired SE over 37 held-out queries)" in decision.reason
-    assert decision.reason.endswith("> 1.645 → deploy")
+    assert decision.reason.endswith("> 1.69 (Student's t, 36 df, at gate_z 1.645) → deploy")
     assert f"candidate val_ndcg@10 {decision.after:.4f} vs start {decision.before:.4f}" in decision.reason
     # the figures fit the task document's model as they are
     assert QualityGateResult(**vars(decision)).n_queries == 37

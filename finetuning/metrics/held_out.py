@@ -93,6 +93,25 @@ def judge_metric(main_metric: str, recorded: Mapping[str, float]) -> str:
     return twin if main_metric.startswith("val_") and twin in recorded else main_metric
 
 
+OWN_RESULTS_PREFIX = "val_own_"
+
+
+def proof_metric(main_metric: str, recorded: Mapping[str, float]) -> str:
+    """The held-out figure on which trained weights must prove themselves better than the start
+    (the keeper's burden of proof and the quality gate's judge): the exploration twin when
+    recorded (:func:`judge_metric`); else the main metric's own-results twin (``val_ndcg@10`` →
+    ``val_own_ndcg@10``, each query ranked among the results its own sessions showed) when
+    recorded; else the main metric. The main metric ranks every held-out query against the
+    results shown for all of them, the start model's own top results, so a trained model that
+    lifts another query's result only loses by it: a fair figure to choose among trained
+    checkpoints by, not to prove a gain over the start with (docs/engine.md, "The gate's judge")."""
+    judge = judge_metric(main_metric, recorded)
+    if judge != main_metric:
+        return judge
+    twin = OWN_RESULTS_PREFIX + main_metric.removeprefix("val_")
+    return twin if main_metric.startswith("val_") and twin in recorded else main_metric
+
+
 def _means(per_query: dict[str, list[float]]) -> dict[str, float]:
     return {name: sum(values) / len(values) if values else 0.0 for name, values in per_query.items()}
 

@@ -10,31 +10,34 @@ gate passes when all of these hold:
 - ``n >= min_gate_queries`` (default 10): the standard error is estimated from the spread of the
   differences themselves; below about ten queries that estimate is itself too unstable (and a
   per-query nDCG takes few distinct values) for a deploy decision to rest on it;
-- ``m > gate_z * se`` and ``m > 0`` (default ``gate_z`` 1.645: a one-sided 5 % test). The held-out
-  figure is a weak judge — click labels on the start model's own top results, a few dozen queries —
-  and at one standard error (α ≈ 16 %) it let through more harm than gain: of the five candidates
-  the quality suite and the demo saw pass with 1 ≤ z < 1.645, three scored below the start on the
-  test queries (−0.0050, −0.0020, −0.0068 nDCG@10; the others +0.0012 and +0.0019), while the real
-  gains measured at the service's 20 % held-out share stood at z 0.1–0.8 (docs/engine.md). A
-  wrong deploy serves every user a worse model until the next iteration; a refused gain waits for
-  more clicks. With ``k`` of ``n`` queries moved by the same amount and the rest tied,
-  z = √(k(n−1)/(n−k)): one or two moved queries never deploy at the default, three do (the
-  comparison allows for rounding, so a z that equals ``gate_z`` is not a pass); ``gate_z=0`` is
-  "strictly better on average";
+- ``m > t * se`` and ``m > 0``, ``t`` Student's t quantile with ``n − 1`` degrees of freedom at
+  the one-sided level ``gate_z`` names (default 1.645: 95 %; t is 1.83 at 10 queries, 1.76 at 15,
+  1.66 at 100; :mod:`finetuning.metrics.paired`, the test the best-weights keeper applies too).
+  The held-out figure is a weak judge — click labels, a few dozen queries — and at one standard
+  error (α ≈ 16 %) it let through more harm than gain: of the five candidates the quality suite
+  and the demo saw pass with 1 ≤ z < 1.645, three scored below the start on the test queries
+  (−0.0050, −0.0020, −0.0068 nDCG@10; the others +0.0012 and +0.0019) (docs/engine.md). With the
+  normal quantile the gate deployed a candidate at z 1.7 on 15 queries that lost −0.0076 on test;
+  the standard error of 15 differences is itself an estimate, and Student's t (1.76) allows for
+  it. A wrong deploy serves every user a worse model until the next iteration; a refused gain
+  waits for more clicks. With ``k`` of ``n`` queries moved by the same amount and the rest tied,
+  z = √(k(n−1)/(n−k)): one or two moved queries never deploy at the default (the comparison
+  allows for rounding, so a z that equals the bar is not a pass); ``gate_z=0`` is "strictly
+  better on average";
 - ``m >= min_improvement``: an absolute margin on top.
 
-The judge is :func:`gate_metric`. When the held-out sessions include exploration sessions (results
-shown in a random order) for at least 10 queries, it is their figure, ``val_rand_ndcg@10``: the
-one that also chose the kept weights, and the only one whose labels do not carry the start
-model's order (docs/engine.md, "Exploration sessions"). Otherwise it is the main metric's own-results twin
-(``val_own_ndcg@10``, :class:`~finetuning.metrics.held_out.HeldOutRetrievalMetrics` with
-``own_results_only``), each held-out query ranked against the results its own sessions showed.
-The main metric ranks every held-out query against the pool of all of them — the start model's
-own top results, so a trained model that lifts another query's result only loses by it; that is
-the keeper's measured choice (it must not throw trained weights away, docs/engine.md), while the
-gate must not refuse a real gain for that reason. On 500-query logs the own-results judge passed
-two candidates that gained on the test queries (+0.041, +0.009 nDCG@10) which the shared pool
-refused, and neither judge passed any candidate that lost (docs/engine.md, "The gate's judge").
+The judge is :func:`gate_metric`: the task's ``gate_metric`` when given, else
+:func:`~finetuning.metrics.held_out.proof_metric`, the figure the keeper's burden of proof uses
+too. When the held-out sessions include exploration sessions (results shown in a random order)
+for at least 10 queries, it is their figure, ``val_rand_ndcg@10``: the one that also chose the
+kept weights, and the only one whose labels do not carry the start model's order (docs/engine.md,
+"Exploration sessions"). Otherwise it is the main metric's own-results twin (``val_own_ndcg@10``),
+each held-out query ranked against the results its own sessions showed: the main metric ranks
+every held-out query against the pool of all of them — the start model's own top results, so a
+trained model that lifts another query's result only loses by it. On 500-query logs the
+own-results judge passed two candidates that gained on the test queries (+0.041, +0.009
+nDCG@10) which the shared pool refused, and neither judge passed any candidate that lost
+(docs/engine.md, "The gate's judge").
 
 Without per-query values (a run recorded before they were, or lists that do not pair up) the gate
 falls back to comparing the two means (strictly better, plus ``min_improvement``) and says so in
@@ -50,15 +53,12 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from dao.task_documents import FineTuningOptions
-from finetuning.metrics.held_out import judge_metric
+from finetuning.metrics.held_out import proof_metric
+from finetuning.metrics.paired import critical_value, paired_difference
 
 #: The defaults of the task options of the same names.
 MIN_GATE_QUERIES: int = FineTuningOptions.model_fields["min_gate_queries"].default
 GATE_Z: float = FineTuningOptions.model_fields["gate_z"].default
-#: A z equal to gate_z is not a pass, up to rounding: one query that moved, all others equal, gives
-#: z = 1 exactly (mean = se = d / n), and a last-digit difference must not decide a deploy at gate_z 1.
-Z_TOLERANCE: float = 1e-9
-
 
 @dataclass(frozen=True)
 class GateDecision:
@@ -81,22 +81,11 @@ class GateDecision:
     min_improvement: float = 0.0
 
 
-OWN_RESULTS_PREFIX = "val_own_"
-
-
 def gate_metric(chosen: str | None, main_metric: str, recorded: Mapping[str, float]) -> str:
-    """The held-out metric the gate judges by: ``chosen`` (the task's ``gate_metric``) when given;
-    else the exploration sessions' figure that chose the weights (``val_rand_ndcg@10``,
-    :func:`~finetuning.metrics.held_out.judge_metric`) when the run ``recorded`` it; else the
-    own-results twin of the main metric (``val_ndcg@10`` → ``val_own_ndcg@10``) when recorded, else
-    the main metric."""
-    if chosen:
-        return chosen
-    judge = judge_metric(main_metric, recorded)
-    if judge != main_metric:
-        return judge
-    twin = OWN_RESULTS_PREFIX + main_metric.removeprefix("val_")
-    return twin if main_metric.startswith("val_") and twin in recorded else main_metric
+    """The held-out metric the gate judges by: ``chosen`` (the task's ``gate_metric``) when given,
+    else :func:`~finetuning.metrics.held_out.proof_metric` (the exploration twin, else the
+    own-results twin, else the main metric)."""
+    return chosen or proof_metric(main_metric, recorded)
 
 
 def _fmt(value: float | None) -> str:
@@ -105,17 +94,6 @@ def _fmt(value: float | None) -> str:
 
 def _missing(value: float | None) -> bool:
     return value is None or math.isnan(value)
-
-
-def paired_figures(before: Sequence[float], after: Sequence[float], higher_is_better: bool = True
-                   ) -> tuple[int, float, float]:
-    """``(n, mean, standard error)`` of the per-query differences after − before (signed: > 0 better)."""
-    sign = 1.0 if higher_is_better else -1.0
-    diffs = [sign * (a - b) for a, b in zip(after, before)]
-    n = len(diffs)
-    mean = sum(diffs) / n
-    variance = sum((d - mean) ** 2 for d in diffs) / (n - 1) if n > 1 else math.nan
-    return n, mean, math.sqrt(variance / n)
 
 
 def quality_gate(metric: str, before: float | None, after: float | None, *, higher_is_better: bool = True,
@@ -133,8 +111,8 @@ def quality_gate(metric: str, before: float | None, after: float | None, *, high
              and len(per_query_before) == len(per_query_after))
     if not pairs:
         return _means_rule(metric, before, after, higher_is_better, min_improvement, base)
-    n, mean, se = paired_figures(per_query_before, per_query_after, higher_is_better)
-    z = mean / se if se > 0 else (math.inf if mean > 0 else -math.inf if mean < 0 else 0.0)
+    test = paired_difference(per_query_before, per_query_after, higher_is_better)
+    n, mean, se, z = test.n, test.mean, test.standard_error, test.z
     figures = dict(rule="paired", n_queries=n, mean_difference=mean, standard_error=None if math.isnan(se) else se,
                    z=z if math.isfinite(z) else None)
     head = f"candidate {metric} {_fmt(after)} vs start {_fmt(before)}"
@@ -144,13 +122,14 @@ def quality_gate(metric: str, before: float | None, after: float | None, *, high
     measured = f"{mean:+.4f} ± {se:.4f} (paired SE over {n} held-out queries) = {z:.1f} SE"
     if mean <= 0:
         return GateDecision(False, f"{head}: {measured} → does not beat the start", **base, **figures)
-    if not mean > gate_z * se * (1 + Z_TOLERANCE):
-        return GateDecision(False, f"{head}: {measured} ≤ {gate_z:g} → within the noise of the start",
+    bar = f"{critical_value(gate_z, n):.2f} (Student's t, {n - 1} df, at gate_z {gate_z:g})"
+    if not test.beyond(gate_z):
+        return GateDecision(False, f"{head}: {measured} ≤ {bar} → within the noise of the start",
                             **base, **figures)
     if mean < min_improvement:
-        return GateDecision(False, f"{head}: {measured} > {gate_z:g}, but the gain is less than min_improvement "
+        return GateDecision(False, f"{head}: {measured} > {bar}, but the gain is less than min_improvement "
                             f"{min_improvement:g}", **base, **figures)
-    return GateDecision(True, f"{head}: {measured} > {gate_z:g} → deploy", **base, **figures)
+    return GateDecision(True, f"{head}: {measured} > {bar} → deploy", **base, **figures)
 
 
 def _means_rule(metric: str, before: float, after: float, higher_is_better: bool, min_improvement: float,
