@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import sys
 import tempfile
@@ -49,6 +50,7 @@ import torch  # noqa: E402
 from dao.task_documents import FineTuningOptions  # noqa: E402
 from finetuning.datasets.beir import BeirDataset  # noqa: E402
 from finetuning.inputs import ItemsSet, TrainTestSplitter, sessions_to_inputs  # noqa: E402
+from finetuning.metrics.held_out import proof_metric  # noqa: E402
 from finetuning.metrics.retrieval import retrieval_metrics, top_k_ids  # noqa: E402
 from finetuning.models.registry import base_model_path  # noqa: E402
 from finetuning.models.text import TextEmbeddingsModel  # noqa: E402
@@ -291,6 +293,9 @@ def train_ours(args: argparse.Namespace, dataset: BeirDataset, test_ids: list[st
     train_seconds = time.perf_counter() - started
     ours_metrics = evaluate(ours, dataset, test_ids, doc_ids, encode_corpus(ours, texts))
     emit({"stage": "ours", **rss_mb(), **ours_metrics, **deploy_decision(outcome), "lr": lr, "confidence": settings.confidence_calculator, "precision": settings.precision, "attention_dropout": settings.attention_dropout, "train_seconds": train_seconds, "steps": outcome.steps, "best_step": outcome.best_step, "selection": outcome.selection,
+          **({"keeper_metric": proof_metric(settings.main_metric, outcome.metrics_before),
+              "keeper_z": outcome.proof.z if math.isfinite(outcome.proof.z) else None, "keeper_queries": outcome.proof.n,
+              "keeper_mean_difference": outcome.proof.mean} if outcome.proof else {}),
           "val_ndcg@10_before": outcome.metrics_before.get("val_ndcg@10"), "val_ndcg@10_after": outcome.metrics_after.get("val_ndcg@10"),
           "val_ndcg@10_curve": tracker.values("val_ndcg@10"), "val_own_ndcg@10_curve": tracker.values("val_own_ndcg@10"),
           **({f"val_{name}_ndcg@10_curve": tracker.values(f"val_{name}_ndcg@10") for name in ("shown", "flat")} if args.all_shown_judge else {}),

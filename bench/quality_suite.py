@@ -227,6 +227,7 @@ def cell_record(cell: Cell, stages: dict[str, dict], gold: dict | None, minutes:
         "docs": stages["base"].get("docs"), "sessions": simulation.get("sessions"), "clicks": simulation.get("clicks"),
         "base_ndcg@10": base, "ours_ndcg@10": ours, "ours_gain": ours - base, "below_base": ours < base,
         "steps": ours_stage.get("steps"), "best_step": ours_stage.get("best_step"), "selection": ours_stage.get("selection"),
+        "keeper_z": ours_stage.get("keeper_z"), "keeper_queries": ours_stage.get("keeper_queries"),
         "ours_recall@100": ours_stage.get("recall@100"), "ours_mrr@10": ours_stage.get("mrr@10"),
     })
     if "gate_passed" in ours_stage:
@@ -322,6 +323,15 @@ def _judge(record: dict) -> str:
                  if metric.startswith(prefix)), metric)
 
 
+def _selection(record: dict) -> str:
+    """The keeper's decision, with its paired test of the best trained checkpoint when it made one."""
+    selection = record.get("selection") or ""
+    if record.get("keeper_queries"):
+        z = record.get("keeper_z")
+        selection += f" ({'∞' if z is None else format(z, '.1f')}, {record['keeper_queries']} q)"
+    return selection
+
+
 def _gate(record: dict) -> str:
     if "gate_passed" not in record:
         return "–"
@@ -351,7 +361,7 @@ def markdown(records: list[dict], total: dict | None, args: argparse.Namespace, 
             f"{r.get('clicks')} | {r['base_ndcg@10']:.4f} | {r['ours_ndcg@10']:.4f} | {_fmt(r.get('gold_ndcg@10'))} | "
             f"{r['ours_gain']:+.4f} | {_fmt(r.get('gold_gain'), '+.4f')} | {_ratio(r)} | "
             f"{'**yes**' if r['below_base'] else ''} | "
-            f"{r.get('selection') or ''} | {_gate(r)} | {_fmt(r.get('deployed_gain'), '+.4f')} | {r['minutes']:.1f} |"
+            f"{_selection(r)} | {_gate(r)} | {_fmt(r.get('deployed_gain'), '+.4f')} | {r['minutes']:.1f} |"
         )
     if total is not None:
         lines += ["", f"**{total['cells']} cells**: median gain_ratio {_fmt(total['median_gain_ratio'], '.2f')}, "

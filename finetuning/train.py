@@ -35,6 +35,7 @@ from finetuning.fine_tuner import EmbeddingsFineTuner
 from finetuning.inputs.input import FineTuningInput
 from finetuning.inputs.query_retriever import QueryRetriever, TextQueryRetriever
 from finetuning.metrics.held_out import judge_metric, proof_metric
+from finetuning.metrics.paired import PairedDifference
 from finetuning.models.attention import training_attention
 from finetuning.models.base import EmbeddingsModelInterface
 from finetuning.params import ExamplesType, FineTuningParams, FineTuningSettings
@@ -56,6 +57,7 @@ class TrainingOutcome:
     train_sessions: int
     model_saved: bool = False
     selection: str | None = None  # how KeepBestWeights chose between the best trained weights and the start
+    proof: PairedDifference | None = None  # the keeper's paired test of those weights against the start
     # metric -> (start, kept weights) per held-out query, the same queries in the same order
     held_out_per_query: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
 
@@ -266,5 +268,6 @@ def fine_tune(
         train_sessions=len(examples),
         model_saved=model_saved,
         selection=keeper.decision,
+        proof=keeper.proof,
         held_out_per_query=keeper.held_out_per_query(),
     )

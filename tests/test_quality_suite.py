@@ -33,7 +33,7 @@ print("noise that is not JSON")
 print(json.dumps({"stage": "base", "ndcg@10": 0.5, "train_queries": 7, "test_queries": 5, "docs": 40}))
 print(json.dumps({"stage": "simulation", "sessions": 70, "clicks": 50}))
 print(json.dumps({"stage": "ours", "ndcg@10": 0.5 + gain, "steps": 3, "best_step": 2, "selection": "candidate beats start",
-                  "gate_passed": gain > 0.015, "gate_z": gain * 100, "gate_queries": 12,
+                  "keeper_z": gain * 100, "keeper_queries": 12, "gate_passed": gain > 0.015, "gate_z": gain * 100, "gate_queries": 12,
                   "gate_metric": "val_rand_ndcg@10" if args.click_model == "pbm" else "val_own_ndcg@10"}))
 if not args.skip_gold:
     print(json.dumps({"stage": "gold", "ndcg@10": 0.52 + 0.01 * int(args.seed)}))
@@ -92,6 +92,7 @@ def test_grid_runs_every_cell_and_gold_once_per_dataset_and_seed(suite, beir, tm
     assert trust["below_base"] and not trust["gate_passed"] and trust["deployed_gain"] == 0 and not trust["deployed_below_base"]
     assert seed1_dbn["deployed_gain"] == 0 and seed1_dbn["deployed_gain_ratio"] == 0
     table = out.read_text()
+    assert "candidate beats start (-0.5, 12 q)" in table  # the keeper's paired test, with its z and queries
     assert "keep start (-0.5; own, 12 q)" in table and "deploy (3.0; own, 12 q)" in table and "deploy (2.0; rand, 12 q)" in table
     assert "Deployed (the quality gate applied)" in table and "judged by exploration sessions in 4" in table
     assert table.count("| tiny-beir |") == 16 and "median gain_ratio" in table and "**yes**" in table
