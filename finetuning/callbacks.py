@@ -136,16 +136,6 @@ class KeepBestWeights(pl.Callback):
         self.last_validated_step: int | None = None
         self.restored = False
 
-    @property
-    def start_per_query(self) -> list[float] | None:
-        """``monitor`` per held-out query at the start (None when not validated per query)."""
-        return self.start_per_query_by_metric.get(self.monitor) or None
-
-    @property
-    def candidate_per_query(self) -> list[float] | None:
-        """``monitor`` per held-out query for the best trained checkpoint so far."""
-        return self.candidate_per_query_by_metric.get(self.monitor) or None
-
     def _better(self, score: float, than: float | None) -> bool:
         if math.isnan(score):
             return False

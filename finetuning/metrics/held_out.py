@@ -89,8 +89,13 @@ def judge_metric(main_metric: str, recorded: Mapping[str, float]) -> str:
     validation ``recorded`` it — the held-out sessions hold enough exploration sessions — else the
     main metric. Exploration sessions are the only held-out evidence whose labels do not carry the
     start model's order; the judges of the other sessions favour the start (docs/engine.md)."""
-    twin = EXPLORATION_PREFIX + main_metric.removeprefix("val_")
-    return twin if main_metric.startswith("val_") and twin in recorded else main_metric
+    return _recorded_twin(EXPLORATION_PREFIX, main_metric, recorded) or main_metric
+
+
+def _recorded_twin(prefix: str, main_metric: str, recorded: Mapping[str, float]) -> str | None:
+    """``val_ndcg@10`` → ``<prefix>ndcg@10`` when the validation recorded it, else None."""
+    twin = prefix + main_metric.removeprefix("val_")
+    return twin if main_metric.startswith("val_") and twin in recorded else None
 
 
 OWN_RESULTS_PREFIX = "val_own_"
@@ -105,11 +110,8 @@ def proof_metric(main_metric: str, recorded: Mapping[str, float]) -> str:
     results shown for all of them, the start model's own top results, so a trained model that
     lifts another query's result only loses by it: a fair figure to choose among trained
     checkpoints by, not to prove a gain over the start with (docs/engine.md, "The gate's judge")."""
-    judge = judge_metric(main_metric, recorded)
-    if judge != main_metric:
-        return judge
-    twin = OWN_RESULTS_PREFIX + main_metric.removeprefix("val_")
-    return twin if main_metric.startswith("val_") and twin in recorded else main_metric
+    return (_recorded_twin(EXPLORATION_PREFIX, main_metric, recorded)
+            or _recorded_twin(OWN_RESULTS_PREFIX, main_metric, recorded) or main_metric)
 
 
 def _means(per_query: dict[str, list[float]]) -> dict[str, float]:
