@@ -205,13 +205,16 @@ def deploy_decision(outcome) -> dict:
     held-out figures. ``gate_passed`` False means the service keeps serving the start model. The
     ``shared_pool_*`` / ``own_pool_*`` fields: the same gate judged by the shared validation pool /
     each query's own shown results (the judges when the log has no exploration sessions)."""
-    from worker.jobs.fine_tuning.quality_gate import gate_metric, quality_gate
+    from worker.jobs.fine_tuning.quality_gate import gate_metric, quality_gate, start_kept
 
-    def judged(metric: str) -> dict:
-        before, after = outcome.held_out_per_query.get(metric, (None, None))
-        decision = quality_gate(metric, outcome.metrics_before.get(metric), outcome.metrics_after.get(metric),
-                                per_query_before=before, per_query_after=after)
-        return {"gate_metric": metric, "gate_passed": decision.passed, "gate_z": decision.z,
+    def judged(metric: str, service: bool = False) -> dict:
+        if service and outcome.keeper is not None and outcome.keeper.start_kept:  # as the job: nothing to compare
+            decision = start_kept(outcome.keeper, outcome.metrics_before.get(outcome.keeper.metric))
+        else:
+            before, after = outcome.held_out_per_query.get(metric, (None, None))
+            decision = quality_gate(metric, outcome.metrics_before.get(metric), outcome.metrics_after.get(metric),
+                                    per_query_before=before, per_query_after=after)
+        return {"gate_metric": decision.metric or metric, "gate_passed": decision.passed, "gate_z": decision.z,
                 "gate_queries": decision.n_queries, "gate_mean_difference": decision.mean_difference,
                 "gate_before": decision.before, "gate_after": decision.after, "gate_reason": decision.reason}
 
@@ -219,7 +222,8 @@ def deploy_decision(outcome) -> dict:
         return {f"{prefix}_{k.removeprefix('gate_')}": v for k, v in judged(metric).items()
                 if k in ("gate_passed", "gate_z", "gate_before", "gate_after")}
 
-    return {**judged(gate_metric(None, outcome.main_metric, outcome.metrics_after)), **other("shared_pool", "val_ndcg@10"),
+    return {**judged(gate_metric(None, outcome.main_metric, outcome.metrics_after), service=True),
+            **other("shared_pool", "val_ndcg@10"),
             **other("own_pool", "val_own_ndcg@10")}
 
 

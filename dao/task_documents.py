@@ -232,7 +232,8 @@ class ProbeRequest(TaskRequest):
 
 class QualityGateResult(BaseModel):
     """The quality gate's decision and its figures (``worker.jobs.fine_tuning.quality_gate``): ``rule``
-    ``paired`` (per held-out query) or ``means`` (fallback); differences are signed, > 0 favours the candidate."""
+    ``paired`` (per held-out query), ``means`` (fallback) or ``keeper`` (the run kept the start weights:
+    the keeper's test of its best trained checkpoint); differences are signed, > 0 favours the candidate."""
 
     passed: bool
     reason: str

@@ -19,6 +19,7 @@ from typing import Callable
 import lightning.pytorch as pl
 import torch
 
+from finetuning.keeper_verdict import CANDIDATE_KEPT, START_KEPT, KeeperVerdict
 from finetuning.metrics.paired import PairedDifference, paired_difference
 
 
@@ -93,8 +94,8 @@ class KeepBestWeights(pl.Callback):
     (None: ``monitor``), ``initial_per_query`` (None).
     After :meth:`restore`: ``best_score``, ``best_step`` (0 = the start), ``best_metrics``,
     ``decision`` (``"candidate beats start"`` or ``"start kept"``) and ``proof`` (the paired test,
-    None when the means decided); :meth:`held_out_per_query` gives every metric's per-query values
-    of the start and of the kept weights.
+    None when the means decided); :meth:`verdict` gives both with the level, as a record;
+    :meth:`held_out_per_query` gives every metric's per-query values of the start and of the kept weights.
     """
 
     def __init__(
@@ -198,15 +199,23 @@ class KeepBestWeights(pl.Callback):
     def held_out_per_query(self) -> dict[str, tuple[list[float], list[float]]]:
         """After :meth:`restore`: metric → (start, kept weights) per held-out query, for the metrics
         validated at both (the same queries in the same order, so they pair up)."""
-        kept = self.start_per_query_by_metric if self.decision == "start kept" else self.candidate_per_query_by_metric
+        kept = self.start_per_query_by_metric if self.decision == START_KEPT else self.candidate_per_query_by_metric
         return {name: (list(values), list(kept[name])) for name, values in self.start_per_query_by_metric.items()
                 if name in kept and len(kept[name]) == len(values)}
+
+    def verdict(self) -> KeeperVerdict | None:
+        """After :meth:`restore`: the decision and the test behind it; None before."""
+        if self.decision is None:
+            return None
+        return KeeperVerdict(self.decision, self.proof_metric, self.prove_z, self.min_queries,
+                             candidate_step=self.candidate_step if self._candidate_state is not None else None,
+                             proof=self.proof)
 
     def _choose_candidate(self) -> bool:
         if self._candidate_state is None or math.isnan(self.candidate_score):
             return False
         if self._start_state is None or self.start_score is None:
-            self.decision = "candidate beats start"
+            self.decision = CANDIDATE_KEPT
             return True
         self.proof = self.paired_test()
         if self.proof is None:
@@ -214,7 +223,7 @@ class KeepBestWeights(pl.Callback):
         else:
             proven = self.proof.n >= self.min_queries and self.proof.beyond(self.prove_z)
         if proven:
-            self.decision = "candidate beats start"
+            self.decision = CANDIDATE_KEPT
         return proven
 
     def restore(self, model: torch.nn.Module) -> bool:
@@ -223,7 +232,7 @@ class KeepBestWeights(pl.Callback):
             state = self._candidate_state
             self.best_score, self.best_step, self.best_metrics = self.candidate_score, self.candidate_step, self.candidate_metrics
         else:
-            self.decision = "start kept"
+            self.decision = START_KEPT
             state = self._start_state
             self.best_score, self.best_step = self.start_score, (0 if self.start_score is not None else None)
             self.best_metrics = dict(self.start_metrics) or self.best_metrics

@@ -34,6 +34,7 @@ from finetuning.callbacks import KeepBestWeights, StopOnRequest
 from finetuning.fine_tuner import EmbeddingsFineTuner
 from finetuning.inputs.input import FineTuningInput
 from finetuning.inputs.query_retriever import QueryRetriever, TextQueryRetriever
+from finetuning.keeper_verdict import KeeperVerdict
 from finetuning.metrics.held_out import judge_metric, proof_metric
 from finetuning.metrics.paired import PairedDifference
 from finetuning.models.attention import training_attention
@@ -56,10 +57,19 @@ class TrainingOutcome:
     seconds: float
     train_sessions: int
     model_saved: bool = False
-    selection: str | None = None  # how KeepBestWeights chose between the best trained weights and the start
-    proof: PairedDifference | None = None  # the keeper's paired test of those weights against the start
+    keeper: KeeperVerdict | None = None  # how KeepBestWeights chose between the best trained weights and the start
     # metric -> (start, kept weights) per held-out query, the same queries in the same order
     held_out_per_query: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
+
+    @property
+    def selection(self) -> str | None:
+        """The keeper's decision: ``"candidate beats start"`` or ``"start kept"``."""
+        return self.keeper.decision if self.keeper else None
+
+    @property
+    def proof(self) -> PairedDifference | None:
+        """The keeper's paired test of the best trained weights against the start."""
+        return self.keeper.proof if self.keeper else None
 
     @property
     def per_query_before(self) -> list[float] | None:
@@ -267,7 +277,6 @@ def fine_tune(
         seconds=time.perf_counter() - started,
         train_sessions=len(examples),
         model_saved=model_saved,
-        selection=keeper.decision,
-        proof=keeper.proof,
+        keeper=keeper.verdict(),
         held_out_per_query=keeper.held_out_per_query(),
     )

@@ -105,8 +105,12 @@ def test_scifact_clicks_through_worker_mlflow_and_the_quality_gate(scifact_dir, 
         # the gate decided on the held-out queries paired (its figures are in the task document and
         # the reason): too few of them, no gain, or a gain within their noise — nothing was deployed
         gate = result.gate
-        assert gate.rule == "paired" and gate.passed is False and gate.reason in result.deploy_reason
-        assert gate.n_queries < gate.min_gate_queries or gate.mean_difference <= gate.gate_z * gate.standard_error, gate
+        assert gate.passed is False and gate.reason in result.deploy_reason
+        if gate.rule == "keeper":  # the run kept the start weights: the candidate is the start model
+            assert result.metrics_after == pytest.approx(result.metrics_before) and "start weights were kept" in gate.reason
+        else:
+            assert gate.rule == "paired"
+            assert gate.n_queries < gate.min_gate_queries or gate.mean_difference <= gate.gate_z * gate.standard_error, gate
         assert reindex_tasks == []
         pointer = BluePointers(mongo_db).get()
         assert pointer.collection == first.collection and pointer.model_ref == "base:all-MiniLM-L6-v2"

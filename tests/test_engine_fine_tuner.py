@@ -268,6 +268,10 @@ def test_keep_best_weights_keeps_the_start_when_the_candidate_is_better_only_wit
     keeper.restore(model)
     assert keeper.proof.n == 12 and keeper.proof.mean == pytest.approx(0.0367, abs=1e-4) and 1.5 < keeper.proof.z < 1.645
     assert (keeper.decision, keeper.best_step, keeper.best_score) == ("start kept", 0, 0.9)
+    # the verdict names the checkpoint that was refused, not the start that was kept
+    verdict = keeper.verdict()
+    assert verdict.start_kept and verdict.candidate_step == 23 and verdict.proof == keeper.proof
+    assert (verdict.metric, verdict.prove_z, verdict.min_queries) == ("val_ndcg@10", 1.645, 10)
     assert torch.allclose(model.encode_queries(["red"]), start, atol=1e-6)
 
 
@@ -279,6 +283,7 @@ def test_keep_best_weights_keeps_a_candidate_proven_better_on_enough_queries(tin
     keeper.consider(mean_score, model, 23, {"val_ndcg@10": mean_score}, trained)
     keeper.restore(model)
     assert keeper.proof.z > 3 and (keeper.decision, keeper.best_step) == ("candidate beats start", 23)
+    assert not keeper.verdict().start_kept and keeper.verdict().candidate_step == 23
     assert torch.allclose(model.encode_queries(["red"]), changed, atol=1e-6)
 
     # the same gain on fewer queries than min_queries proves nothing

@@ -24,6 +24,8 @@ from finetuning.experiments.mlflow_manager import mlflow_metric_name
 from finetuning.model_ref import ModelRef
 from finetuning.experiments.naming import iteration_experiment_name, registered_model_name
 from finetuning.metrics.retrieval import ndcg_at_k
+from finetuning.keeper_verdict import CANDIDATE_KEPT, KeeperVerdict
+from finetuning.metrics.paired import PairedDifference
 from finetuning.models.registry import load_model
 from finetuning.params import FineTuningParams, FineTuningSettings
 from finetuning.tracking.tracker import MetricValue
@@ -311,7 +313,9 @@ def test_save_model_best_only_logs_only_improvements(mlflow_server, tiny_base):
         first_save = manager.save_model(model)
         manager.save_metric(MetricValue("val_margin", quality, 1))
         qualities[run_id] = (first_save, manager.save_model(model), manager.save_model(model))
-        manager.save_evaluation({"val_margin": quality - 0.1}, {"val_margin": quality})
+        verdict = KeeperVerdict(CANDIDATE_KEPT, "val_margin", 1.645, 10, candidate_step=1,
+                                proof=PairedDifference(12, 0.1, 0.02))
+        manager.save_evaluation({"val_margin": quality - 0.1}, {"val_margin": quality}, keeper=verdict)
         manager.finish_run()
     runs = list(qualities)
     assert qualities[runs[0]] == (True, True, False)     # first run: always best; no re-save without gain
@@ -327,6 +331,7 @@ def test_save_model_best_only_logs_only_improvements(mlflow_server, tiny_base):
     assert choice.run_id == runs[2] and choice.quality == pytest.approx(0.7)
     assert choice.metrics_before == pytest.approx({"val_margin": 0.6})
     assert choice.metrics_after == pytest.approx({"val_margin": 0.7})
+    assert choice.keeper == verdict  # which weights the run kept and why, where the gate reads it
     assert manager.model_choice(name, version) == choice
     assert client.get_run(runs[2]).data.tags["clicktune.chosen"] == "true"
     assert client.get_model_version(name, version).tags["clicktune.main_metric"] == "val_margin"

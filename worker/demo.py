@@ -13,7 +13,8 @@ What it does, in the order a real deployment would see it:
    releases the batch;
 4. enqueues a fine-tuning task with ``deploy_as_blue`` and shows its live progress, then the
    reindex task it queues — or, when the quality gate keeps the old model, says why and indexes the
-   candidate beside blue (``worker/demo_eval.py``) to show what it would have served;
+   candidate beside blue (``worker/demo_eval.py``) to show what it would have served (not when the
+   training kept the start weights: that candidate is the start model);
 5. prints the task's metrics on held-out sessions, retrieval on the **test** queries through the
    blue collection before and after, and which model/collection is blue.
 
@@ -314,7 +315,9 @@ class Demo:
                     console.print(f"[red]reindex ended {reindex.status.value}: {reindex.detail}[/]")
             else:
                 console.print(f"[yellow]{result.get('deploy_reason') or 'not deployed: no reindex queued'}[/]")
-                if result.get("best_run_id"):
+                # a kept start is the start model: nothing to show beside blue
+                kept_start = (result.get("gate") or {}).get("rule") == "keeper"
+                if result.get("best_run_id") and not kept_start:
                     with console.status("the gate kept the old model: indexing the candidate beside blue to show "
                                         "what it would have served…"):
                         summary["test_candidate"] = shadow_candidate(db, settings, dataset, loader_config,

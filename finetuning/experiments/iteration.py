@@ -38,6 +38,7 @@ from finetuning.experiments.hyperopt_search import OnTrial, search_with_trials
 from finetuning.experiments.mlflow_manager import ExperimentsManager
 from finetuning.experiments.provenance import RunContext
 from finetuning.experiments.retry import TrackingUnavailable
+from finetuning.keeper_verdict import KeeperVerdict
 from finetuning.params import FineTuningParams, FineTuningSettings
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,8 @@ class IterationResult:
     metrics_after: dict[str, float] = field(default_factory=dict)
     #: the held-out figure ``best_quality`` is: the one that chose the weights (main metric or a twin)
     quality_metric: str | None = None
+    #: which weights the best run kept and why (``keeper.start_kept``: the version holds the start weights)
+    keeper: KeeperVerdict | None = None
 
     @property
     def trained(self) -> int:
@@ -189,4 +192,5 @@ def run_iteration(
         metrics_before=choice.metrics_before,
         metrics_after=choice.metrics_after,
         quality_metric=choice.quality_metric or manager.main_metric,
+        keeper=choice.keeper,
     )

@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple, Sequence
 
+from finetuning.keeper_verdict import KeeperVerdict
+
 CANDIDATE_ALIAS = "candidate"
 BLUE_ALIAS = "blue"
 SETTINGS_PREFIX = "settings."
@@ -25,6 +27,9 @@ SETTINGS_PREFIX = "settings."
 #: Tags of a trained run: held-out metrics (our names) of the start weights and of the kept weights.
 TAG_METRICS_BEFORE = "clicktune.metrics_before"
 TAG_METRICS_AFTER = "clicktune.metrics_after"
+#: Tag of a trained run (and of the chosen version): the best-weights keeper's verdict, which weights
+#: the run kept and the paired test behind it (``finetuning.keeper_verdict.KeeperVerdict`` as JSON).
+TAG_KEEPER = "clicktune.keeper"
 #: Tags of the chosen run and of its model version.
 TAG_CHOSEN = "clicktune.chosen"
 TAG_CHOSEN_QUALITY = "clicktune.chosen_quality"
@@ -90,10 +95,14 @@ class ModelChoice:
     metrics_after: dict[str, float] = field(default_factory=dict)
     #: the held-out figure ``quality`` is (None: the main metric, as recorded before runs named it)
     quality_metric: str | None = None
+    #: which weights the run kept and why (None: not recorded)
+    keeper: KeeperVerdict | None = None
 
     def tags(self, main_metric: str) -> dict[str, str]:
         """The tags that record this choice (on the run and on the model version)."""
+        keeper = {TAG_KEEPER: self.keeper.to_json()} if self.keeper is not None else {}
         return {
+            **keeper,
             TAG_CHOSEN: "true",
             TAG_MAIN_METRIC: main_metric,
             TAG_QUALITY_METRIC: self.quality_metric or main_metric,
@@ -108,7 +117,8 @@ class ModelChoice:
         raw = tags.get(TAG_CHOSEN_QUALITY)
         return cls(run_id, float(raw) if raw else quality, metrics_from_json(tags.get(TAG_METRICS_BEFORE)),
                    metrics_from_json(tags.get(TAG_METRICS_AFTER)),
-                   tags.get(TAG_QUALITY_METRIC) or tags.get(TAG_MAIN_METRIC) or None)
+                   tags.get(TAG_QUALITY_METRIC) or tags.get(TAG_MAIN_METRIC) or None,
+                   KeeperVerdict.from_json(tags.get(TAG_KEEPER)))
 
 
 class IterationOutcome(NamedTuple):

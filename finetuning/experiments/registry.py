@@ -8,20 +8,18 @@ iteration that logged a model. It is written then — as tags on that run and on
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from mlflow.exceptions import MlflowException
 
 from finetuning.experiments import naming
 from finetuning.experiments.records import (
-    TAG_METRICS_AFTER,
-    TAG_METRICS_BEFORE,
     TAG_QUALITY_METRIC,
     IterationOutcome,
     ModelChoice,
     NoModelLogged,
     filter_literal,
-    metrics_from_json,
 )
 from finetuning.experiments.model_card import GateOutcome, render_card, version_description
 from finetuning.experiments.model_logging import (
@@ -52,9 +50,8 @@ class RegistryMixin:
         if best is None:
             raise NoModelLogged(f"iteration {self.experiment_id} has no finished run with a model")
         run_id, model_id = best.info.run_id, best.data.tags[naming.TAG_MODEL_ID]
-        choice = ModelChoice(run_id, self._run_quality(best), metrics_from_json(best.data.tags.get(TAG_METRICS_BEFORE)),
-                             metrics_from_json(best.data.tags.get(TAG_METRICS_AFTER)),
-                             best.data.tags.get(TAG_QUALITY_METRIC) or self.main_metric)
+        choice = replace(ModelChoice.from_tags(run_id, best.data.tags), quality=self._run_quality(best),
+                         quality_metric=best.data.tags.get(TAG_QUALITY_METRIC) or self.main_metric)
         choice_tags = choice.tags(self.main_metric)
         for key, value in choice_tags.items():
             self.client.set_tag(run_id, key, value)

@@ -30,6 +30,7 @@ from finetuning.experiments.records import (
     PER_QUERY_ARTIFACT,
     QUALITY_METRIC,
     SETTINGS_PREFIX,
+    TAG_KEEPER,
     TAG_METRICS_AFTER,
     TAG_METRICS_BEFORE,
     TAG_QUALITY_METRIC,
@@ -40,6 +41,7 @@ from finetuning.experiments.records import (
     per_query_from_payload,
     per_query_payload,
 )
+from finetuning.keeper_verdict import KeeperVerdict
 from finetuning.models.base import EmbeddingsModelInterface
 from finetuning.params import FineTuningParams, FineTuningSettings
 from finetuning.redaction import redact
@@ -171,14 +173,17 @@ class RunsMixin:
 
     def save_evaluation(self: "ExperimentsManager", metrics_before: Mapping[str, float],
                         metrics_after: Mapping[str, float],
-                        per_query: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None) -> None:
+                        per_query: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+                        keeper: KeeperVerdict | None = None) -> None:
         """Record on the current run the held-out metrics of the start weights and of the weights it
-        kept (tags, read back when the run is chosen: :meth:`finish_iteration`) and each metric per
+        kept and the keeper's verdict (tags, read back when the run is chosen: :meth:`finish_iteration`) and each metric per
         held-out query of both (artifact :data:`PER_QUERY_ARTIFACT`, read back by
         :meth:`held_out_per_query` for the quality gate)."""
         run_id = self._require_run()
         self.client.set_tag(run_id, TAG_METRICS_BEFORE, metrics_json(metrics_before))
         self.client.set_tag(run_id, TAG_METRICS_AFTER, metrics_json(metrics_after))
+        if keeper is not None:
+            self.client.set_tag(run_id, TAG_KEEPER, keeper.to_json())
         if per_query:
             self.client.log_dict(run_id, per_query_payload(per_query), PER_QUERY_ARTIFACT)
 

@@ -60,6 +60,16 @@ class PairedDifference:
         """The mean difference a candidate must exceed at level ``z`` (see the module docstring)."""
         return critical_value(z, self.n) * self.standard_error
 
+    def describe(self) -> str:
+        """``+0.0040 ± 0.0030 (paired SE over 15 held-out queries) = 1.3 SE``: the figures of a reason."""
+        return (f"{self.mean:+.4f} ± {self.standard_error:.4f} (paired SE over {self.n} held-out queries) "
+                f"= {self.z:.1f} SE")
+
+    def describe_bar(self, z: float, level_name: str) -> str:
+        """``1.76 (Student's t, 14 df, at gate_z 1.645)``: the bar of :meth:`beyond`, in standard errors,
+        with the option (``level_name``) that set the level."""
+        return f"{critical_value(z, self.n):.2f} (Student's t, {self.n - 1} df, at {level_name} {z:g})"
+
     def beyond(self, z: float) -> bool:
         """True when the candidate is better than the start beyond the noise at level ``z``."""
         if self.n < 2 or math.isnan(self.standard_error):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 if TYPE_CHECKING:
+    from finetuning.keeper_verdict import KeeperVerdict
     from finetuning.models.base import EmbeddingsModelInterface
 
 
@@ -55,9 +56,11 @@ class ExperimentTracker(ABC):
         best-scoring validation). Returns whether it was stored."""
 
     def save_evaluation(self, metrics_before: Mapping[str, float], metrics_after: Mapping[str, float],
-                        per_query: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None) -> None:
+                        per_query: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+                        keeper: "KeeperVerdict | None" = None) -> None:
         """Record the held-out metrics of the start weights and of the weights the run kept (where the
-        model choice reads them), and ``per_query``: metric → (start, kept) per held-out query (same
+        model choice reads them), ``keeper``: which weights the run kept and why (where the quality
+        gate reads it), and ``per_query``: metric → (start, kept) per held-out query (same
         queries, same order; where the quality gate reads them). Trackers that do not choose models
         may ignore it."""
 

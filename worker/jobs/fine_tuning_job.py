@@ -21,7 +21,8 @@ final status are the runner's). The steps, each in one place:
    values the best run recorded, of ``gate_metric``: by default each query ranked among its own
    shown results), the candidate's mean gain over the start model must exceed
    ``gate_z`` standard errors on at least ``min_gate_queries`` queries (plus ``min_improvement``);
-   its figures are the result's ``gate``.
+   its figures are the result's ``gate``. When the best run's keeper kept the start weights, the
+   candidate is the start model: not passed, and the reason is the keeper's test (rule ``keeper``).
 9. **report**: the registered version gets a description (before/after, the gate's decision and
    reason, task id, data digest) and its model card is rewritten with them
    (``ExperimentsManager.record_decision``); a PNG (:mod:`worker.jobs.fine_tuning.report`) is
@@ -45,7 +46,7 @@ import logging
 from dataclasses import asdict
 
 from dao.blue_pointer import BluePointers
-from dao.task_documents import FineTuningResult, QualityGateResult
+from dao.task_documents import FineTuningOptions, FineTuningResult, QualityGateResult
 from dao.tasks import LeaseLost
 from finetuning.experiments import IterationResult, build_space, naming, release_memory, run_iteration
 from finetuning.experiments.client import tracking_client
@@ -54,10 +55,11 @@ from finetuning.experiments.model_card import GateOutcome
 from finetuning.experiments.provenance import RunContext
 from finetuning.inputs import ItemsSet, TrainTestSplitter, sessions_to_inputs
 from finetuning.model_ref import ModelRef
+from finetuning.params import FineTuningSettings
 from worker.jobs.fine_tuning.batch_reader import read_batch
 from worker.jobs.fine_tuning.data_summary import first_pass, summarise
 from worker.jobs.fine_tuning.items import collect_item_refs, create_task_loader, drop_missing, load_items
-from worker.jobs.fine_tuning.quality_gate import GateDecision, gate_metric, quality_gate
+from worker.jobs.fine_tuning.quality_gate import GateDecision, gate_metric, quality_gate, start_kept
 from worker.jobs.fine_tuning.report import log_report
 from worker.jobs.fine_tuning.start_model import default_model_line, load_start_model
 from worker.jobs.fine_tuning.training import TrialRunner, build_settings
@@ -148,13 +150,7 @@ def run(ctx: TaskContext) -> dict:
             ctx.stage("evaluating", 1.0)
             before, after = iteration.metrics_before, iteration.metrics_after
             main = settings.main_metric
-            judged_by = gate_metric(options.gate_metric, main, after)
-            per_query = manager.held_out_per_query(iteration.best_run_id, judged_by) or (None, None)
-            gate = quality_gate(judged_by, before.get(judged_by),
-                                after.get(judged_by, iteration.best_quality if judged_by == main else None),
-                                higher_is_better=settings.higher_is_better, min_improvement=options.min_improvement,
-                                per_query_before=per_query[0], per_query_after=per_query[1],
-                                min_gate_queries=options.min_gate_queries, gate_z=options.gate_z)
+            gate = _gate(manager, iteration, options, settings)
 
             # 9. report: the version's description and model card, the PNG
             ctx.stage("reporting", 1.0)
@@ -205,6 +201,23 @@ def run(ctx: TaskContext) -> dict:
 # --------------------------------------------------------------------------------------------
 # steps 9-10
 # --------------------------------------------------------------------------------------------
+
+def _gate(manager: ExperimentsManager, iteration: IterationResult, options: FineTuningOptions,
+          settings: FineTuningSettings) -> GateDecision:
+    """The quality gate on the best run's held-out figures; when that run kept the start weights,
+    the keeper's test is the decision (there is no trained model to compare)."""
+    before, after, main = iteration.metrics_before, iteration.metrics_after, settings.main_metric
+    limits = dict(min_gate_queries=options.min_gate_queries, gate_z=options.gate_z,
+                  min_improvement=options.min_improvement)
+    if iteration.keeper is not None and iteration.keeper.start_kept:
+        return start_kept(iteration.keeper, before.get(iteration.keeper.metric), **limits)
+    judged_by = gate_metric(options.gate_metric, main, after)
+    per_query = manager.held_out_per_query(iteration.best_run_id, judged_by) or (None, None)
+    return quality_gate(judged_by, before.get(judged_by),
+                        after.get(judged_by, iteration.best_quality if judged_by == main else None),
+                        higher_is_better=settings.higher_is_better, per_query_before=per_query[0],
+                        per_query_after=per_query[1], **limits)
+
 
 def _report(manager: ExperimentsManager, iteration: IterationResult, main: str, before: dict[str, float],
             after: dict[str, float], task_id: str, gate: GateDecision) -> str | None:

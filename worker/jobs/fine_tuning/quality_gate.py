@@ -39,6 +39,11 @@ own-results judge passed two candidates that gained on the test queries (+0.041,
 nDCG@10) which the shared pool refused, and neither judge passed any candidate that lost
 (docs/engine.md, "The gate's judge").
 
+When the best run's keeper kept the start weights (:class:`~finetuning.keeper_verdict.KeeperVerdict`),
+the registered candidate *is* the start model: there is nothing to compare, and
+:func:`start_kept` refuses with the keeper's own test of the best trained checkpoint as the reason
+(rule ``"keeper"``; the figures are that checkpoint's against the start, on the keeper's metric).
+
 Without per-query values (a run recorded before they were, or lists that do not pair up) the gate
 falls back to comparing the two means (strictly better, plus ``min_improvement``) and says so in
 its reason. ``fine_tune`` keeps the best weights seen and counts the untouched model, so a run
@@ -54,7 +59,8 @@ from typing import Mapping, Sequence
 
 from dao.task_documents import FineTuningOptions
 from finetuning.metrics.held_out import proof_metric
-from finetuning.metrics.paired import critical_value, paired_difference
+from finetuning.keeper_verdict import KeeperVerdict
+from finetuning.metrics.paired import paired_difference
 
 #: The defaults of the task options of the same names.
 MIN_GATE_QUERIES: int = FineTuningOptions.model_fields["min_gate_queries"].default
@@ -119,10 +125,10 @@ def quality_gate(metric: str, before: float | None, after: float | None, *, high
     if n < max(2, min_gate_queries):
         return GateDecision(False, f"{head} on only {n} held-out queries, fewer than min_gate_queries "
                             f"{min_gate_queries}: too few to tell a gain from noise", **base, **figures)
-    measured = f"{mean:+.4f} ± {se:.4f} (paired SE over {n} held-out queries) = {z:.1f} SE"
+    measured = test.describe()
     if mean <= 0:
         return GateDecision(False, f"{head}: {measured} → does not beat the start", **base, **figures)
-    bar = f"{critical_value(gate_z, n):.2f} (Student's t, {n - 1} df, at gate_z {gate_z:g})"
+    bar = test.describe_bar(gate_z, "gate_z")
     if not test.beyond(gate_z):
         return GateDecision(False, f"{head}: {measured} ≤ {bar} → within the noise of the start",
                             **base, **figures)
@@ -130,6 +136,20 @@ def quality_gate(metric: str, before: float | None, after: float | None, *, high
         return GateDecision(False, f"{head}: {measured} > {bar}, but the gain is less than min_improvement "
                             f"{min_improvement:g}", **base, **figures)
     return GateDecision(True, f"{head}: {measured} > {bar} → deploy", **base, **figures)
+
+
+def start_kept(keeper: KeeperVerdict, before: float | None, *, min_gate_queries: int = MIN_GATE_QUERIES,
+               gate_z: float = GATE_Z, min_improvement: float = 0.0) -> GateDecision:
+    """Not passed: the best run kept the start weights, so the candidate is the start model; the
+    reason and figures are the keeper's test of the best trained checkpoint."""
+    test = keeper.proof
+    figures = {} if test is None else dict(
+        n_queries=test.n, mean_difference=test.mean,
+        standard_error=None if math.isnan(test.standard_error) else test.standard_error,
+        z=test.z if math.isfinite(test.z) else None)
+    return GateDecision(False, f"nothing to deploy, the candidate holds the start weights: {keeper.reason()}",
+                        before=before, after=before, metric=keeper.metric, rule="keeper", gate_z=gate_z,
+                        min_gate_queries=min_gate_queries, min_improvement=min_improvement, **figures)
 
 
 def _means_rule(metric: str, before: float, after: float, higher_is_better: bool, min_improvement: float,

@@ -119,7 +119,8 @@ class TrialRunner:
             del model
         if outcome.stopped:
             self.raise_if_canceled()
-        tracker.save_evaluation(outcome.metrics_before, outcome.metrics_after, outcome.held_out_per_query)
+        tracker.save_evaluation(outcome.metrics_before, outcome.metrics_after, outcome.held_out_per_query,
+                                keeper=outcome.keeper)
         return outcome.best_quality
 
     def on_trial(self, index: int, total: int, best: float | None) -> None:
