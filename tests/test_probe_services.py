@@ -76,13 +76,18 @@ def test_pg_backend_killed_mid_probe_is_retried_and_done(pg_schema, start_worker
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_mlflow_down_then_up_is_retried_and_the_run_logged(start_worker, clicktune_client, tmp_path):
+def test_mlflow_down_then_up_is_retried_and_the_run_logged(start_worker, clicktune_client, worker_settings, tmp_path):
     from mlflow import MlflowClient
+
+    from worker.client import ClicktuneClient
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    start_worker({"CLICKTUNE_MLFLOW_TRACKING_URI": url, "CLICKTUNE_MAX_RETRIES": "30"})
-    task_id = clicktune_client.enqueue_probe(0.1, mlflow_experiment="probe-test")
+    # retries every few seconds for as long as the MLflow server takes to start on a loaded machine: the
+    # worker's backoff is capped, and the task (whose attempts the client sets) allows as many as the worker
+    start_worker({"CLICKTUNE_MLFLOW_TRACKING_URI": url, "CLICKTUNE_MAX_RETRIES": "30", "CLICKTUNE_MAX_BACKOFF_MS": "8000"})
+    patient = ClicktuneClient(worker_settings.model_copy(update={"max_retries": 30}))
+    task_id = patient.enqueue_probe(0.1, mlflow_experiment="probe-test")
     _wait_for(lambda: any(run.get("failed_on") == "mlflow" for run in _executions(clicktune_client, task_id)),
               120, "an attempt ended by MLflow being down")
     with start_mlflow_server(tmp_path / "mlflow", port=port):
