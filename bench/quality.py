@@ -48,8 +48,10 @@ import lightning.pytorch as pl  # noqa: E402
 import torch  # noqa: E402
 
 from dao.task_documents import FineTuningOptions  # noqa: E402
+from finetuning.callbacks import KeepBestWeights  # noqa: E402
 from finetuning.datasets.beir import BeirDataset  # noqa: E402
 from finetuning.inputs import ItemsSet, TrainTestSplitter, sessions_to_inputs  # noqa: E402
+from finetuning.keeper_verdict import START_KEPT  # noqa: E402
 from finetuning.metrics.held_out import proof_metric  # noqa: E402
 from finetuning.metrics.retrieval import retrieval_metrics, top_k_ids  # noqa: E402
 from finetuning.models.registry import base_model_path  # noqa: E402
@@ -240,16 +242,14 @@ def per_query_curve(outcome, checks: list[tuple[int, dict[str, list[float]]]]) -
 
 class LastWeightsScorer(pl.Callback):
     """Diagnostic: scores the weights as training left them (before the best-weights keeper
-    restores) and, with ``each_check``, after every validation too (``curve``: (step, scores)), beside
-    each held-out nDCG@10 judge per held-out query at that check (``per_query``: (step, metric →
-    values), for ``bench/judge_floor.py``). Test queries are only scored here, never used to choose anything."""
+    restores) and, with ``each_check``, after every validation too (``curve``: (step, scores)).
+    Test queries are only scored here, never used to choose anything."""
 
     def __init__(self, score, each_check: bool = False) -> None:
         self.score = score
         self.each_check = each_check
         self.scores: dict[str, float] = {}
         self.curve: list[tuple[int, dict[str, float]]] = []
-        self.per_query: list[tuple[int, dict[str, list[float]]]] = []
 
     def _score(self, pl_module) -> dict[str, float]:
         was_training = pl_module.training
@@ -261,13 +261,48 @@ class LastWeightsScorer(pl.Callback):
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if self.each_check and not trainer.sanity_checking:
-            step = getattr(pl_module, "optimizer_steps", trainer.global_step)
-            self.curve.append((step, self._score(pl_module)))
-            self.per_query.append((step, {metric: list(values) for metric, values in
-                                          getattr(pl_module, "last_validation_per_query", {}).items() if metric.endswith("ndcg@10")}))
+            self.curve.append((getattr(pl_module, "optimizer_steps", trainer.global_step), self._score(pl_module)))
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.scores = self._score(pl_module)
+
+
+class JudgeRecorder(pl.Callback):
+    """Diagnostic, cheap: each held-out nDCG@10 judge per held-out query at every check
+    (``per_query``: (step, metric → values), for ``bench/judge_floor.py``), the query texts those
+    values belong to (``queries``: metric → texts, so that judges can be paired per query), and the
+    run's best-weights keeper, whose candidate :func:`score_refused_candidate` scores on test when
+    the keeper refused it."""
+
+    def __init__(self) -> None:
+        self.per_query: list[tuple[int, dict[str, list[float]]]] = []
+        self.queries: dict[str, list[str]] = {}
+        self.keeper: KeepBestWeights | None = None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.keeper = next((c for c in trainer.callbacks if isinstance(c, KeepBestWeights)), None)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        values = getattr(pl_module, "last_validation_per_query", {})
+        self.per_query.append((getattr(pl_module, "optimizer_steps", trainer.global_step),
+                               {metric: list(v) for metric, v in values.items() if metric.endswith("ndcg@10")}))
+        self.queries = {metric: list(texts) for metric, texts in getattr(pl_module, "last_validation_queries", {}).items()
+                        if metric.endswith("ndcg@10")}
+
+
+def score_refused_candidate(model, keeper: KeepBestWeights | None, score) -> dict | None:
+    """Diagnostic: when the keeper kept the start, the test figures its best trained checkpoint would
+    have scored (``score``: the test evaluation), the model left with the start weights. A refused
+    gain is only visible this way; nothing here chooses anything."""
+    if keeper is None or keeper.decision != START_KEPT or keeper._candidate_state is None or keeper._start_state is None:
+        return None
+    model.load_state_dict(keeper._candidate_state)
+    try:
+        return {"step": keeper.candidate_step, **score()}
+    finally:
+        model.load_state_dict(keeper._start_state)
 
 
 def train_ours(args: argparse.Namespace, dataset: BeirDataset, test_ids: list[str], doc_ids: list[str], texts: list[str],
@@ -290,12 +325,15 @@ def train_ours(args: argparse.Namespace, dataset: BeirDataset, test_ids: list[st
                                   **({"precision": args.precision} if args.precision else {}),
                                   **({"attention_dropout": args.attention_dropout == "on"} if args.attention_dropout else {}))
     tracker = InMemoryTracker()
-    callbacks = ([LastWeightsScorer(lambda: evaluate(ours, dataset, test_ids, doc_ids, encode_corpus(ours, texts)), each_check=args.score_each_check)]
-                 if args.score_last or args.score_each_check else [])
+    def score_test() -> dict[str, float]:
+        return evaluate(ours, dataset, test_ids, doc_ids, encode_corpus(ours, texts))
+    callbacks = [LastWeightsScorer(score_test, each_check=args.score_each_check)] if args.score_last or args.score_each_check else []
+    recorder = JudgeRecorder()
     outcome = fine_tune(ours, train_inputs, val_inputs, ItemsSet(dict(zip(doc_ids, texts))), params, settings, tracker,
-                        callbacks=callbacks, accelerator="auto", save_model=False)
+                        callbacks=[*callbacks, recorder], accelerator="auto", save_model=False)
     train_seconds = time.perf_counter() - started
-    ours_metrics = evaluate(ours, dataset, test_ids, doc_ids, encode_corpus(ours, texts))
+    ours_metrics = score_test()
+    refused = score_refused_candidate(ours, recorder.keeper, score_test) if args.score_refused else None
     emit({"stage": "ours", **rss_mb(), **ours_metrics, **deploy_decision(outcome), "lr": lr, "confidence": settings.confidence_calculator, "precision": settings.precision, "attention_dropout": settings.attention_dropout, "train_seconds": train_seconds, "steps": outcome.steps, "best_step": outcome.best_step, "selection": outcome.selection,
           **({"keeper_metric": proof_metric(settings.main_metric, outcome.metrics_before),
               "keeper_z": outcome.proof.z if math.isfinite(outcome.proof.z) else None, "keeper_queries": outcome.proof.n,
@@ -306,8 +344,9 @@ def train_ours(args: argparse.Namespace, dataset: BeirDataset, test_ids: list[st
           **({"val_rand_ndcg@10_curve": tracker.values("val_rand_ndcg@10")} if args.randomize_share else {}),
           "judged_queries": {metric: len(values[0] or []) for metric, values in outcome.held_out_per_query.items() if metric.endswith("ndcg@10")},
           **({"last_weights": callbacks[0].scores} if callbacks else {}),
-          **({"test_ndcg@10_curve": [(step, scores["ndcg@10"]) for step, scores in callbacks[0].curve],
-              "per_query_curve": per_query_curve(outcome, callbacks[0].per_query)} if args.score_each_check else {}),
+          **({"test_ndcg@10_curve": [(step, scores["ndcg@10"]) for step, scores in callbacks[0].curve]} if args.score_each_check else {}),
+          "per_query_curve": per_query_curve(outcome, recorder.per_query), "judge_queries": recorder.queries,
+          **({"refused_candidate": refused} if refused else {}),
           "seconds": time.perf_counter() - started})
     return ours_metrics
 
@@ -356,6 +395,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--all-shown-judge", action="store_true",
                         help="also validate with every shown result graded by its posterior, with the prior by rank (retrieval_all_shown: "
                         "val_shown_ndcg@10_curve) and the overall prior (retrieval_all_shown_flat_prior: val_flat_ndcg@10_curve)")
+    parser.add_argument("--score-refused", action=argparse.BooleanOptionalAction, default=True,
+                        help="when the keeper kept the start, also score its refused best checkpoint on the test queries "
+                        "(refused_candidate: what the burden of proof gave up; one more corpus encoding; a diagnostic)")
     parser.add_argument("--score-each-check", action="store_true",
                         help="also score the weights on the test queries after every validation (test_ndcg@10_curve, and each judge per held-out "
                         "query at every check, per_query_curve, which bench/judge_floor.py reads; a diagnostic of "

@@ -228,6 +228,7 @@ def cell_record(cell: Cell, stages: dict[str, dict], gold: dict | None, minutes:
         "base_ndcg@10": base, "ours_ndcg@10": ours, "ours_gain": ours - base, "below_base": ours < base,
         "steps": ours_stage.get("steps"), "best_step": ours_stage.get("best_step"), "selection": ours_stage.get("selection"),
         "keeper_z": ours_stage.get("keeper_z"), "keeper_queries": ours_stage.get("keeper_queries"),
+        **({"refused_gain": ours_stage["refused_candidate"]["ndcg@10"] - base} if ours_stage.get("refused_candidate") else {}),
         "ours_recall@100": ours_stage.get("recall@100"), "ours_mrr@10": ours_stage.get("mrr@10"),
     })
     if "gate_passed" in ours_stage:
@@ -316,10 +317,10 @@ def _ratio(record: dict) -> str:
 
 
 def _judge(record: dict) -> str:
-    """The held-out figure that chose and judged, in short: ``rand`` (exploration sessions), ``own``
+    """The held-out figure that judged, in short: ``both`` (the two judges below as one), ``rand`` (exploration sessions), ``own``
     (each query's own shown results), ``shared`` (the shared pool); empty when not recorded."""
     metric = record.get("judge") or ""
-    return next((short for prefix, short in (("val_rand_", "rand"), ("val_own_", "own"), ("val_", "shared"))
+    return next((short for prefix, short in (("val_both_", "both"), ("val_rand_", "rand"), ("val_own_", "own"), ("val_", "shared"))
                  if metric.startswith(prefix)), metric)
 
 
@@ -329,6 +330,8 @@ def _selection(record: dict) -> str:
     if record.get("keeper_queries"):
         z = record.get("keeper_z")
         selection += f" ({'∞' if z is None else format(z, '.1f')}, {record['keeper_queries']} q)"
+    if record.get("refused_gain") is not None:
+        selection += f"; refused checkpoint {record['refused_gain']:+.4f} on test"
     return selection
 
 

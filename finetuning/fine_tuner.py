@@ -31,6 +31,7 @@ from finetuning.inputs.input import FineTuningInput
 from finetuning.inputs.items_set import ItemsSet
 from finetuning.inputs.query_retriever import QueryRetriever
 from finetuning.metrics.base import MetricCalculator, MetricContext
+from finetuning.metrics.held_out import combine_judges
 from finetuning.metrics.distance_shift import DistanceShift
 from finetuning.models.base import EmbeddingsModelInterface
 from finetuning.params import FineTuningParams, FineTuningSettings
@@ -131,6 +132,7 @@ class EmbeddingsFineTuner(pl.LightningModule):
         self._val_loss_count = 0
         self.last_validation: dict[str, float] = {}
         self.last_validation_per_query: dict[str, list[float]] = {}  # val_ metric -> value per held-out query
+        self.last_validation_queries: dict[str, list[str]] = {}  # val_ metric -> the query texts of those values
 
     @classmethod
     def create(
@@ -283,14 +285,20 @@ class EmbeddingsFineTuner(pl.LightningModule):
             self.model, self.items_set("test"), self.query_retriever, self.ranker, self.confidence_calculator, self.embeddings_cache
         )
         per_query: dict[str, list[float]] = {}
+        queries: dict[str, list[str]] = {}
         for calculator in self.metric_calculators:
             for name, value in calculator.compute(context).items():
                 results[f"val_{name}"] = float(value)
             for name, values in getattr(calculator, "last_per_query", {}).items():
                 per_query[f"val_{name}"] = list(values)
+                queries[f"val_{name}"] = list(getattr(calculator, "last_queries", []))
             calculator.reset()
+        for name, values in combine_judges(per_query, queries).items():  # val_both_*: the keeper's and gate's proof
+            per_query[name] = values
+            results[name] = sum(values) / len(values)
         self.last_validation = results
         self.last_validation_per_query = per_query
+        self.last_validation_queries = queries
         return results
 
     @property

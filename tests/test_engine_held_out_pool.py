@@ -9,7 +9,7 @@ from finetuning import resolve
 from finetuning.inputs import FineTuningInput, ItemsSet, TextQueryRetriever
 from finetuning.inputs.input import ClickEvent
 from finetuning.metrics.base import MetricContext
-from finetuning.metrics.held_out import HeldOutRetrievalMetrics, evaluate_sessions_per_query, judge_metric
+from finetuning.metrics.held_out import HeldOutRetrievalMetrics, combine_judges, evaluate_sessions_per_query, judge_metric, proof_metric
 from finetuning.rankers import cosine
 
 # query "a" is close to its clicked a1 but closer still to b1, which only query "b" was shown
@@ -74,8 +74,24 @@ def test_the_randomized_judge_reads_exploration_sessions_only():
     # the registered judge needs 10 judged queries (the quality gate's minimum): one records nothing
     assert registered.compute(context) == {} and registered.last_per_query == {}
 
+    # both judges as one: per query the mean of the judges it has ("a": own and rand, "b": own only)
+    assert own.last_queries == ["a", "b"] and randomized.last_queries == ["a"]
+    per_query = {f"val_{name}": values for c in (own, randomized) for name, values in c.last_per_query.items()}
+    queries = {f"val_{name}": c.last_queries for c in (own, randomized) for name in c.last_per_query}
+    both = combine_judges(per_query, queries)["val_both_ndcg@10"]
+    own_a, own_b = own.last_per_query["own_ndcg@10"]
+    assert both == pytest.approx([(own_a + figures["rand_ndcg@10"]) / 2, own_b])
+    assert combine_judges({"val_own_ndcg@10": [1.0]}, {"val_own_ndcg@10": ["a"]}) == {}  # one judge: nothing to combine
+
 
 def test_the_exploration_judge_chooses_when_recorded():
     assert judge_metric("val_ndcg@10", {"val_ndcg@10": 0.7, "val_rand_ndcg@10": 0.6}) == "val_rand_ndcg@10"
     assert judge_metric("val_ndcg@10", {"val_ndcg@10": 0.7, "val_own_ndcg@10": 0.6}) == "val_ndcg@10"
     assert judge_metric("val_loss", {"val_loss": 0.7, "val_rand_ndcg@10": 0.6}) == "val_loss"
+
+
+def test_trained_weights_prove_themselves_on_both_judges_when_exploration_is_recorded():
+    recorded = {"val_ndcg@10": 0.7, "val_own_ndcg@10": 0.6, "val_rand_ndcg@10": 0.5, "val_both_ndcg@10": 0.55}
+    assert proof_metric("val_ndcg@10", recorded) == "val_both_ndcg@10"
+    assert proof_metric("val_ndcg@10", {"val_ndcg@10": 0.7, "val_own_ndcg@10": 0.6}) == "val_own_ndcg@10"
+    assert proof_metric("val_ndcg@10", {"val_ndcg@10": 0.7}) == "val_ndcg@10"

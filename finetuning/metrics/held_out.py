@@ -58,6 +58,7 @@ class HeldOutRetrievalMetrics(MetricCalculator):
         self.randomized_only = randomized_only
         self.min_queries = min_queries
         self.last_per_query: dict[str, list[float]] = {}
+        self.last_queries: list[str] = []  # the query texts ``last_per_query``'s values belong to, in order
         self.reset()
 
     def reset(self) -> None:
@@ -77,6 +78,8 @@ class HeldOutRetrievalMetrics(MetricCalculator):
         # a judge of fewer queries than min_queries records nothing: too few to choose weights by
         self.last_per_query = ({f"{self.name_prefix}{name}": values for name, values in per_query.items()}
                                if judged >= self.min_queries else {})
+        self.last_queries = (judged_queries(inputs, context, grade_all_shown=self.grade_all_shown, prior_by_rank=self.prior_by_rank)
+                             if self.last_per_query else [])
         return _means(self.last_per_query)
 
 
@@ -103,15 +106,42 @@ OWN_RESULTS_PREFIX = "val_own_"
 
 def proof_metric(main_metric: str, recorded: Mapping[str, float]) -> str:
     """The held-out figure on which trained weights must prove themselves better than the start
-    (the keeper's burden of proof and the quality gate's judge): the exploration twin when
-    recorded (:func:`judge_metric`); else the main metric's own-results twin (``val_ndcg@10`` →
-    ``val_own_ndcg@10``, each query ranked among the results its own sessions showed) when
-    recorded; else the main metric. The main metric ranks every held-out query against the
-    results shown for all of them, the start model's own top results, so a trained model that
-    lifts another query's result only loses by it: a fair figure to choose among trained
-    checkpoints by, not to prove a gain over the start with (docs/engine.md, "The gate's judge")."""
-    return (_recorded_twin(EXPLORATION_PREFIX, main_metric, recorded)
+    (the keeper's burden of proof and the quality gate's judge): both judges as one
+    (``val_both_ndcg@10``, :func:`combine_judges`) when the exploration twin was recorded; else
+    the main metric's own-results twin (``val_ndcg@10`` → ``val_own_ndcg@10``, each query ranked
+    among the results its own sessions showed) when recorded; else the main metric. The main
+    metric ranks every held-out query against the results shown for all of them, the start
+    model's own top results, so a trained model that lifts another query's result only loses by
+    it: a fair figure to choose among trained checkpoints by, not to prove a gain over the start
+    with (docs/engine.md, "The gate's judge" and "Two judges, one test")."""
+    return (_recorded_twin(BOTH_PREFIX, main_metric, recorded) or _recorded_twin(EXPLORATION_PREFIX, main_metric, recorded)
             or _recorded_twin(OWN_RESULTS_PREFIX, main_metric, recorded) or main_metric)
+
+
+BOTH_PREFIX = "val_both_"
+
+
+def combine_judges(per_query: Mapping[str, Sequence[float]], queries: Mapping[str, Sequence[str]]) -> dict[str, list[float]]:
+    """Both held-out judges as one figure: ``val_both_<m>`` per query is the mean of the query's
+    ``val_own_<m>`` and ``val_rand_<m>`` where it has both, else the one it has (``queries``:
+    metric → the query texts its values belong to). Which judges a query has depends on its
+    held-out sessions, not on the model, so two validations' lists pair up; a paired difference
+    of this figure is, per query, the mean of the two judges' differences: one test that weighs the
+    exploration sessions' evidence (unbiased, few queries) and the own-results evidence (every
+    judged query, labels that favour the start's order) without testing twice. Empty unless both
+    judges recorded the metric."""
+    out: dict[str, list[float]] = {}
+    for own_name in [name for name in per_query if name.startswith(OWN_RESULTS_PREFIX)]:
+        metric = own_name.removeprefix(OWN_RESULTS_PREFIX)
+        rand_name = EXPLORATION_PREFIX + metric
+        if rand_name not in per_query or own_name not in queries or rand_name not in queries:
+            continue
+        values: dict[str, list[float]] = defaultdict(list)
+        for name in (own_name, rand_name):
+            for query, value in zip(queries[name], per_query[name]):
+                values[query].append(value)
+        out[BOTH_PREFIX + metric] = [sum(v) / len(v) for v in values.values()]
+    return out
 
 
 def _means(per_query: dict[str, list[float]]) -> dict[str, float]:
@@ -154,7 +184,7 @@ def evaluate_sessions_per_query(
     for object_id in extra_pool_ids:
         pool.setdefault(object_id, object_id)
     relevant = held_out_grades(inputs, context, grade_all_shown=grade_all_shown, prior_by_rank=prior_by_rank)
-    queries = [q for q, rel in relevant.items() if rel]
+    queries = [q for q, rel in relevant.items() if rel]  # judged_queries: the same texts in the same order
     pool_ids = [i for i in pool if i in context.items_set]
     if not queries or not pool_ids:
         return {}
@@ -177,6 +207,12 @@ def evaluate_sessions_per_query(
             seen.setdefault(pool[part], None)
         ranked.append(list(seen))
     return retrieval_scores(ranked, [relevant[q] for q in queries], ks=ks)
+
+
+def judged_queries(inputs: Sequence[FineTuningInput], context: MetricContext, *, grade_all_shown: bool = False,
+                   prior_by_rank: bool = True) -> list[str]:
+    """The query texts :func:`evaluate_sessions_per_query` scores, in the order of its lists."""
+    return [q for q, rel in held_out_grades(inputs, context, grade_all_shown=grade_all_shown, prior_by_rank=prior_by_rank).items() if rel]
 
 
 def held_out_grades(inputs: Sequence[FineTuningInput], context: MetricContext, *, grade_all_shown: bool = False,
