@@ -346,6 +346,9 @@ def train_ours(args: argparse.Namespace, dataset: BeirDataset, test_ids: list[st
           **({"last_weights": callbacks[0].scores} if callbacks else {}),
           **({"test_ndcg@10_curve": [(step, scores["ndcg@10"]) for step, scores in callbacks[0].curve]} if args.score_each_check else {}),
           "per_query_curve": per_query_curve(outcome, recorder.per_query), "judge_queries": recorder.queries,
+          **({"candidate_step": recorder.keeper.candidate_step,
+              "candidate_per_query": {metric: values for metric, values in recorder.keeper.candidate_per_query_by_metric.items()
+                                      if metric.endswith("ndcg@10")}} if recorder.keeper and recorder.keeper.candidate_step else {}),
           **({"refused_candidate": refused} if refused else {}),
           "seconds": time.perf_counter() - started})
     return ours_metrics
