@@ -375,9 +375,16 @@ def test_exploration_sessions_of_enough_held_out_queries_choose_the_weights(tiny
     before, after = outcome.held_out_per_query["val_rand_ndcg@10"]
     assert len(before) == len(after) == len({item.query for item in explored}) >= 10
     assert outcome.best_quality == pytest.approx(outcome.metrics_after["val_rand_ndcg@10"])
+    # the proof weighs both judges: per held-out query the mean of its own-results and exploration figures
+    assert outcome.keeper.metric == "val_both_ndcg@10"
+    own_before, _ = outcome.held_out_per_query["val_own_ndcg@10"]
+    both_before, both_after = outcome.held_out_per_query["val_both_ndcg@10"]
+    assert len(both_before) == len(both_after) >= len(own_before)
+    assert outcome.metrics_before["val_both_ndcg@10"] == pytest.approx(sum(both_before) / len(both_before))
     # the same held-out sessions without the mark: nothing to judge by exploration
     plain_tracker = InMemoryTracker()
     plain = fine_tune(load_model(tiny_model_dir), train, [item.model_copy(update={"randomized": False}) for item in explored],
                       ItemsSet(items), FineTuningParams(query_lr=1e-3), settings.model_copy(update={"max_steps": 2}), plain_tracker,
                       accelerator="cpu", save_model=False)
     assert plain.main_metric == plain_tracker.quality_metric == "val_ndcg@10" and "val_rand_ndcg@10" not in plain.metrics_before
+    assert plain.keeper.metric == "val_own_ndcg@10" and "val_both_ndcg@10" not in plain.metrics_before
