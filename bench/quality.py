@@ -201,12 +201,13 @@ def train_gold_mnrl(model: TextEmbeddingsModel, dataset: BeirDataset, train_quer
             "train_seconds": seconds, "pairs_per_s": len(anchors) * epochs / seconds}
 
 
-def deploy_decision(outcome) -> dict:
+def deploy_decision(outcome, main_metric: str) -> dict:
     """What the service would do with this run: the fine-tuning job's quality gate (paired per held-out
     query, worker/jobs/fine_tuning/quality_gate.py, its default options and judge) on the run's
-    held-out figures. ``gate_passed`` False means the service keeps serving the start model. The
-    ``shared_pool_*`` / ``own_pool_*`` fields: the same gate judged by the shared validation pool /
-    each query's own shown results (the judges when the log has no exploration sessions)."""
+    held-out figures, its judge derived from the settings' ``main_metric`` as the job derives it.
+    ``gate_passed`` False means the service keeps serving the start model. The ``shared_pool_*`` /
+    ``own_pool_*`` / ``rand_pool_*`` fields: the same gate judged by the shared validation pool /
+    each query's own shown results / the exploration sessions alone."""
     from worker.jobs.fine_tuning.quality_gate import gate_metric, quality_gate, start_kept
 
     def judged(metric: str, service: bool = False) -> dict:
@@ -224,9 +225,10 @@ def deploy_decision(outcome) -> dict:
         return {f"{prefix}_{k.removeprefix('gate_')}": v for k, v in judged(metric).items()
                 if k in ("gate_passed", "gate_z", "gate_before", "gate_after")}
 
-    return {**judged(gate_metric(None, outcome.main_metric, outcome.metrics_after), service=True),
+    return {**judged(gate_metric(None, main_metric, outcome.metrics_after), service=True),
             **other("shared_pool", "val_ndcg@10"),
-            **other("own_pool", "val_own_ndcg@10")}
+            **other("own_pool", "val_own_ndcg@10"),
+            **other("rand_pool", "val_rand_ndcg@10")}
 
 
 def per_query_curve(outcome, checks: list[tuple[int, dict[str, list[float]]]]) -> dict[str, list]:
@@ -334,7 +336,7 @@ def train_ours(args: argparse.Namespace, dataset: BeirDataset, test_ids: list[st
     train_seconds = time.perf_counter() - started
     ours_metrics = score_test()
     refused = score_refused_candidate(ours, recorder.keeper, score_test) if args.score_refused else None
-    emit({"stage": "ours", **rss_mb(), **ours_metrics, **deploy_decision(outcome), "lr": lr, "confidence": settings.confidence_calculator, "precision": settings.precision, "attention_dropout": settings.attention_dropout, "train_seconds": train_seconds, "steps": outcome.steps, "best_step": outcome.best_step, "selection": outcome.selection,
+    emit({"stage": "ours", **rss_mb(), **ours_metrics, **deploy_decision(outcome, settings.main_metric), "lr": lr, "confidence": settings.confidence_calculator, "precision": settings.precision, "attention_dropout": settings.attention_dropout, "train_seconds": train_seconds, "steps": outcome.steps, "best_step": outcome.best_step, "selection": outcome.selection,
           **({"keeper_metric": proof_metric(settings.main_metric, outcome.metrics_before),
               "keeper_z": outcome.proof.z if math.isfinite(outcome.proof.z) else None, "keeper_queries": outcome.proof.n,
               "keeper_mean_difference": outcome.proof.mean} if outcome.proof else {}),
