@@ -16,15 +16,15 @@ of draws that pass is the rule's size under "no gain" (one-sided level 5 % is th
 
 Rules (each the paired t-test of :mod:`finetuning.metrics.paired`; ``n ≥ 10`` queries):
 
-- ``rand``: the exploration judge at level 1.645 (the engine's proof until ``both``);
+- ``rand``: the exploration judge at level 1.645 (the engine's proof before ``max_rand_both``);
 - ``own``: the own-results judge at 1.645;
-- ``both``: ``val_both_ndcg@10`` at 1.645 — per query the mean of the judges it has (the engine's proof);
+- ``both``: ``val_both_ndcg@10`` at 1.645 — per query the mean of the judges it has;
 - ``either_bonferroni``: ``rand`` or ``own``, each at half the level (1.96);
 - ``own_if_rand_agrees``: ``rand``, or ``own`` when the exploration judge's mean difference is > 0;
-- ``max_rand_both``: the larger of the ``rand`` and ``both`` t statistics against the 95th percentile
-  of that maximum when every query's differences get a random sign (a max-T permutation test,
-  Westfall & Young 1993: two witnesses, one level, their correlation allowed for; the bar is
-  drawn from this run's own differences with ``--draws`` flips at a fixed seed).
+- ``max_rand_both`` (the engine's proof): the larger of the ``rand`` and ``both`` t statistics against
+  the 95th percentile of that maximum when every query's differences get a random sign (a max-T
+  permutation test, Westfall & Young 1993: two witnesses, one level, their correlation allowed
+  for; :func:`finetuning.metrics.paired.strongest_witness`).
 
 Test queries only score choices made from held-out figures; they choose nothing here.
 """
@@ -41,7 +41,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from finetuning.metrics.paired import paired_difference  # noqa: E402
+from finetuning.metrics.paired import paired_difference, strongest_witness  # noqa: E402
 
 RAND, OWN, BOTH = "val_rand_ndcg@10", "val_own_ndcg@10", "val_both_ndcg@10"
 LEVEL, HALF_LEVEL, MIN_QUERIES = 1.645, 1.96, 10
@@ -63,27 +63,16 @@ def _both(d: Differences) -> np.ndarray:
     return np.nanmean(np.vstack([d[OWN], d[RAND]]), axis=0)
 
 
-def _t_statistics(columns: list[np.ndarray], signs: np.ndarray) -> np.ndarray:
-    """draws × judges: each judge's paired t statistic (mean / SE over its queries) under each sign draw."""
-    out = []
-    for column in columns:
-        judged = ~np.isnan(column)
-        n = int(judged.sum())
-        x = np.where(judged, column, 0.0)[None, :] * signs
-        mean = x.sum(axis=1) / n
-        se = np.sqrt(((x - mean[:, None]) ** 2 * judged[None, :]).sum(axis=1) / (n - 1) / n)
-        out.append(np.divide(mean, se, out=np.zeros_like(mean), where=se > 0))
-    return np.stack(out, axis=1)
-
-
-def max_t_passes(d: Differences, draws: int = 2000, seed: int = 0, quantile: float = 0.95) -> bool:
-    """``max_rand_both``: max of the two judges' t against its sign-flip quantile (see the module docstring)."""
-    columns = [d[RAND], _both(d)]
-    if min(int((~np.isnan(c)).sum()) for c in columns) < MIN_QUERIES:
+def max_t_passes(d: Differences, draws: int = 2000, seed: int = 0) -> bool:
+    """``max_rand_both``: the engine's :func:`~finetuning.metrics.paired.strongest_witness` on the two
+    judges (the exploration judge's queries first, as ``combine_judges`` orders them)."""
+    rand, both = d[RAND], _both(d)
+    order = np.argsort(np.isnan(rand), kind="stable")  # queries the exploration judge has first
+    judges = [rand[order][~np.isnan(rand[order])], both[order]]
+    if min(len(j) for j in judges) < MIN_QUERIES:
         return False
-    observed = _t_statistics(columns, np.ones((1, len(columns[0])))).max()
-    flips = np.random.default_rng(seed).choice([-1.0, 1.0], size=(draws, len(columns[0])))
-    return bool(observed > np.quantile(_t_statistics(columns, flips).max(axis=1), quantile))
+    _, test = strongest_witness([([0.0] * len(j), j.tolist()) for j in judges], LEVEL, draws=draws, seed=seed)
+    return test.beyond(LEVEL)
 
 
 RULES: dict[str, Callable[[Differences], bool]] = {

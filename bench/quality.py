@@ -206,17 +206,16 @@ def deploy_decision(outcome, main_metric: str) -> dict:
     query, worker/jobs/fine_tuning/quality_gate.py, its default options and judge) on the run's
     held-out figures, its judge derived from the settings' ``main_metric`` as the job derives it.
     ``gate_passed`` False means the service keeps serving the start model. The ``shared_pool_*`` /
-    ``own_pool_*`` / ``rand_pool_*`` fields: the same gate judged by the shared validation pool /
-    each query's own shown results / the exploration sessions alone."""
-    from worker.jobs.fine_tuning.quality_gate import gate_metric, quality_gate, start_kept
+    ``own_pool_*`` / ``rand_pool_*`` / ``both_pool_*`` fields: the same gate judged by the shared validation pool /
+    each query's own shown results / the exploration sessions alone / both as one, each alone."""
+    from worker.jobs.fine_tuning.quality_gate import gate_witnesses, start_kept, witness_gate
 
-    def judged(metric: str, service: bool = False) -> dict:
+    def judged(*witnesses: str, service: bool = False) -> dict:
         if service and outcome.keeper is not None and outcome.keeper.start_kept:  # as the job: nothing to compare
             decision = start_kept(outcome.keeper, outcome.metrics_before.get(outcome.keeper.metric))
         else:
-            before, after = outcome.held_out_per_query.get(metric, (None, None))
-            decision = quality_gate(metric, outcome.metrics_before.get(metric), outcome.metrics_after.get(metric),
-                                    per_query_before=before, per_query_after=after)
+            decision = witness_gate(witnesses, outcome.metrics_before, outcome.metrics_after, outcome.held_out_per_query)
+        metric = witnesses[0]
         return {"gate_metric": decision.metric or metric, "gate_passed": decision.passed, "gate_z": decision.z,
                 "gate_queries": decision.n_queries, "gate_mean_difference": decision.mean_difference,
                 "gate_before": decision.before, "gate_after": decision.after, "gate_reason": decision.reason}
@@ -225,10 +224,11 @@ def deploy_decision(outcome, main_metric: str) -> dict:
         return {f"{prefix}_{k.removeprefix('gate_')}": v for k, v in judged(metric).items()
                 if k in ("gate_passed", "gate_z", "gate_before", "gate_after")}
 
-    return {**judged(gate_metric(None, main_metric, outcome.metrics_after), service=True),
+    return {**judged(*gate_witnesses(None, main_metric, outcome.metrics_after), service=True),
             **other("shared_pool", "val_ndcg@10"),
             **other("own_pool", "val_own_ndcg@10"),
-            **other("rand_pool", "val_rand_ndcg@10")}
+            **other("rand_pool", "val_rand_ndcg@10"),
+            **other("both_pool", "val_both_ndcg@10")}
 
 
 def per_query_curve(outcome, checks: list[tuple[int, dict[str, list[float]]]]) -> dict[str, list]:

@@ -14,13 +14,13 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import lightning.pytorch as pl
 import torch
 
 from finetuning.keeper_verdict import CANDIDATE_KEPT, START_KEPT, KeeperVerdict
-from finetuning.metrics.paired import PairedDifference, paired_difference
+from finetuning.metrics.paired import PairedDifference, paired_difference, strongest_witness
 
 
 class StopOnRequest(pl.Callback):
@@ -85,13 +85,17 @@ class KeepBestWeights(pl.Callback):
       kept when at least ``min_queries`` held-out queries pair up and their mean difference is above
       the bar of :mod:`finetuning.metrics.paired` at level ``prove_z`` (Student's t; ``prove_z`` ≤ 0
       keeps a candidate that is not worse beyond that many standard errors).
+    - With ``witnesses`` (several proof figures, e.g. the exploration judge and both judges as
+      one, :func:`~finetuning.metrics.held_out.proof_witnesses`) recorded per query, the strongest
+      of them proves or not, at a bar set for all of them
+      (:func:`~finetuning.metrics.paired.strongest_witness`); the verdict names it.
     - Without them (another monitor, or a validation that records no per-query values) the
       candidate must strictly beat the start by ``monitor``.
 
     Parameters: ``monitor`` (``"val_ndcg@10"``), ``mode`` (``"max"``; ``"min"`` for a loss),
     ``initial_score`` (None: no start to fall back on, the candidate always wins),
     ``restore_on_fit_end`` (True), ``prove_z`` (1.645), ``min_queries`` (10), ``proof_metric``
-    (None: ``monitor``), ``initial_per_query`` (None).
+    (None: ``monitor``), ``initial_per_query`` (None), ``witnesses`` (none).
     After :meth:`restore`: ``best_score``, ``best_step`` (0 = the start), ``best_metrics``,
     ``decision`` (``"candidate beats start"`` or ``"start kept"``) and ``proof`` (the paired test,
     None when the means decided); :meth:`verdict` gives both with the level, as a record;
@@ -108,6 +112,7 @@ class KeepBestWeights(pl.Callback):
         min_queries: int = 10,
         proof_metric: str | None = None,
         initial_per_query: list[float] | None = None,
+        witnesses: Sequence[str] = (),
     ) -> None:
         if mode not in ("max", "min"):
             raise ValueError("mode must be 'max' or 'min'")
@@ -118,6 +123,7 @@ class KeepBestWeights(pl.Callback):
         self.prove_z = prove_z
         self.min_queries = min_queries
         self.proof_metric = proof_metric or monitor
+        self.witnesses = tuple(witnesses)
         self.restore_on_fit_end = restore_on_fit_end
         self.start_score = initial_score
         self.start_per_query_by_metric: dict[str, list[float]] = (
@@ -187,14 +193,22 @@ class KeepBestWeights(pl.Callback):
         self._candidate_state = self._snapshot(model)
         return True
 
+    def _pairs(self, metric: str) -> tuple[list[float], list[float]] | None:
+        after = self.candidate_per_query_by_metric.get(metric)
+        before = self.start_per_query_by_metric.get(metric)
+        return (before, after) if after and before and len(after) == len(before) else None
+
     def paired_test(self) -> PairedDifference | None:
-        """Candidate − start per held-out query by ``proof_metric`` (> 0 is better); None when the
-        two validations do not pair up."""
-        after = self.candidate_per_query_by_metric.get(self.proof_metric)
-        before = self.start_per_query_by_metric.get(self.proof_metric)
-        if not after or not before or len(after) != len(before):
-            return None
-        return paired_difference(before, after, higher_is_better=self.mode == "max")
+        """Candidate − start per held-out query (> 0 is better) by the strongest of ``witnesses``
+        when all pair up (``proof_metric`` is then that witness), else by ``proof_metric``; None when
+        the two validations do not pair up."""
+        pairs = [self._pairs(metric) for metric in self.witnesses]
+        if len(pairs) > 1 and all(pairs):
+            strongest, test = strongest_witness(pairs, self.prove_z, higher_is_better=self.mode == "max")
+            self.proof_metric = self.witnesses[strongest]
+            return test
+        pair = self._pairs(self.proof_metric)
+        return None if pair is None else paired_difference(*pair, higher_is_better=self.mode == "max")
 
     def held_out_per_query(self) -> dict[str, tuple[list[float], list[float]]]:
         """After :meth:`restore`: metric → (start, kept weights) per held-out query, for the metrics

@@ -71,7 +71,8 @@ class KeeperVerdict:
     def to_json(self) -> str:
         """Compact JSON (a tag value); non-finite figures become null."""
         proof = None if self.proof is None else {
-            "n": self.proof.n, "mean": _finite(self.proof.mean), "standard_error": _finite(self.proof.standard_error)}
+            "n": self.proof.n, "mean": _finite(self.proof.mean), "standard_error": _finite(self.proof.standard_error),
+            **({"bar_z": self.proof.bar_z, "witnesses": self.proof.witnesses} if self.proof.bar_z is not None else {})}
         return json.dumps({"decision": self.decision, "metric": self.metric, "prove_z": self.prove_z,
                            "min_queries": self.min_queries, "candidate_step": self.candidate_step, "proof": proof},
                           sort_keys=True, separators=(",", ":"))
@@ -90,7 +91,9 @@ class KeeperVerdict:
                 min_queries=int(raw["min_queries"]),
                 candidate_step=None if raw.get("candidate_step") is None else int(raw["candidate_step"]),
                 proof=None if proof is None else PairedDifference(
-                    int(proof["n"]), _number(proof.get("mean")), _number(proof.get("standard_error"))),
+                    int(proof["n"]), _number(proof.get("mean")), _number(proof.get("standard_error")),
+                    bar_z=None if proof.get("bar_z") is None else float(proof["bar_z"]),
+                    witnesses=int(proof.get("witnesses", 1))),
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             return None

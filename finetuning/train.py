@@ -35,7 +35,7 @@ from finetuning.fine_tuner import EmbeddingsFineTuner
 from finetuning.inputs.input import FineTuningInput
 from finetuning.inputs.query_retriever import QueryRetriever, TextQueryRetriever
 from finetuning.keeper_verdict import KeeperVerdict
-from finetuning.metrics.held_out import judge_metric, proof_metric
+from finetuning.metrics.held_out import judge_metric, proof_metric, proof_witnesses
 from finetuning.metrics.paired import PairedDifference
 from finetuning.models.attention import training_attention
 from finetuning.models.base import EmbeddingsModelInterface
@@ -218,6 +218,7 @@ def fine_tune(
         main, mode, initial_score=metrics_before.get(main), restore_on_fit_end=False,
         prove_z=settings.keep_candidate_z, min_queries=settings.keep_min_queries,
         proof_metric=proof_metric(settings.main_metric, metrics_before),
+        witnesses=proof_witnesses(settings.main_metric, metrics_before),
     )
     keeper.start_metrics = dict(metrics_before)
     keeper.start_per_query_by_metric = dict(tuner.last_validation_per_query)

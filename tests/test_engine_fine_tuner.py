@@ -324,6 +324,22 @@ def test_keep_best_weights_proves_on_the_proof_metric_and_a_negative_level_accep
     assert keeper.decision == "candidate beats start" and torch.allclose(model.encode_queries(["red"]), changed, atol=1e-6)
 
 
+def test_keep_best_weights_takes_the_strongest_of_its_witnesses_at_a_bar_for_all(tiny_model_dir):
+    """The exploration judge (12 queries, no gain it can show) and both judges as one (30 queries, the
+    first 12 the exploration judge's, a steady gain): the second proves, its bar above its own t."""
+    rand_start, both_start = [0.5, 0.7] * 6, [0.6, 0.8, 0.7] * 10
+    rand_after = [0.55, 0.65] * 6
+    both_after = [s + 0.02 + 0.01 * (i % 3 - 1) for i, s in enumerate(both_start)]
+    witnesses = ("val_rand_ndcg@10", "val_both_ndcg@10")
+    model, keeper, _, _ = _perturbed_keeper(tiny_model_dir, proof_metric="val_both_ndcg@10", witnesses=witnesses)
+    keeper.start_per_query_by_metric = {"val_rand_ndcg@10": rand_start, "val_both_ndcg@10": both_start}
+    keeper.consider(0.92, model, 7, per_query_by_metric={"val_rand_ndcg@10": rand_after, "val_both_ndcg@10": both_after})
+    keeper.restore(model)
+    verdict = keeper.verdict()
+    assert keeper.decision == "candidate beats start" and verdict.metric == "val_both_ndcg@10"
+    assert verdict.proof.n == 30 and verdict.proof.witnesses == 2 and verdict.proof.bar_z > 1.699  # t at 29 df
+
+
 def test_keep_best_weights_is_strict_without_per_query_values(tiny_model_dir):
     model, keeper, start, _ = _perturbed_keeper(tiny_model_dir)  # no per-query values for the start
     keeper.consider(0.899, model, 5, per_query=[0.899] * 4)
@@ -375,8 +391,10 @@ def test_exploration_sessions_of_enough_held_out_queries_choose_the_weights(tiny
     before, after = outcome.held_out_per_query["val_rand_ndcg@10"]
     assert len(before) == len(after) == len({item.query for item in explored}) >= 10
     assert outcome.best_quality == pytest.approx(outcome.metrics_after["val_rand_ndcg@10"])
-    # the proof weighs both judges: per held-out query the mean of its own-results and exploration figures
-    assert outcome.keeper.metric == "val_both_ndcg@10"
+    # two witnesses may prove the weights, the exploration judge and both judges as one (per held-out
+    # query the mean of its own-results and exploration figures), at a bar set for the two
+    assert outcome.keeper.metric in ("val_rand_ndcg@10", "val_both_ndcg@10")
+    assert outcome.keeper.proof.witnesses == 2 and outcome.keeper.proof.bar_z is not None
     own_before, _ = outcome.held_out_per_query["val_own_ndcg@10"]
     both_before, both_after = outcome.held_out_per_query["val_both_ndcg@10"]
     assert len(both_before) == len(both_after) >= len(own_before)

@@ -40,7 +40,9 @@ def test_the_reason_names_the_checkpoint_its_figures_the_bar_and_the_decision():
 
 
 def test_a_verdict_survives_its_tag_and_an_unreadable_tag_reads_as_none():
-    for original in (verdict(), verdict(CANDIDATE_KEPT, PairedDifference(12, 0.01, 0.0)), verdict(proof=None, step=None)):
+    witnessed = verdict(proof=PairedDifference(48, 0.019, 0.0136, bar_z=1.93, witnesses=2))
+    assert "1.4 SE ≤ 1.93 (the largest t of 2 held-out judges under random signs, at keep_candidate_z 1.645)" in witnessed.reason()
+    for original in (verdict(), verdict(CANDIDATE_KEPT, PairedDifference(12, 0.01, 0.0)), verdict(proof=None, step=None), witnessed):
         assert KeeperVerdict.from_json(original.to_json()) == original
     # a proof on one query has no standard error: stored as null, read back as NaN
     single = KeeperVerdict.from_json(verdict(proof=PairedDifference(1, 0.1, math.nan)).to_json())

@@ -63,10 +63,10 @@ def test_the_max_t_bar_holds_its_level_on_noise():
     bench = _bench()
     rng = np.random.default_rng(3)
     passed = 0
-    for _ in range(200):
+    for _ in range(100):
         own, rand = rng.normal(0, 0.05, 80), np.concatenate([rng.normal(0, 0.05, 40), np.full(40, np.nan)])
         passed += bench.max_t_passes({bench.OWN: own, bench.RAND: rand}, draws=400)
-    assert passed / 200 <= 0.09  # 5 % by construction, allowing for 200 trials
+    assert passed / 100 <= 0.11  # 5 % by construction, allowing for 100 trials
 
 
 def test_a_log_without_the_candidate_is_a_clear_error(tmp_path):

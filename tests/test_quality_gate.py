@@ -11,9 +11,9 @@ import pytest
 
 from dao.task_documents import FineTuningOptions, QualityGateResult
 from finetuning.experiments.records import per_query_from_payload, per_query_payload
-from finetuning.metrics.paired import critical_value, paired_difference
+from finetuning.metrics.paired import critical_value, paired_difference, strongest_witness
 from finetuning.params import FineTuningSettings
-from worker.jobs.fine_tuning.quality_gate import GATE_Z, MIN_GATE_QUERIES, gate_metric, quality_gate
+from worker.jobs.fine_tuning.quality_gate import GATE_Z, MIN_GATE_QUERIES, gate_metric, gate_witnesses, quality_gate, witness_gate
 
 
 def per_query(n: int, mean: float, spread: float, seed: int = 0) -> list[float]:
@@ -191,3 +191,41 @@ def test_the_gate_judges_by_the_own_results_twin_of_the_main_metric_when_it_was_
     assert gate_metric(None, "val_ndcg@10", explored) == "val_rand_ndcg@10"
     assert gate_metric(None, "val_rand_ndcg@10", explored) == "val_rand_ndcg@10"  # the keeper's judge as the main metric
     assert gate_metric("val_own_ndcg@10", "val_ndcg@10", explored) == "val_own_ndcg@10"
+
+
+def test_two_witnesses_either_may_prove_at_a_bar_set_for_both():
+    explored = {"val_ndcg@10": 0.8, "val_own_ndcg@10": 0.9, "val_rand_ndcg@10": 0.75, "val_both_ndcg@10": 0.8}
+    assert gate_witnesses(None, "val_ndcg@10", explored) == ("val_rand_ndcg@10", "val_both_ndcg@10")
+    assert gate_witnesses("val_own_ndcg@10", "val_ndcg@10", explored) == ("val_own_ndcg@10",)  # the task's choice
+    rng = random.Random(4)
+    # 60 queries judged by both as one, the first 25 of them by the exploration sessions too
+    both_before = [rng.uniform(0.3, 0.9) for _ in range(60)]
+    both_after = [b + 0.02 + rng.gauss(0, 0.04) for b in both_before]   # a gain both as one sees
+    rand_before = [rng.uniform(0.3, 0.9) for _ in range(25)]
+    rand_after = [b + rng.gauss(0, 0.08) for b in rand_before]          # the exploration sessions alone: noise
+    strongest, test = strongest_witness([(rand_before, rand_after), (both_before, both_after)], GATE_Z)
+    alone = paired_difference(both_before, both_after)
+    assert strongest == 1 and (test.n, test.mean) == (alone.n, alone.mean) and test.witnesses == 2
+    # the bar allows for two chances: above one judge's Student's t, below Bonferroni's at half the level
+    assert critical_value(GATE_Z, 60) < test.bar_z < critical_value(1.96, 25) + 0.3
+    assert strongest_witness([(rand_before, rand_after), (both_before, both_after)], GATE_Z) == (strongest, test)  # fixed seed
+    per_query = {"val_rand_ndcg@10": (rand_before, rand_after), "val_both_ndcg@10": (both_before, both_after)}
+    before = {m: sum(v[0]) / len(v[0]) for m, v in per_query.items()}
+    after = {m: sum(v[1]) / len(v[1]) for m, v in per_query.items()}
+    decision = witness_gate(("val_rand_ndcg@10", "val_both_ndcg@10"), before, after, per_query)
+    assert decision.passed and decision.metric == "val_both_ndcg@10" and decision.rule == "paired"
+    assert "largest t of 2 held-out judges under random signs" in decision.reason
+    # without per-query values for every witness: the first alone
+    single = witness_gate(("val_rand_ndcg@10", "val_both_ndcg@10"), before, after, {"val_rand_ndcg@10": per_query["val_rand_ndcg@10"]})
+    assert single.metric == "val_rand_ndcg@10" and not single.passed
+
+
+def test_noise_rarely_passes_either_of_two_witnesses():
+    rng = random.Random(9)
+    passed = 0
+    for _ in range(150):
+        both = [rng.gauss(0, 0.05) for _ in range(50)]
+        rand = [rng.gauss(0, 0.05) for _ in range(20)]
+        _, test = strongest_witness([([0.0] * 20, rand), ([0.0] * 50, both)], GATE_Z, draws=500)
+        passed += test.beyond(GATE_Z)
+    assert passed / 150 <= 0.10  # the one level, 5 %, for the pair (150 trials of noise)

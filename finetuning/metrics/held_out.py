@@ -128,8 +128,10 @@ def combine_judges(per_query: Mapping[str, Sequence[float]], queries: Mapping[st
     held-out sessions, not on the model, so two validations' lists pair up; a paired difference
     of this figure is, per query, the mean of the two judges' differences: one test that weighs the
     exploration sessions' evidence (unbiased, few queries) and the own-results evidence (every
-    judged query, labels that favour the start's order) without testing twice. Empty unless both
-    judges recorded the metric."""
+    judged query, labels that favour the start's order) without testing twice. The exploration
+    judge's queries come first, in its order, so its values pair with the first of these
+    (:func:`~finetuning.metrics.paired.strongest_witness` relies on it). Empty unless both judges
+    recorded the metric."""
     out: dict[str, list[float]] = {}
     for own_name in [name for name in per_query if name.startswith(OWN_RESULTS_PREFIX)]:
         metric = own_name.removeprefix(OWN_RESULTS_PREFIX)
@@ -137,11 +139,22 @@ def combine_judges(per_query: Mapping[str, Sequence[float]], queries: Mapping[st
         if rand_name not in per_query or own_name not in queries or rand_name not in queries:
             continue
         values: dict[str, list[float]] = defaultdict(list)
-        for name in (own_name, rand_name):
+        for name in (rand_name, own_name):
             for query, value in zip(queries[name], per_query[name]):
                 values[query].append(value)
         out[BOTH_PREFIX + metric] = [sum(v) / len(v) for v in values.values()]
     return out
+
+
+def proof_witnesses(main_metric: str, recorded: Mapping[str, float]) -> tuple[str, ...]:
+    """The held-out figures any one of which may prove trained weights better than the start, at
+    one level for all (:func:`~finetuning.metrics.paired.strongest_witness`): the exploration twin
+    and both judges as one when recorded (the exploration judge alone sees the queries clicked in
+    an explored session, without the start's order; both as one sees every judged query); else
+    :func:`proof_metric` alone."""
+    both = _recorded_twin(BOTH_PREFIX, main_metric, recorded)
+    rand = _recorded_twin(EXPLORATION_PREFIX, main_metric, recorded)
+    return (rand, both) if both and rand else (proof_metric(main_metric, recorded),)
 
 
 def _means(per_query: dict[str, list[float]]) -> dict[str, float]:

@@ -12,6 +12,14 @@ normal quantile understates the bar (at 95 %: t is 1.83 at 10 queries, 1.76 at 1
 1.66 at 100); Student's t is the textbook remedy (paired t-test). ``z`` ≤ 0 turns the test around:
 ``m > t * se`` with ``t`` ≤ 0 accepts a candidate that is not worse beyond ``|t|`` standard errors.
 
+Two witnesses, one level. With several held-out judges of the same candidate (the exploration
+sessions alone, and both judges as one: :func:`finetuning.metrics.held_out.combine_judges`),
+:func:`strongest_witness` takes the judge with the largest t and sets its bar from the maximum of
+the judges' t when every query's differences get a random sign (a max-T permutation test,
+Westfall & Young 1993, *Resampling-Based Multiple Testing*): either witness can prove the
+candidate, and the chance that noise passes either stays at the one level, their correlation
+allowed for. The bar is drawn from the run's own differences at a fixed seed (deterministic).
+
 Example::
 
     >>> test = paired_difference(before=[0.5, 0.4, 0.6, 0.7], after=[0.6, 0.5, 0.6, 0.8])
@@ -27,6 +35,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 from scipy import stats
 
 #: A margin equal to the bar is not a pass, up to rounding: one query that moved and all others
@@ -48,6 +57,10 @@ class PairedDifference:
     n: int
     mean: float
     standard_error: float
+    #: the bar in standard errors when a permutation set it (:func:`strongest_witness`), else None: Student's t
+    bar_z: float | None = None
+    #: how many judges the strongest was taken from (the bar allows for all of them)
+    witnesses: int = 1
 
     @property
     def z(self) -> float:
@@ -58,7 +71,10 @@ class PairedDifference:
 
     def bar(self, z: float) -> float:
         """The mean difference a candidate must exceed at level ``z`` (see the module docstring)."""
-        return critical_value(z, self.n) * self.standard_error
+        return self._bar_z(z) * self.standard_error
+
+    def _bar_z(self, z: float) -> float:
+        return self.bar_z if self.bar_z is not None else critical_value(z, self.n)
 
     def describe(self) -> str:
         """``+0.0040 ± 0.0030 (paired SE over 15 held-out queries) = 1.3 SE``: the figures of a reason."""
@@ -68,6 +84,9 @@ class PairedDifference:
     def describe_bar(self, z: float, level_name: str) -> str:
         """``1.76 (Student's t, 14 df, at gate_z 1.645)``: the bar of :meth:`beyond`, in standard errors,
         with the option (``level_name``) that set the level."""
+        if self.bar_z is not None:
+            return (f"{self.bar_z:.2f} (the largest t of {self.witnesses} held-out judges under random signs, "
+                    f"at {level_name} {z:g})")
         return f"{critical_value(z, self.n):.2f} (Student's t, {self.n - 1} df, at {level_name} {z:g})"
 
     def beyond(self, z: float) -> bool:
@@ -90,3 +109,33 @@ def paired_difference(before: Sequence[float], after: Sequence[float], higher_is
     mean = sum(diffs) / n
     variance = sum((d - mean) ** 2 for d in diffs) / (n - 1) if n > 1 else math.nan
     return PairedDifference(n, mean, math.sqrt(variance / n))
+
+
+def _t_statistics(differences: list[np.ndarray], signs: np.ndarray) -> np.ndarray:
+    """draws × judges: each judge's mean / SE over its first ``len(d)`` queries under each row of signs."""
+    columns = []
+    for d in differences:
+        x = d[None, :] * signs[:, : len(d)]
+        mean = x.mean(axis=1)
+        se = x.std(axis=1, ddof=1) / math.sqrt(len(d))
+        columns.append(np.divide(mean, se, out=np.where(mean > 0, np.inf, np.where(mean < 0, -np.inf, 0.0)), where=se > 0))
+    return np.stack(columns, axis=1)
+
+
+def strongest_witness(judges: Sequence[tuple[Sequence[float], Sequence[float]]], z: float, higher_is_better: bool = True,
+                      draws: int = 2000, seed: int = 0) -> tuple[int, PairedDifference]:
+    """The index of the judge whose paired test is strongest and that test, its bar set for all the
+    judges (module docstring). ``judges``: (before, after) per judge; judge ``k``'s queries are the
+    first ``len(before_k)`` of the longest judge's, in the same order. One judge, fewer than two
+    queries anywhere or ``z`` ≤ 0: the strongest judge's plain paired test."""
+    tests = [paired_difference(before, after, higher_is_better) for before, after in judges]
+    strongest = max(range(len(tests)), key=lambda k: tests[k].z if tests[k].n >= 2 else -math.inf)
+    if len(tests) < 2 or z <= 0 or min(t.n for t in tests) < 2:
+        return strongest, tests[strongest]
+    sign = 1.0 if higher_is_better else -1.0
+    differences = [sign * (np.asarray(after, dtype=float) - np.asarray(before, dtype=float)) for before, after in judges]
+    flips = np.random.default_rng(seed).choice([-1.0, 1.0], size=(draws, max(len(d) for d in differences)))
+    null = _t_statistics(differences, flips).max(axis=1)
+    bar = float(np.quantile(null, stats.norm.cdf(z)))
+    test = tests[strongest]
+    return strongest, PairedDifference(test.n, test.mean, test.standard_error, bar_z=bar, witnesses=len(tests))

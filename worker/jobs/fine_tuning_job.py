@@ -18,9 +18,11 @@ final status are the runner's). The steps, each in one place:
    best run's model is registered with alias ``candidate``. Cancel stops the running trial after
    its current batch (``StopOnRequest``) and ends the task ``canceled``.
 8. **quality gate** (:mod:`worker.jobs.fine_tuning.quality_gate`): paired per held-out query (the
-   values the best run recorded, of ``gate_metric``: by default each query ranked among its own
-   shown results), the candidate's mean gain over the start model must exceed
-   ``gate_z`` standard errors on at least ``min_gate_queries`` queries (plus ``min_improvement``);
+   values the best run recorded, of ``gate_metric`` when the task names one, else of the keeper's
+   witnesses: the exploration judge and both judges as one, the stronger at a bar set for the two,
+   or each query ranked among its own shown results without exploration sessions), the
+   candidate's mean gain over the start model must exceed the bar at level ``gate_z`` on at least
+   ``min_gate_queries`` queries (plus ``min_improvement``);
    its figures are the result's ``gate``. When the best run's keeper kept the start weights, the
    candidate is the start model: not passed, and the reason is the keeper's test (rule ``keeper``).
 9. **report**: the registered version gets a description (before/after, the gate's decision and
@@ -59,7 +61,7 @@ from finetuning.params import FineTuningSettings
 from worker.jobs.fine_tuning.batch_reader import read_batch
 from worker.jobs.fine_tuning.data_summary import first_pass, summarise
 from worker.jobs.fine_tuning.items import collect_item_refs, create_task_loader, drop_missing, load_items
-from worker.jobs.fine_tuning.quality_gate import GateDecision, gate_metric, quality_gate, start_kept
+from worker.jobs.fine_tuning.quality_gate import GateDecision, gate_witnesses, start_kept, witness_gate
 from worker.jobs.fine_tuning.report import log_report
 from worker.jobs.fine_tuning.start_model import default_model_line, load_start_model
 from worker.jobs.fine_tuning.training import TrialRunner, build_settings
@@ -211,12 +213,11 @@ def _gate(manager: ExperimentsManager, iteration: IterationResult, options: Fine
                   min_improvement=options.min_improvement)
     if iteration.keeper is not None and iteration.keeper.start_kept:
         return start_kept(iteration.keeper, before.get(iteration.keeper.metric), **limits)
-    judged_by = gate_metric(options.gate_metric, main, after)
-    per_query = manager.held_out_per_query(iteration.best_run_id, judged_by) or (None, None)
-    return quality_gate(judged_by, before.get(judged_by),
-                        after.get(judged_by, iteration.best_quality if judged_by == main else None),
-                        higher_is_better=settings.higher_is_better, per_query_before=per_query[0],
-                        per_query_after=per_query[1], **limits)
+    witnesses = gate_witnesses(options.gate_metric, main, after)
+    per_query = {metric: manager.held_out_per_query(iteration.best_run_id, metric) for metric in witnesses}
+    if main in witnesses and main not in after:
+        after = {**after, main: iteration.best_quality}
+    return witness_gate(witnesses, before, after, per_query, higher_is_better=settings.higher_is_better, **limits)
 
 
 def _report(manager: ExperimentsManager, iteration: IterationResult, main: str, before: dict[str, float],

@@ -63,9 +63,9 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from dao.task_documents import FineTuningOptions
-from finetuning.metrics.held_out import proof_metric
+from finetuning.metrics.held_out import proof_metric, proof_witnesses
 from finetuning.keeper_verdict import KeeperVerdict
-from finetuning.metrics.paired import paired_difference
+from finetuning.metrics.paired import PairedDifference, paired_difference, strongest_witness
 
 #: The defaults of the task options of the same names.
 MIN_GATE_QUERIES: int = FineTuningOptions.model_fields["min_gate_queries"].default
@@ -92,6 +92,12 @@ class GateDecision:
     min_improvement: float = 0.0
 
 
+def gate_witnesses(chosen: str | None, main_metric: str, recorded: Mapping[str, float]) -> tuple[str, ...]:
+    """The held-out figures the gate may judge by: ``chosen`` alone when given, else
+    :func:`~finetuning.metrics.held_out.proof_witnesses` (the keeper's)."""
+    return (chosen,) if chosen else proof_witnesses(main_metric, recorded)
+
+
 def gate_metric(chosen: str | None, main_metric: str, recorded: Mapping[str, float]) -> str:
     """The held-out metric the gate judges by: ``chosen`` (the task's ``gate_metric``) when given,
     else :func:`~finetuning.metrics.held_out.proof_metric` (the exploration twin, else the
@@ -110,8 +116,10 @@ def _missing(value: float | None) -> bool:
 def quality_gate(metric: str, before: float | None, after: float | None, *, higher_is_better: bool = True,
                  min_improvement: float = 0.0, per_query_before: Sequence[float] | None = None,
                  per_query_after: Sequence[float] | None = None, min_gate_queries: int = MIN_GATE_QUERIES,
-                 gate_z: float = GATE_Z) -> GateDecision:
-    """Decide whether the candidate (``after``) beats the start model (``before``) on ``metric``."""
+                 gate_z: float = GATE_Z, test: PairedDifference | None = None) -> GateDecision:
+    """Decide whether the candidate (``after``) beats the start model (``before``) on ``metric``
+    (``test``: the paired test of the per-query values when already made, e.g. with a bar set for
+    several witnesses by :func:`witness_gate`)."""
     base = dict(before=before, after=after, metric=metric, gate_z=gate_z, min_gate_queries=min_gate_queries,
                 min_improvement=min_improvement)
     if _missing(after):
@@ -122,7 +130,7 @@ def quality_gate(metric: str, before: float | None, after: float | None, *, high
              and len(per_query_before) == len(per_query_after))
     if not pairs:
         return _means_rule(metric, before, after, higher_is_better, min_improvement, base)
-    test = paired_difference(per_query_before, per_query_after, higher_is_better)
+    test = test or paired_difference(per_query_before, per_query_after, higher_is_better)
     n, mean, se, z = test.n, test.mean, test.standard_error, test.z
     figures = dict(rule="paired", n_queries=n, mean_difference=mean, standard_error=None if math.isnan(se) else se,
                    z=z if math.isfinite(z) else None)
@@ -141,6 +149,26 @@ def quality_gate(metric: str, before: float | None, after: float | None, *, high
         return GateDecision(False, f"{head}: {measured} > {bar}, but the gain is less than min_improvement "
                             f"{min_improvement:g}", **base, **figures)
     return GateDecision(True, f"{head}: {measured} > {bar} → deploy", **base, **figures)
+
+
+def witness_gate(witnesses: Sequence[str], before: Mapping[str, float], after: Mapping[str, float],
+                 per_query: Mapping[str, tuple[Sequence[float], Sequence[float]] | None], *,
+                 higher_is_better: bool = True, min_improvement: float = 0.0,
+                 min_gate_queries: int = MIN_GATE_QUERIES, gate_z: float = GATE_Z) -> GateDecision:
+    """The gate on the strongest of several held-out figures (:func:`gate_witnesses`), its bar set for
+    all of them (:func:`~finetuning.metrics.paired.strongest_witness`); with one figure, or without
+    per-query values for every one, :func:`quality_gate` on the first."""
+    limits = dict(higher_is_better=higher_is_better, min_improvement=min_improvement,
+                  min_gate_queries=min_gate_queries, gate_z=gate_z)
+    pairs = [per_query.get(metric) for metric in witnesses]
+    if len(witnesses) > 1 and all(pair and pair[0] and len(pair[0]) == len(pair[1]) for pair in pairs):
+        strongest, test = strongest_witness(pairs, gate_z, higher_is_better)
+        metric = witnesses[strongest]
+        return quality_gate(metric, before.get(metric), after.get(metric), per_query_before=pairs[strongest][0],
+                            per_query_after=pairs[strongest][1], test=test, **limits)
+    metric, pair = witnesses[0], pairs[0] or (None, None)
+    return quality_gate(metric, before.get(metric), after.get(metric), per_query_before=pair[0],
+                        per_query_after=pair[1], **limits)
 
 
 def start_kept(keeper: KeeperVerdict, before: float | None, *, min_gate_queries: int = MIN_GATE_QUERIES,
