@@ -29,14 +29,17 @@ gate passes when all of these hold:
 The judge is :func:`gate_metric`: the task's ``gate_metric`` when given, else
 :func:`~finetuning.metrics.held_out.proof_metric`, the figure the keeper's burden of proof uses
 too. When the held-out sessions include exploration sessions (results shown in a random order)
-for at least 10 queries, it is both held-out judges as one, ``val_both_ndcg@10``: per held-out
-query the mean of the exploration sessions' figure (``val_rand_ndcg@10``, the one that chose the
-kept weights and the only one whose labels do not carry the start model's order) and the
-own-results figure below, where the query has both, else the one it has
-(:func:`~finetuning.metrics.held_out.combine_judges`). One test on both witnesses: the
-exploration judge alone sees only the queries clicked in an explored session, and refused a
-checkpoint that gained +0.034 on the test queries (docs/engine.md, "Two judges, one test").
-Otherwise it is the main metric's own-results twin (``val_own_ndcg@10``),
+for at least 10 queries, two witnesses may each prove the candidate (:func:`gate_witnesses`,
+:func:`witness_gate`): the exploration sessions' figure (``val_rand_ndcg@10``, the one that chose
+the kept weights and the only one whose labels do not carry the start model's order) and both
+held-out judges as one (``val_both_ndcg@10``: per held-out query the mean of that figure and the
+own-results figure below where the query has both, else the one it has,
+:func:`~finetuning.metrics.held_out.combine_judges`). The stronger decides, against a bar set for
+the two: the level-``gate_z`` quantile of the larger t when every query's differences get a random
+sign (:func:`~finetuning.metrics.paired.strongest_witness`). Alone, the exploration judge (the
+queries clicked in an explored session) refused a checkpoint that gained +0.034 on SciFact's test
+queries, and both as one refused one that gained +0.0074 (docs/engine.md, "Two witnesses, one
+level"). Otherwise it is the main metric's own-results twin (``val_own_ndcg@10``),
 each held-out query ranked against the results its own sessions showed: the main metric ranks
 every held-out query against the pool of all of them — the start model's own top results, so a
 trained model that lifts another query's result only loses by it. On 500-query logs the
