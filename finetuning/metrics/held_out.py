@@ -71,15 +71,13 @@ class HeldOutRetrievalMetrics(MetricCalculator):
         """Means over the held-out queries; the per-query values stay in ``last_per_query`` (for a
         paired comparison of two validations, see :class:`finetuning.callbacks.KeepBestWeights`)."""
         inputs = [item for item in self._inputs if item.randomized] if self.randomized_only else self._inputs
-        per_query = evaluate_sessions_per_query(inputs, context, self.ks, self.extra_pool_ids, self.batch_size,
-                                                own_results_only=self.own_results_only, grade_all_shown=self.grade_all_shown,
-                                                prior_by_rank=self.prior_by_rank)
-        judged = len(next(iter(per_query.values()), []))
+        queries, per_query = _scores_per_query(inputs, context, self.ks, self.extra_pool_ids, self.batch_size,
+                                               own_results_only=self.own_results_only, grade_all_shown=self.grade_all_shown,
+                                               prior_by_rank=self.prior_by_rank)
         # a judge of fewer queries than min_queries records nothing: too few to choose weights by
-        self.last_per_query = ({f"{self.name_prefix}{name}": values for name, values in per_query.items()}
-                               if judged >= self.min_queries else {})
-        self.last_queries = (judged_queries(inputs, context, grade_all_shown=self.grade_all_shown, prior_by_rank=self.prior_by_rank)
-                             if self.last_per_query else [])
+        judged = len(queries) >= self.min_queries
+        self.last_per_query = {f"{self.name_prefix}{name}": values for name, values in per_query.items()} if judged else {}
+        self.last_queries = queries if judged else []
         return _means(self.last_per_query)
 
 
@@ -113,7 +111,9 @@ def proof_metric(main_metric: str, recorded: Mapping[str, float]) -> str:
     metric ranks every held-out query against the results shown for all of them, the start
     model's own top results, so a trained model that lifts another query's result only loses by
     it: a fair figure to choose among trained checkpoints by, not to prove a gain over the start
-    with (docs/engine.md, "The gate's judge" and "Two judges, one test")."""
+    with (docs/engine.md, "The gate's judge"). With exploration sessions the keeper and the gate
+    weigh this figure beside the exploration twin (:func:`proof_witnesses`; docs/engine.md, "Two
+    witnesses, one level")."""
     return (_recorded_twin(BOTH_PREFIX, main_metric, recorded) or _recorded_twin(EXPLORATION_PREFIX, main_metric, recorded)
             or _recorded_twin(OWN_RESULTS_PREFIX, main_metric, recorded) or main_metric)
 
@@ -185,6 +185,14 @@ def evaluate_sessions_per_query(
 ) -> dict[str, list[float]]:
     """:func:`evaluate_sessions` before averaging: each metric's value per held-out query, queries
     in a fixed order (first appearance in ``inputs``), so two models' lists pair up."""
+    return _scores_per_query(inputs, context, ks, extra_pool_ids, batch_size, own_results_only=own_results_only,
+                             grade_all_shown=grade_all_shown, prior_by_rank=prior_by_rank)[1]
+
+
+def _scores_per_query(inputs: Sequence[FineTuningInput], context: MetricContext, ks: Sequence[int],
+                      extra_pool_ids: Iterable[str], batch_size: int, *, own_results_only: bool, grade_all_shown: bool,
+                      prior_by_rank: bool) -> tuple[list[str], dict[str, list[float]]]:
+    """(the judged query texts, :func:`evaluate_sessions_per_query`'s lists in their order)."""
     pool: dict[str, str] = {}  # item id (or part id) -> object id
     shown: dict[str, dict[str, None]] = defaultdict(dict)  # query text -> item (or part) ids its sessions showed
     for item in inputs:
@@ -197,10 +205,10 @@ def evaluate_sessions_per_query(
     for object_id in extra_pool_ids:
         pool.setdefault(object_id, object_id)
     relevant = held_out_grades(inputs, context, grade_all_shown=grade_all_shown, prior_by_rank=prior_by_rank)
-    queries = [q for q, rel in relevant.items() if rel]  # judged_queries: the same texts in the same order
+    queries = [q for q, rel in relevant.items() if rel]
     pool_ids = [i for i in pool if i in context.items_set]
     if not queries or not pool_ids:
-        return {}
+        return [], {}
     query_embeddings = context.encode_queries(queries, batch_size=batch_size)
     item_embeddings = context.encode_items(pool_ids, batch_size=batch_size)
     similarity = ranker_name(context.ranker)
@@ -219,13 +227,7 @@ def evaluate_sessions_per_query(
         for part in parts:
             seen.setdefault(pool[part], None)
         ranked.append(list(seen))
-    return retrieval_scores(ranked, [relevant[q] for q in queries], ks=ks)
-
-
-def judged_queries(inputs: Sequence[FineTuningInput], context: MetricContext, *, grade_all_shown: bool = False,
-                   prior_by_rank: bool = True) -> list[str]:
-    """The query texts :func:`evaluate_sessions_per_query` scores, in the order of its lists."""
-    return [q for q, rel in held_out_grades(inputs, context, grade_all_shown=grade_all_shown, prior_by_rank=prior_by_rank).items() if rel]
+    return queries, retrieval_scores(ranked, [relevant[q] for q in queries], ks=ks)
 
 
 def held_out_grades(inputs: Sequence[FineTuningInput], context: MetricContext, *, grade_all_shown: bool = False,
