@@ -52,7 +52,6 @@ from finetuning.callbacks import KeepBestWeights  # noqa: E402
 from finetuning.datasets.beir import BeirDataset  # noqa: E402
 from finetuning.inputs import ItemsSet, TrainTestSplitter, sessions_to_inputs  # noqa: E402
 from finetuning.keeper_verdict import START_KEPT  # noqa: E402
-from finetuning.metrics.held_out import proof_metric  # noqa: E402
 from finetuning.metrics.retrieval import retrieval_metrics, top_k_ids  # noqa: E402
 from finetuning.models.registry import base_model_path  # noqa: E402
 from finetuning.models.text import TextEmbeddingsModel  # noqa: E402
@@ -337,7 +336,7 @@ def train_ours(args: argparse.Namespace, dataset: BeirDataset, test_ids: list[st
     ours_metrics = score_test()
     refused = score_refused_candidate(ours, recorder.keeper, score_test) if args.score_refused else None
     emit({"stage": "ours", **rss_mb(), **ours_metrics, **deploy_decision(outcome, settings.main_metric), "lr": lr, "confidence": settings.confidence_calculator, "precision": settings.precision, "attention_dropout": settings.attention_dropout, "train_seconds": train_seconds, "steps": outcome.steps, "best_step": outcome.best_step, "selection": outcome.selection,
-          **({"keeper_metric": proof_metric(settings.main_metric, outcome.metrics_before),
+          **({"keeper_metric": outcome.keeper.metric,
               "keeper_z": outcome.proof.z if math.isfinite(outcome.proof.z) else None, "keeper_queries": outcome.proof.n,
               "keeper_mean_difference": outcome.proof.mean} if outcome.proof else {}),
           "val_ndcg@10_before": outcome.metrics_before.get("val_ndcg@10"), "val_ndcg@10_after": outcome.metrics_after.get("val_ndcg@10"),
